@@ -1,0 +1,275 @@
+"""Typed, frozen configs with diffusers' JSON key names.
+
+Every component (the UNet, each scheduler) has one ``@dataclass(frozen=True)`` config that is the single home of
+its defaults. :class:`ConfigBase` gives those dataclasses what diffusers' ``FrozenDict`` configs offer users:
+
+* attribute access (``unet.config.sample_size``) and mapping access (``config["sample_size"]``, ``dict(config)``);
+* :meth:`ConfigBase.from_dict`, which ignores private keys (``_class_name``, ``_diffusers_version``) and keys this
+  component does not use (logged at DEBUG, never warned about), fills missing keys from the dataclass defaults, and
+  checks every value against its annotated type;
+* :meth:`ConfigBase.to_dict` / :meth:`ConfigBase.save_json`, which write ``_class_name`` so that diffusers opens
+  the saved folder too.
+
+Errors name the file (when there is one), the key, the value received and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import types
+import typing
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, ClassVar, Literal, TypeVar, Union, get_args, get_origin
+
+from .errors import ConfigError
+from .io import atomic_write_text
+
+logger = logging.getLogger(__name__)
+
+C = TypeVar("C", bound="ConfigBase")
+
+__all__ = ["ConfigBase", "ConfigError", "config_to_dict"]
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """Return a plain dict from a ddpm config, a diffusers ``FrozenDict`` config, or any mapping."""
+    if isinstance(config, ConfigBase):
+        return config.to_dict()
+    if isinstance(config, Mapping):
+        return dict(config)
+    # Objects that carry a config (a scheduler or model passed by mistake) are accepted too.
+    inner = getattr(config, "config", None)
+    if inner is not None and inner is not config:
+        return config_to_dict(inner)
+    raise ConfigError(f"expected a config mapping, got {type(config).__name__}: {config!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ConfigBase(Mapping[str, Any]):
+    """Base of every ddpm config: a frozen dataclass that also reads like a mapping.
+
+    Subclasses set ``_class_name`` (the name written to JSON, e.g. ``"UNet2DModel"``) and ``config_name`` (the JSON
+    file name, e.g. ``"config.json"``), declare their keys as annotated fields with defaults, and may override
+    :meth:`validate` for checks that span several keys.
+    """
+
+    _class_name: ClassVar[str] = ""
+    config_name: ClassVar[str] = "config.json"
+
+    # ------------------------------------------------------------------ mapping protocol
+    def __getitem__(self, key: str) -> Any:
+        if key not in self._field_names():
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._field_names())
+
+    def __len__(self) -> int:
+        return len(self._field_names())
+
+    @classmethod
+    def _field_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    # ------------------------------------------------------------------ construction
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            coerced = _check_value(f.name, value, hints[f.name], self._source())
+            if coerced is not value:
+                object.__setattr__(self, f.name, coerced)
+        self.validate()
+
+    def _source(self) -> str | None:
+        return self.__dict__.get("_source_file")
+
+    def validate(self) -> None:
+        """Checks that involve several keys. Raise :class:`ConfigError` naming the keys and values."""
+
+    @classmethod
+    def from_dict(cls: type[C], config: Any, *, source: str | os.PathLike[str] | None = None, **overrides: Any) -> C:
+        """Build a config from a dict (or another config), ignoring keys this component does not use.
+
+        Args:
+            config: A mapping of diffusers JSON keys, a ddpm config, or a diffusers ``FrozenDict``.
+            source: The file the mapping came from; named in error messages.
+            **overrides: Keys that replace those in ``config``.
+
+        Raises:
+            ConfigError: A value has the wrong type or is not allowed; the message names the key and the value.
+        """
+        data = {**config_to_dict(config), **overrides}
+        names = set(cls._field_names())
+        kwargs = {k: v for k, v in data.items() if k in names}
+        ignored = sorted(k for k in data if k not in names and not k.startswith("_"))
+        if ignored:
+            logger.debug("%s ignores config keys it does not use: %s", cls.__name__, ", ".join(ignored))
+        obj = cls.__new__(cls)
+        if source is not None:
+            # Stored before __init__ so that validation errors can name the file.
+            object.__setattr__(obj, "_source_file", str(source))
+        try:
+            cls.__init__(obj, **kwargs)  # type: ignore[misc]
+        except ConfigError:
+            raise
+        except TypeError as exc:  # pragma: no cover - dataclass signature mismatch is a programming error
+            raise ConfigError(f"{_where(source)}{exc}") from None
+        return obj
+
+    @classmethod
+    def from_json_file(cls: type[C], path: str | os.PathLike[str]) -> C:
+        """Read a JSON config file; errors name the file."""
+        return cls.from_dict(read_json(path), source=path)
+
+    def replace(self: C, **changes: Any) -> C:
+        """Return a copy with some keys changed (validated like any new config)."""
+        return type(self).from_dict({**self.to_dict(), **changes}, source=self._source())
+
+    # ------------------------------------------------------------------ serialisation
+    def to_dict(self) -> dict[str, Any]:
+        """The config as plain JSON-ready values, with ``_class_name`` first; tuples become lists."""
+        out: dict[str, Any] = {"_class_name": self._class_name} if self._class_name else {}
+        for name in self._field_names():
+            value = getattr(self, name)
+            out[name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    def to_json_string(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    def save_json(self, folder: str | os.PathLike[str]) -> Path:
+        """Write ``folder/<config_name>`` atomically and return its path."""
+        path = Path(folder) / self.config_name
+        atomic_write_text(path, self.to_json_string())
+        return path
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{k}={getattr(self, k)!r}" for k in self._field_names())
+        return f"{type(self).__name__}({inner})"
+
+
+def read_json(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a JSON object from ``path``, raising :class:`ConfigError` that names the file on any problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}); "
+            "re-download the file or fix it by hand"
+        ) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a JSON object (a dict of config keys), found {type(data).__name__}")
+    return data
+
+
+# ---------------------------------------------------------------------- type checking of config values
+
+
+def _where(source: str | os.PathLike[str] | None) -> str:
+    return f"{source}: " if source else ""
+
+
+def _describe(tp: Any) -> str:
+    origin = get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " or ".join(_describe(a) for a in get_args(tp))
+    if origin is tuple:
+        args = get_args(tp)
+        inner = _describe(args[0]) if args else "values"
+        return f"a list of {inner}"
+    if tp is type(None):
+        return "null"
+    if tp is float:
+        return "a number"
+    if tp is int:
+        return "an integer"
+    if tp is bool:
+        return "true or false"
+    if tp is str:
+        return "a string"
+    return getattr(tp, "__name__", str(tp))
+
+
+class _Mismatch(Exception):
+    pass
+
+
+def _coerce(value: Any, tp: Any) -> Any:
+    """Return ``value`` converted to ``tp`` where JSON's types allow it, else raise _Mismatch."""
+    origin = get_origin(tp)
+    if tp is Any:
+        return value
+    if origin is Literal:
+        if any(type(value) is type(a) and value == a for a in get_args(tp)):
+            return value
+        raise _Mismatch
+    if origin in (Union, types.UnionType):
+        for arg in get_args(tp):
+            try:
+                return _coerce(value, arg)
+            except _Mismatch:
+                continue
+        raise _Mismatch
+    if tp is type(None):
+        if value is None:
+            return None
+        raise _Mismatch
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise _Mismatch
+    if tp is int:
+        if isinstance(value, bool):
+            raise _Mismatch
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise _Mismatch
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _Mismatch
+        if not math.isfinite(value):
+            raise _Mismatch
+        return float(value)
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise _Mismatch
+    if origin is tuple:
+        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+            raise _Mismatch
+        args = get_args(tp)
+        item_tp = args[0] if args else Any
+        return tuple(_coerce(v, item_tp) for v in value)
+    raise TypeError(f"unsupported config annotation {tp!r}")  # programming error
+
+
+def _check_value(key: str, value: Any, tp: Any, source: str | None) -> Any:
+    try:
+        return _coerce(value, tp)
+    except _Mismatch:
+        raise ConfigError(f"{_where(source)}config key {key!r} has value {value!r}; expected {_describe(tp)}") from None
+
+
+def check(condition: bool, config: ConfigBase, key: str, allowed: str) -> None:
+    """Raise :class:`ConfigError` naming ``key``, its value and ``allowed`` unless ``condition`` holds."""
+    if not condition:
+        value = getattr(config, key)
+        raise ConfigError(f"{_where(config._source())}config key {key!r} has value {value!r}; {allowed}")

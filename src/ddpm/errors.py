@@ -1,0 +1,32 @@
+"""The exceptions ddpm raises for bad files and bad input.
+
+Each subclasses a built-in exception users already catch (``ValueError``, ``FileNotFoundError``), so code written
+for diffusers that catches those keeps working, while ``except ddpm.DDPMError`` catches everything of ours.
+"""
+
+from __future__ import annotations
+
+__all__ = ["DDPMError", "ConfigError", "WeightsError", "CheckpointNotFoundError", "UnsafeCheckpointError"]
+
+
+class DDPMError(Exception):
+    """Base class of every exception ddpm raises on purpose."""
+
+
+class ConfigError(DDPMError, ValueError):
+    """A config file or value is malformed, has the wrong type, or is not supported.
+
+    The message names the file (when there is one), the key, the value and what is allowed.
+    """
+
+
+class WeightsError(DDPMError, ValueError):
+    """A weights file is damaged or does not fit the model (missing, unexpected or mis-shaped tensors)."""
+
+
+class UnsafeCheckpointError(WeightsError):
+    """A pickle (``.bin``) checkpoint holds objects other than plain tensors; it was refused and nothing ran."""
+
+
+class CheckpointNotFoundError(DDPMError, FileNotFoundError):
+    """A model id is neither a local folder nor available (from the cache, or online when allowed)."""

@@ -1,0 +1,184 @@
+"""Finding files: a local folder, a bundled model, or a Hugging Face Hub repo (through its cache).
+
+This is the only module that talks to ``huggingface_hub``. Every ``from_pretrained`` in ddpm asks it for the files
+it needs, one by one, so a Hub repo only ever downloads what is used (one weights file and the configs). It honours
+``HF_HUB_OFFLINE``, ``HF_HUB_CACHE`` and ``local_files_only`` exactly as huggingface_hub does, and turns its
+exceptions into :class:`~ddpm.errors.CheckpointNotFoundError` messages that say what to do.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import CheckpointNotFoundError
+
+__all__ = ["HubOptions", "find_file", "require_file", "is_offline", "BUNDLED_MODELS", "bundled_model_path"]
+
+#: Short names of models shipped inside the package, mapped to their folder under ``ddpm/pretrained``.
+BUNDLED_MODELS: dict[str, str] = {}
+
+
+def bundled_model_path(name: str) -> Path | None:
+    """The folder of a bundled model by its short name, or ``None`` if ``name`` is not one."""
+    folder = BUNDLED_MODELS.get(name)
+    if folder is None:
+        return None
+    return Path(__file__).parent / "pretrained" / folder
+
+
+@dataclass(frozen=True)
+class HubOptions:
+    """The download options every ``from_pretrained`` accepts, passed through to huggingface_hub."""
+
+    revision: str | None = None
+    cache_dir: str | os.PathLike[str] | None = None
+    local_files_only: bool = False
+    token: str | bool | None = None
+
+
+def is_offline(options: HubOptions) -> bool:
+    """True when no download may happen (``local_files_only=True`` or ``HF_HUB_OFFLINE`` set)."""
+    from huggingface_hub import constants
+
+    return options.local_files_only or bool(constants.HF_HUB_OFFLINE)
+
+
+def _local_root(repo_id_or_path: str | os.PathLike[str]) -> Path | None:
+    """The local folder meant by ``repo_id_or_path``, or None when it names a Hub repo."""
+    bundled = bundled_model_path(str(repo_id_or_path))
+    if bundled is not None:
+        return bundled
+    path = Path(repo_id_or_path).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise CheckpointNotFoundError(f"{path} is a file, not a folder; from_pretrained expects a model folder or a Hub id")
+    text = str(repo_id_or_path)
+    # A Hub id is "name" or "org/name"; anything else that does not exist is a mistyped local path.
+    if isinstance(repo_id_or_path, Path) or text.startswith((".", "/", "~")) or text.count("/") > 1 or "\\" in text:
+        raise CheckpointNotFoundError(f"no such folder: {path}")
+    return None
+
+
+def _candidates(subfolder: str | None) -> list[str | None]:
+    return [subfolder, None] if subfolder else [None]
+
+
+def find_file(
+    repo_id_or_path: str | os.PathLike[str],
+    filename: str,
+    *,
+    subfolder: str | None = None,
+    options: HubOptions = HubOptions(),
+) -> Path | None:
+    """Return the local path of ``filename``, looking in ``subfolder`` first and then at the repo root.
+
+    The root fallback serves the flat google/ddpm-* repos, which keep every component's files at the top level.
+
+    Args:
+        repo_id_or_path: A local folder, a bundled model's short name, or a Hub id such as
+            ``"google/ddpm-ema-celebahq-256"``.
+        filename: The file to look for, e.g. ``"config.json"``.
+        subfolder: The component folder (``"unet"``, ``"scheduler"``) to try before the root.
+        options: Revision, cache folder, offline switch and token for Hub ids.
+
+    Returns:
+        The path, or ``None`` when the file is in neither place (or, offline, not in the cache).
+
+    Raises:
+        CheckpointNotFoundError: The repo does not exist, the revision does not exist, access is denied, or the
+            network failed; the message names the id.
+    """
+    root = _local_root(repo_id_or_path)
+    if root is not None:
+        for sub in _candidates(subfolder):
+            path = root / sub / filename if sub else root / filename
+            if path.is_file():
+                return path
+        return None
+
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        GatedRepoError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    repo_id = str(repo_id_or_path)
+    for sub in _candidates(subfolder):
+        try:
+            return Path(
+                hf_hub_download(
+                    repo_id,
+                    filename,
+                    subfolder=sub,
+                    revision=options.revision,
+                    cache_dir=options.cache_dir,
+                    local_files_only=options.local_files_only,
+                    token=options.token,
+                )
+            )
+        except (EntryNotFoundError, LocalEntryNotFoundError):
+            continue
+        except GatedRepoError as exc:
+            raise CheckpointNotFoundError(
+                f"{repo_id} is gated: accept its terms on the Hub and log in (huggingface-cli login) or pass token=... "
+                f"({exc})"
+            ) from None
+        except RevisionNotFoundError:
+            raise CheckpointNotFoundError(f"{repo_id} has no revision {options.revision!r}") from None
+        except RepositoryNotFoundError:
+            raise CheckpointNotFoundError(
+                f"{repo_id!r} is neither a local folder nor a Hub repository you can access "
+                "(check the spelling, or pass token=... for a private repo)"
+            ) from None
+        except (HfHubHTTPError, OSError) as exc:
+            raise CheckpointNotFoundError(f"could not download {filename} from {repo_id}: {exc}") from None
+    return None
+
+
+def require_file(
+    repo_id_or_path: str | os.PathLike[str],
+    filename: str,
+    *,
+    subfolder: str | None = None,
+    options: HubOptions = HubOptions(),
+    what: str | None = None,
+) -> Path:
+    """Like :func:`find_file`, but raise a message that explains where it looked when the file is missing."""
+    path = find_file(repo_id_or_path, filename, subfolder=subfolder, options=options)
+    if path is not None:
+        return path
+    raise not_found_error(repo_id_or_path, [filename], subfolder=subfolder, options=options, what=what)
+
+
+def not_found_error(
+    repo_id_or_path: str | os.PathLike[str],
+    filenames: list[str],
+    *,
+    subfolder: str | None = None,
+    options: HubOptions = HubOptions(),
+    what: str | None = None,
+) -> CheckpointNotFoundError:
+    """The error for files that are in none of the places :func:`find_file` looks."""
+    names = " or ".join(filenames)
+    places = f"{subfolder}/ or the root" if subfolder else "the root"
+    label = f" ({what})" if what else ""
+    if _local_root(repo_id_or_path) is not None:
+        return CheckpointNotFoundError(f"{repo_id_or_path}: no {names}{label} in {places} of the folder")
+    if is_offline(options):
+        from huggingface_hub import constants
+
+        cache = options.cache_dir or constants.HF_HUB_CACHE
+        switch = "local_files_only=True" if options.local_files_only else "HF_HUB_OFFLINE=1"
+        return CheckpointNotFoundError(
+            f"{repo_id_or_path!r} is not a local folder, and its {names}{label} is not in the Hugging Face cache "
+            f"({cache}); downloading is off ({switch}). Download it once with network access (unset HF_HUB_OFFLINE, "
+            "local_files_only=False), point HF_HUB_CACHE at a cache that holds it, or pass a local folder."
+        )
+    return CheckpointNotFoundError(f"{repo_id_or_path}: the repo has no {names}{label} in {places}")
