@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .resnet import may_overwrite
+from .resnet import add_into, divide
 
 __all__ = ["AttentionBlock"]
 
@@ -69,10 +69,4 @@ class AttentionBlock(nn.Module):
         out = self.to_out[0](out)  # (B, N, C)
         # (B, N, C) -> (B, H, W, C) -> (B, C, H, W): a channels_last view.
         out = out.view(b, height, width, c).permute(0, 3, 1, 2)
-        if may_overwrite(out):
-            out += x
-            if self.rescale_output_factor != 1.0:
-                out /= self.rescale_output_factor
-            return out
-        out = out + x
-        return out if self.rescale_output_factor == 1.0 else out / self.rescale_output_factor
+        return divide(add_into(out, x), self.rescale_output_factor)

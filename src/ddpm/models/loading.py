@@ -12,9 +12,12 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import pickle
+import pickletools
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -133,20 +136,42 @@ def _read_pickle(path: Path) -> dict[str, torch.Tensor]:
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
     except (KeyboardInterrupt, MemoryError):
         raise
-    except pickle.UnpicklingError as exc:
-        message = str(exc)
-        if "Unsupported global" in message or "not an allowed global" in message or "Unsupported operand" in message:
+    except Exception as exc:  # truncated or corrupt zip / pickle streams surface as RuntimeError, EOFError, ...
+        if isinstance(exc, pickle.UnpicklingError) and _is_well_formed_pickle(path, is_zip):
             raise UnsafeCheckpointError(
                 f"{path} is a pickle that references Python objects other than tensors, so it was refused unread "
                 "(torch.load(weights_only=True)); nothing in it ran. If you trust its source, convert it to "
                 "safetensors in a separate, sandboxed step, or ask its publisher for a .safetensors file."
             ) from None
-        raise _damaged(path, _first_line(message)) from None
-    except Exception as exc:  # truncated or corrupt zip / pickle streams surface as RuntimeError, EOFError, ...
         raise _damaged(path, f"{type(exc).__name__}: {_first_line(str(exc))}") from None
     if not isinstance(obj, Mapping):
         raise WeightsError(f"{path} holds a {type(obj).__name__}, not a mapping of tensor names to tensors")
     return dict(obj)
+
+
+def _is_well_formed_pickle(path: Path, is_zip: bool) -> bool:
+    """Whether the pickle stream(s) of a ``torch.save`` file parse completely, without executing anything.
+
+    ``torch.load(weights_only=True)`` refuses both damaged files and well-formed pickles that reference forbidden
+    objects; only the second are unsafe. Parsing with :func:`pickletools.genops` reads opcodes and never runs them.
+    """
+    try:
+        if is_zip:
+            with zipfile.ZipFile(path) as archive:
+                name = next(n for n in archive.namelist() if n.endswith("data.pkl"))
+                stream = io.BytesIO(archive.read(name))
+            pickles = 1
+        else:
+            stream = io.BytesIO(path.read_bytes())
+            pickles = 4  # the legacy format: magic number, protocol, system info, then the object
+        for _ in range(pickles):
+            if stream.tell() == len(stream.getbuffer()):
+                break
+            for _ in pickletools.genops(stream):
+                pass
+        return True
+    except Exception:
+        return False
 
 
 def rename_legacy_keys(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

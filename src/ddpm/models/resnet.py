@@ -20,6 +20,8 @@ __all__ = [
     "Activation",
     "make_activation",
     "may_overwrite",
+    "add_into",
+    "divide",
     "ResnetBlock2D",
     "Downsample2D",
     "Upsample2D",
@@ -38,6 +40,20 @@ ACTIVATIONS: dict[str, tuple[Callable[..., torch.Tensor], bool]] = {
 def may_overwrite(x: torch.Tensor) -> bool:
     """True when ``x`` may be modified in place without breaking autograd (no graph is being recorded for it)."""
     return not (torch.is_grad_enabled() and x.requires_grad)
+
+
+def add_into(h: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+    """``h + other``, written into ``h`` (a temporary) when autograd and the dtypes allow it."""
+    if may_overwrite(h) and torch.result_type(h, other) == h.dtype:
+        return h.add_(other)
+    return h + other
+
+
+def divide(h: torch.Tensor, factor: float) -> torch.Tensor:
+    """``h / factor``, in place when autograd allows it; nothing at all for ``factor == 1``."""
+    if factor == 1.0:
+        return h
+    return h.div_(factor) if may_overwrite(h) else h / factor
 
 
 class Activation(nn.Module):
@@ -122,7 +138,7 @@ class ResnetBlock2D(nn.Module):
             h = F.conv2d(h, self.conv1.weight, self.conv1.bias + t[0], padding=1)
         else:
             h = self.conv1(h)
-            h = h.add_(t[:, :, None, None]) if may_overwrite(h) else h + t[:, :, None, None]  # (B, C, H, W)
+            h = add_into(h, t[:, :, None, None])  # (B, C, H, W)
         h = act(self.norm2(h), inplace=True)
         h = self.dropout(h)
         if self.conv_shortcut is not None and _fits_channels_last_gemm(h, x):
@@ -132,14 +148,12 @@ class ResnetBlock2D(nn.Module):
             w = self.conv_shortcut.weight
             h_rows = h.permute(0, 2, 3, 1).reshape(-1, h.shape[1])  # (B·H·W, C_out), a view
             x_rows = x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])  # (B·H·W, C_in), a view
-            h_rows.addmm_(x_rows, w.reshape(w.shape[0], w.shape[1]).t())
+            # (dtype casts only matter under autocast, which does not cast in-place ops)
+            h_rows.addmm_(x_rows.to(h.dtype), w.reshape(w.shape[0], w.shape[1]).t().to(h.dtype))
         else:
             h = self.conv2(h)
-            shortcut = x if self.conv_shortcut is None else self.conv_shortcut(x)
-            h = h.add_(shortcut) if may_overwrite(h) else h + shortcut
-        if self.output_scale_factor != 1.0:
-            h = h.div_(self.output_scale_factor) if may_overwrite(h) else h / self.output_scale_factor
-        return h
+            h = add_into(h, x if self.conv_shortcut is None else self.conv_shortcut(x))
+        return divide(h, self.output_scale_factor)
 
 
 def _fits_channels_last_gemm(h: torch.Tensor, x: torch.Tensor) -> bool:
