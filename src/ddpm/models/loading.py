@@ -230,7 +230,9 @@ def load_into(
         if k in expected and v.shape != expected[k].shape
     ]
     if missing or unexpected or mismatched:
-        lines = [f"weights in {source} do not fit {type(model).__name__} (is the config.json beside them the right one?):"]
+        lines = [
+            f"weights in {source} do not fit {type(model).__name__} (is the config.json beside them the right one?):"
+        ]
         for title, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", mismatched)):
             if items:
                 lines.append(f"  {title} ({len(items)}): {_listing(items)}")

@@ -135,7 +135,8 @@ class ModelMixin(nn.Module):
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items()}
-        atomic_write(folder / SAFETENSORS_WEIGHTS_NAME, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
+        weights_path = folder / SAFETENSORS_WEIGHTS_NAME
+        atomic_write(weights_path, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
         self.config.save_json(folder)
         return folder
 
