@@ -57,6 +57,12 @@ class ModelMixin(nn.Module):
             config: A config object of this model, a dict of diffusers JSON keys, or a diffusers ``FrozenDict``.
                 Unknown and private keys are ignored.
             **overrides: Keys that replace those in ``config``.
+
+        Returns:
+            The model, in training mode like any new ``nn.Module``.
+
+        Raises:
+            ConfigError: A value is malformed or not implemented; the message names the key and the value.
         """
         return cls(cls.config_class.from_dict(config, **overrides))
 
@@ -126,6 +132,9 @@ class ModelMixin(nn.Module):
         """Write ``config.json`` and ``diffusion_pytorch_model.safetensors`` to ``folder`` (each atomically).
 
         diffusers' ``from_pretrained`` reads the result, and so does :meth:`from_pretrained`.
+
+        Args:
+            folder: The folder to write (created if missing); existing files of these names are replaced.
 
         Returns:
             The folder.
