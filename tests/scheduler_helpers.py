@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
 import torch
 
 SHAPE = (2, 3, 8, 8)
@@ -166,3 +167,10 @@ def one_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def one_thread_per_test() -> Iterator[None]:
+    """:func:`one_thread` around every test of a module that imports this fixture."""
+    with one_thread():
+        yield

@@ -22,11 +22,11 @@ from scheduler_helpers import (
     corrected_pndm,
     diffusers_twin,
     max_abs_diff,
-    one_thread,
     random_model_outputs,
     run_loop,
     stride_is_right,
 )
+from scheduler_helpers import one_thread_per_test  # noqa: F401 (autouse: one intra-op thread per test)
 
 from ddpm.schedulers import DDIMScheduler, DDPMScheduler, PNDMScheduler
 
@@ -36,12 +36,6 @@ TOL = 1e-5
 HUB_CONFIGS = {"celebahq-fixed_small": CELEBAHQ_SCHEDULER_CONFIG, "cifar10-fixed_large": CIFAR10_SCHEDULER_CONFIG}
 SPACINGS = ("leading", "trailing", "linspace")
 PREDICTIONS = ("epsilon", "sample", "v_prediction")
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with one_thread():
-        yield
 
 
 def _config(hub: str, spacing: str, prediction: str) -> dict:

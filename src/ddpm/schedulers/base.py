@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
-import math
 import numbers
 import os
 from collections.abc import Callable
@@ -40,8 +38,6 @@ from ..hub import HubOptions, require_file
 from ..outputs import SchedulerOutput
 from ..utils import Generators, extract, randn_tensor
 from .schedules import BetaSchedule, alphas_cumprod_from_betas, make_betas
-
-logger = logging.getLogger(__name__)
 
 __all__ = [
     "PREDICTION_TYPES",
@@ -667,12 +663,16 @@ class Scheduler:
 
     # ------------------------------------------------------------------------------------------- forward process
     def _tables(self, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """sqrt(ᾱ_t) and sqrt(1 - ᾱ_t), computed in float64 and cached per (device, dtype)."""
+        """sqrt(ᾱ_t) and sqrt(1 - ᾱ_t) of the whole schedule on ``device``, made once per (device, dtype).
+
+        float32 tables are computed from the float32 ᾱ exactly as diffusers does, so fp32 ``add_noise`` agrees with
+        diffusers' to the last bit; float64 tables come from the float64 ᾱ.
+        """
         key = (device, dtype)
         tables = self._device_tables.get(key)
         if tables is None:
-            ab = self._alphas_cumprod64
-            tables = (ab.sqrt().to(device=device, dtype=dtype), (1.0 - ab).sqrt().to(device=device, dtype=dtype))
+            alpha_bar = self._alphas_cumprod64 if dtype == torch.float64 else self.alphas_cumprod
+            tables = (alpha_bar.sqrt().to(device), (1 - alpha_bar).sqrt().to(device))
             self._device_tables[key] = tables
         return tables
 
