@@ -26,7 +26,9 @@ import torch
 SHAPE = (2, 3, 8, 8)
 
 
-def random_model_outputs(num_steps: int, shape: tuple[int, ...] = SHAPE, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def random_model_outputs(
+    num_steps: int, shape: tuple[int, ...] = SHAPE, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(model outputs, one per step, shape (num_steps, *shape); the starting sample x_T), deterministic in ``seed``."""
     g = torch.Generator().manual_seed(seed)
     outputs = torch.randn((num_steps, *shape), generator=g)
@@ -51,7 +53,8 @@ def stride_is_right(scheduler: Any) -> bool:
 
     t, n = scheduler.config.num_train_timesteps, scheduler.num_inference_steps
     if isinstance(scheduler, PNDMScheduler):
-        return all(_pndm_stride_interval(scheduler, i) == scheduler._transfer_interval(i) for i in range(len(scheduler.timesteps)))
+        calls = range(len(scheduler.timesteps))
+        return all(_pndm_stride_interval(scheduler, i) == scheduler._transfer_interval(i) for i in calls)
     schedule = scheduler.timesteps.tolist()
     prev = schedule[1:] + [-1]
     return all((s - t // n if s - t // n >= 0 else -1) == p for s, p in zip(schedule, prev))
@@ -100,7 +103,9 @@ def corrected_pndm(theirs: Any, ours: Any) -> None:
     original = theirs._get_prev_sample
     calls = {"i": 0}
 
-    def get_prev_sample(sample: torch.Tensor, timestep: int, prev_timestep: int, model_output: torch.Tensor) -> torch.Tensor:
+    def get_prev_sample(
+        sample: torch.Tensor, timestep: int, prev_timestep: int, model_output: torch.Tensor
+    ) -> torch.Tensor:
         start, target = ours._transfer_interval(calls["i"])
         calls["i"] += 1
         return original(sample, start, target, model_output)

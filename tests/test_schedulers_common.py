@@ -49,7 +49,8 @@ def test_step_has_one_signature_for_all_schedulers():
 
 
 def test_the_rest_of_the_loop_interface_is_shared_too():
-    for name in ("set_timesteps", "add_noise", "get_velocity", "scale_model_input", "from_pretrained", "save_pretrained"):
+    shared = ("set_timesteps", "add_noise", "get_velocity", "scale_model_input", "from_pretrained", "save_pretrained")
+    for name in shared:
         assert len({inspect.signature(getattr(cls, name)) for cls in ALL}) == 1, name
     assert list(inspect.signature(DDPMScheduler.set_timesteps).parameters) == ["self", "num_inference_steps", "device"]
 
@@ -157,7 +158,9 @@ def _install_repo(hf_cache, tmp_path, repo_id: str, config: dict, *, subfolder: 
 
 
 @pytest.mark.parametrize("layout", ["flat", "subfolder"])
-@pytest.mark.parametrize("hub_config", [CELEBAHQ_SCHEDULER_CONFIG, CIFAR10_SCHEDULER_CONFIG], ids=["celebahq", "cifar10"])
+@pytest.mark.parametrize(
+    "hub_config", [CELEBAHQ_SCHEDULER_CONFIG, CIFAR10_SCHEDULER_CONFIG], ids=["celebahq", "cifar10"]
+)
 def test_swap_idiom_works_for_all_nine_pairs_from_a_hub_id(hf_cache, tmp_path, layout, hub_config):
     diffusers = pytest.importorskip("diffusers")
     repo = f"ddpm-sched-tests/{layout}-{hub_config['variance_type']}"
@@ -453,7 +456,8 @@ def test_add_noise_and_get_velocity_equal_diffusers_and_accept_any_integer_times
     assert torch.equal(ours.add_noise(x0, noise, 999)[0], theirs.add_noise(x0, noise, torch.tensor([999, 999]))[0])
     if hasattr(theirs, "get_velocity"):
         assert torch.equal(ours.get_velocity(x0, noise, t), theirs.get_velocity(x0, noise, t))
-    # v = sqrt(ᾱ) ε - sqrt(1 - ᾱ) x_0 and x_t = sqrt(ᾱ) x_0 + sqrt(1 - ᾱ) ε are a rotation: |x_t|² + |v|² = |x_0|² + |ε|²
+    # x_t = sqrt(ᾱ) x_0 + sqrt(1 - ᾱ) ε and v = sqrt(ᾱ) ε - sqrt(1 - ᾱ) x_0 are a rotation of (x_0, ε):
+    # |x_t|² + |v|² = |x_0|² + |ε|²
     x_t, v = ours.add_noise(x0, noise, t), ours.get_velocity(x0, noise, t)
     torch.testing.assert_close(x_t**2 + v**2, x0**2 + noise**2, rtol=1e-5, atol=1e-5)
 

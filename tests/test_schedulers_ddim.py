@@ -62,7 +62,9 @@ def test_clipping_and_thresholding_match_diffusers(config):
     assert max_abs_diff(ours.prev_samples, theirs.prev_samples) <= TOL
 
 
-def _closed_form_ddim(alphas_cumprod: torch.Tensor, timesteps: list[int], outputs, x, clip: float) -> list[torch.Tensor]:
+def _closed_form_ddim(
+    alphas_cumprod: torch.Tensor, timesteps: list[int], outputs: torch.Tensor, x: torch.Tensor, clip: float
+) -> list[torch.Tensor]:
     """An independent float64 DDIM (η = 0) over an explicit list of timesteps, straight from Song et al. Eq. (12)."""
     xs = []
     x = x.double()

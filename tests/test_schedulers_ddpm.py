@@ -36,7 +36,13 @@ def _run_pair(config: dict, steps: int, *, learned: str | None = None, seed: int
 
 @pytest.mark.parametrize(
     "variance_type, learned",
-    [("fixed_small", None), ("fixed_small_log", None), ("fixed_large", None), ("learned", "positive"), ("learned_range", "any")],
+    [
+        ("fixed_small", None),
+        ("fixed_small_log", None),
+        ("fixed_large", None),
+        ("learned", "positive"),
+        ("learned_range", "any"),
+    ],
 )
 @pytest.mark.parametrize("steps", [50, 27])
 def test_variance_types_match_diffusers_where_it_is_defined(variance_type, learned, steps):

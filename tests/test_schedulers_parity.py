@@ -139,7 +139,8 @@ def test_pndm_runs_match_diffusers_for_every_prediction_type(hub, spacing, steps
 @pytest.mark.parametrize("skip_prk_steps", [False, True])
 def test_pndm_first_step_matches_diffusers_own_conversion_of_the_model_output(prediction, skip_prk_steps):
     # On the first call diffusers converts the one output it has at the right point, so it is right there.
-    ours = PNDMScheduler.from_config({**CIFAR10_SCHEDULER_CONFIG, "prediction_type": prediction}, skip_prk_steps=skip_prk_steps)
+    config = {**CIFAR10_SCHEDULER_CONFIG, "prediction_type": prediction, "skip_prk_steps": skip_prk_steps}
+    ours = PNDMScheduler.from_config(config)
     theirs = diffusers_twin(ours)
     ours.set_timesteps(50)
     theirs.set_timesteps(50)

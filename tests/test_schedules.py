@@ -34,7 +34,8 @@ def test_linear_betas_run_from_beta_start_to_beta_end_in_equal_float64_increment
     assert betas[0].item() == 1e-4
     assert betas[-1].item() == pytest.approx(0.02, abs=1e-17)
     assert betas[500].item() == pytest.approx(1e-4 + 500 * (0.02 - 1e-4) / 999, rel=1e-15)
-    assert torch.allclose(betas.diff(), torch.full((T - 1,), (0.02 - 1e-4) / 999, dtype=torch.float64), rtol=1e-12, atol=0)
+    step = torch.full((T - 1,), (0.02 - 1e-4) / 999, dtype=torch.float64)
+    assert torch.allclose(betas.diff(), step, rtol=1e-12, atol=0)
 
 
 def test_linear_alphas_cumprod_is_the_product_of_one_minus_beta():
@@ -53,7 +54,8 @@ def test_scaled_linear_betas_have_a_linear_square_root():
     assert betas[0].item() == pytest.approx(0.00085, rel=1e-15)
     assert betas[-1].item() == pytest.approx(0.012, rel=1e-15)
     roots = betas.sqrt()
-    assert torch.allclose(roots.diff(), torch.full((T - 1,), (math.sqrt(0.012) - math.sqrt(0.00085)) / 999, dtype=torch.float64))
+    step = torch.full((T - 1,), (math.sqrt(0.012) - math.sqrt(0.00085)) / 999, dtype=torch.float64)
+    assert torch.allclose(roots.diff(), step)
 
 
 def test_cosine_alphas_cumprod_follows_the_squared_cosine():
@@ -168,7 +170,8 @@ def test_timesteps_equal_diffusers_for_every_step_count(spacing, name, ours_cls,
     ours = ours_cls(timestep_spacing=spacing, **kwargs)
     theirs = theirs_cls(timestep_spacing=spacing, **kwargs)
     first = 4 if name == "pndm" and not kwargs["skip_prk_steps"] else 1
-    counts = sorted(set(range(first, T + 1, every)) | {T} | (TRAILING_BROKEN_IN_DIFFUSERS if spacing == "trailing" else set()))
+    broken = TRAILING_BROKEN_IN_DIFFUSERS if spacing == "trailing" else set()
+    counts = sorted(set(range(first, T + 1, every)) | {T} | broken)
     with one_thread():
         _compare_timesteps(ours, theirs, counts, spacing, name)
 

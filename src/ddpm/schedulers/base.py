@@ -118,7 +118,8 @@ class SchedulerConfig(ConfigBase):
                 "trained_betas",
                 f"it must hold num_train_timesteps={self.num_train_timesteps} values, not {len(self.trained_betas)}",
             )
-            check(all(0.0 < b <= 1.0 for b in self.trained_betas), self, "trained_betas", "every beta must be in (0, 1]")
+            in_range = all(0.0 < b <= 1.0 for b in self.trained_betas)
+            check(in_range, self, "trained_betas", "every beta must be in (0, 1]")
         elif self.beta_schedule != "squaredcos_cap_v2":
             for key in ("beta_start", "beta_end"):
                 check(0.0 < getattr(self, key) < 1.0, self, key, "a beta must be in (0, 1)")
@@ -197,7 +198,9 @@ class ClippingSchedulerConfig(SchedulerConfig):
 # ------------------------------------------------------------------------------------------------ timestep spacing
 
 
-def spaced_timesteps(num_train_timesteps: int, num_inference_steps: int, spacing: str, steps_offset: int = 0) -> list[int]:
+def spaced_timesteps(
+    num_train_timesteps: int, num_inference_steps: int, spacing: str, steps_offset: int = 0
+) -> list[int]:
     """Pick ``num_inference_steps`` of the training timesteps 0..T-1, largest first.
 
     The three spacings of Lin et al. 2024 ("Common Diffusion Noise Schedules and Sample Steps are Flawed"), Table 2,
@@ -219,8 +222,8 @@ def spaced_timesteps(num_train_timesteps: int, num_inference_steps: int, spacing
         steps = [k * ratio + steps_offset for k in range(n - 1, -1, -1)]
         if steps[0] >= t:
             raise ValueError(
-                f"steps_offset={steps_offset} makes the first of {n} leading timesteps {steps[0]}, but timesteps must be "
-                f"below num_train_timesteps={t}; lower steps_offset or num_inference_steps"
+                f"steps_offset={steps_offset} makes the first of {n} leading timesteps {steps[0]}, but timesteps "
+                f"must be below num_train_timesteps={t}; lower steps_offset or num_inference_steps"
             )
         return steps
     if spacing == "linspace":
@@ -234,7 +237,11 @@ def spaced_timesteps(num_train_timesteps: int, num_inference_steps: int, spacing
 
 
 def predict_x0(
-    model_output: torch.Tensor, sample: torch.Tensor, sqrt_alpha_bar: float, sqrt_one_minus_alpha_bar: float, prediction_type: str
+    model_output: torch.Tensor,
+    sample: torch.Tensor,
+    sqrt_alpha_bar: float,
+    sqrt_one_minus_alpha_bar: float,
+    prediction_type: str,
 ) -> torch.Tensor:
     """The model's estimate of x_0 from x_t = sqrt(ᾱ_t) x_0 + sqrt(1 - ᾱ_t) ε (Ho et al. 2020, Eq. (4) and (15)).
 
@@ -251,13 +258,19 @@ def predict_x0(
     raise ValueError(f"prediction_type {prediction_type!r} is not supported; use one of {', '.join(PREDICTION_TYPES)}")
 
 
-def eps_from_x0(x0: torch.Tensor, sample: torch.Tensor, sqrt_alpha_bar: float, sqrt_one_minus_alpha_bar: float) -> torch.Tensor:
+def eps_from_x0(
+    x0: torch.Tensor, sample: torch.Tensor, sqrt_alpha_bar: float, sqrt_one_minus_alpha_bar: float
+) -> torch.Tensor:
     """ε = (x_t - sqrt(ᾱ_t) x_0) / sqrt(1 - ᾱ_t), Eq. (4) of Ho et al. 2020 solved for ε."""
     return (sample - sqrt_alpha_bar * x0) / sqrt_one_minus_alpha_bar
 
 
 def predict_eps(
-    model_output: torch.Tensor, sample: torch.Tensor, sqrt_alpha_bar: float, sqrt_one_minus_alpha_bar: float, prediction_type: str
+    model_output: torch.Tensor,
+    sample: torch.Tensor,
+    sqrt_alpha_bar: float,
+    sqrt_one_minus_alpha_bar: float,
+    prediction_type: str,
 ) -> torch.Tensor:
     """The model's estimate of the noise ε in x_t, whatever it was trained to predict.
 
@@ -364,7 +377,9 @@ class Scheduler:
         self._step_index = 0
 
     @classmethod
-    def _build_config(cls, config: Any, overrides: dict[str, Any], *, source: str | os.PathLike[str] | None = None) -> Any:
+    def _build_config(
+        cls, config: Any, overrides: dict[str, Any], *, source: str | os.PathLike[str] | None = None
+    ) -> Any:
         unknown = sorted(k for k in overrides if k not in scheduler_config_keys())
         if unknown:
             raise TypeError(
@@ -453,12 +468,29 @@ class Scheduler:
         return torch.where(index >= 0, alpha_bar, torch.tensor(self._final_alpha_bar(), dtype=torch.float32))
 
     def _prev_timesteps(self) -> list[int]:
-        """For each step, the next timestep of the materialised schedule (never recomputed by a stride); -1 after the last."""
+        """For each step, the next timestep of the materialised schedule (never recomputed by a stride).
+
+        -1 after the last step, where :meth:`_alpha_bar_at` gives the final ᾱ.
+        """
         assert self._schedule is not None
         return self._schedule[1:] + [-1]
 
     def _prepare(self) -> None:
         """Compute the per-step scalar coefficients of the new schedule (called by :meth:`set_timesteps`)."""
+
+    def _predict_x0(self, i: int, model_output: torch.Tensor, sample: torch.Tensor) -> torch.Tensor:
+        """:func:`predict_x0` at the timestep of step ``i``."""
+        sqrt_ab, sqrt_1m_ab = self._sqrt_alpha_bar[i], self._sqrt_one_minus_alpha_bar[i]
+        return predict_x0(model_output, sample, sqrt_ab, sqrt_1m_ab, self.config.prediction_type)
+
+    def _predict_eps(self, i: int, model_output: torch.Tensor, sample: torch.Tensor) -> torch.Tensor:
+        """:func:`predict_eps` at the timestep of step ``i``."""
+        sqrt_ab, sqrt_1m_ab = self._sqrt_alpha_bar[i], self._sqrt_one_minus_alpha_bar[i]
+        return predict_eps(model_output, sample, sqrt_ab, sqrt_1m_ab, self.config.prediction_type)
+
+    def _eps_from_x0(self, i: int, x0: torch.Tensor, sample: torch.Tensor) -> torch.Tensor:
+        """:func:`eps_from_x0` at the timestep of step ``i``."""
+        return eps_from_x0(x0, sample, self._sqrt_alpha_bar[i], self._sqrt_one_minus_alpha_bar[i])
 
     def _min_inference_steps(self) -> int:
         return 1
@@ -488,17 +520,22 @@ class Scheduler:
         lowest = self._min_inference_steps()
         if n < lowest:
             why = "" if lowest == 1 else f" ({self._min_steps_reason()})"
-            raise ValueError(f"num_inference_steps={n} is too small: {type(self).__name__} needs at least {lowest}{why}")
+            name = type(self).__name__
+            raise ValueError(f"num_inference_steps={n} is too small: {name} needs at least {lowest}{why}")
         if n > t:
             raise ValueError(
-                f"num_inference_steps={n} is larger than num_train_timesteps={t}: a discrete scheduler can only visit the "
-                f"{t} timesteps the model was trained on; use at most {t}"
+                f"num_inference_steps={n} is larger than num_train_timesteps={t}: a discrete scheduler can only "
+                f"visit the {t} timesteps the model was trained on; use at most {t}"
             )
         schedule = self._layout(spaced_timesteps(t, n, self.config.timestep_spacing, self.config.steps_offset))
         self._schedule = schedule
         self.num_inference_steps = n
         self.timesteps = torch.tensor(schedule, dtype=torch.int64, device=device)
         self._step_index = 0
+        # sqrt(ᾱ) and sqrt(1 - ᾱ) where each step evaluates the model, for the x_0 / ε / v conversions
+        alpha_bar = self._alpha_bar_at(schedule)
+        self._sqrt_alpha_bar: list[float] = alpha_bar.sqrt().tolist()
+        self._sqrt_one_minus_alpha_bar: list[float] = (1 - alpha_bar).sqrt().tolist()
         self._reset_state()
         self._prepare()
 
@@ -533,7 +570,8 @@ class Scheduler:
             sample: x_t, shape (B, C, H, W).
             generator: Random source for stochastic steps (DDPM; DDIM with ``eta > 0``), drawn exactly as diffusers
                 does so seeded runs match. PNDM ignores it.
-            return_dict: Return a :class:`SchedulerOutput` (default) or the tuple ``(prev_sample, pred_original_sample)``.
+            return_dict: Return a :class:`SchedulerOutput` (default) or the tuple
+                ``(prev_sample, pred_original_sample)``.
 
         Returns:
             ``prev_sample`` (the next x, shape (B, C, H, W)) and ``pred_original_sample`` (the x_0 estimate), both in
@@ -676,7 +714,9 @@ class Scheduler:
             self._device_tables[key] = tables
         return tables
 
-    def _gather(self, timesteps: int | torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.dtype]:
+    def _gather(
+        self, timesteps: int | torch.Tensor, like: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.dtype]:
         if isinstance(timesteps, torch.Tensor):
             if timesteps.is_floating_point() or timesteps.is_complex() or timesteps.dtype == torch.bool:
                 raise TypeError(f"timesteps must be an integer tensor, got dtype {timesteps.dtype}")
@@ -684,7 +724,9 @@ class Scheduler:
         elif isinstance(timesteps, numbers.Integral) and not isinstance(timesteps, bool):
             t = torch.tensor(int(timesteps), device=like.device)
         else:
-            raise TypeError(f"timesteps must be an integer tensor of shape (B,) or an int, got {type(timesteps).__name__}")
+            raise TypeError(
+                f"timesteps must be an integer tensor of shape (B,) or an int, got {type(timesteps).__name__}"
+            )
         compute = torch.float64 if like.dtype == torch.float64 else torch.float32
         sqrt_ab, sqrt_1m_ab = self._tables(like.device, compute)
         return extract(sqrt_ab, t, like.shape), extract(sqrt_1m_ab, t, like.shape), compute
@@ -717,7 +759,7 @@ class Scheduler:
         return (a * noise.to(compute) - b * sample.to(compute)).to(sample.dtype)
 
     def scale_model_input(self, sample: torch.Tensor, timestep: int | torch.Tensor | None = None) -> torch.Tensor:
-        """Return ``sample`` unchanged: these schedulers feed x_t to the model as is (kept for interchangeable loops)."""
+        """Return ``sample`` unchanged: x_t goes to the model as is (kept so that loops stay interchangeable)."""
         return sample
 
     def __len__(self) -> int:

@@ -12,7 +12,7 @@ from typing import Any, ClassVar, NamedTuple
 
 import torch
 
-from .base import ClippingSchedulerConfig, NoiseSource, Scheduler, clip_or_threshold, eps_from_x0, predict_eps, predict_x0
+from .base import ClippingSchedulerConfig, NoiseSource, Scheduler, clip_or_threshold
 
 __all__ = ["DDIMScheduler", "DDIMSchedulerConfig"]
 
@@ -94,24 +94,21 @@ class DDIMScheduler(Scheduler):
         return 1.0 if self.config.set_alpha_to_one else float(self.alphas_cumprod[0])
 
     def _prepare(self) -> None:
-        # Notation (Song et al. 2021; their α_t is our ᾱ_t), for the step from t to the next timestep t_prev:
-        # - alpha_bar_t, alpha_bar_prev -> α_t and α_{t-1} of the paper (ᾱ_t, ᾱ_{t_prev} here; the final ᾱ after
-        #                                  the last step)
+        # Notation (Song et al. 2021, whose α_t is our ᾱ_t), for the step from t to the next timestep:
+        # - alpha_bar_t, alpha_bar_prev -> α_t and α_{t-1} of the paper (the final ᾱ after the last step)
         # - sigma                       -> σ_t(η), Eq. (16)
-        # - direction_coeff             -> sqrt(1 - α_{t-1} - σ_t²), the weight of ε in "direction pointing to x_t"
-        # Everything is float32 (one value per step), computed once here so that step() reads no tensor.
+        # - direction_coeff             -> sqrt(1 - α_{t-1} - σ_t²), the weight of ε in Eq. (12)
+        # One float32 value per step, computed here once so that step() reads no tensor.
         assert self._schedule is not None
         alpha_bar_t = self._alpha_bar_at(self._schedule)
         alpha_bar_prev = self._alpha_bar_at(self._prev_timesteps())
-        one_minus_alpha_bar_t = 1 - alpha_bar_t
         one_minus_alpha_bar_prev = 1 - alpha_bar_prev
 
         # σ_t(η) = η sqrt((1 - α_{t-1}) / (1 - α_t)) sqrt(1 - α_t / α_{t-1}), Eq. (16)
-        variance = (one_minus_alpha_bar_prev / one_minus_alpha_bar_t) * (1 - alpha_bar_t / alpha_bar_prev)
+        variance = (one_minus_alpha_bar_prev / (1 - alpha_bar_t)) * (1 - alpha_bar_t / alpha_bar_prev)
         sigma = self.eta * variance.sqrt()
         direction_coeff = (one_minus_alpha_bar_prev - sigma**2).clamp(min=0).sqrt()
-
-        columns = (alpha_bar_t.sqrt(), one_minus_alpha_bar_t.sqrt(), alpha_bar_prev.sqrt(), sigma, direction_coeff)
+        columns = (alpha_bar_prev.sqrt(), sigma, direction_coeff)
         self._coefficients = _Coefficients(*(column.tolist() for column in columns))
 
     def _step(
@@ -122,25 +119,24 @@ class DDIMScheduler(Scheduler):
         predicted_variance: torch.Tensor | None,
         draw_noise: NoiseSource,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        # Notation: as in _prepare, plus
-        # - eps         -> ε_θ^(t)(x_t)
-        # - x0          -> f_θ^(t)(x_t), the predicted x_0, Eq. (9)
-        # - direction   -> "direction pointing to x_t" in Eq. (12)
-        # - prev_sample -> x_{t-1} of Eq. (12)
+        # Notation: as in _prepare, and
+        # - eps       -> ε_θ^(t)(x_t)
+        # - x0        -> f_θ^(t)(x_t), the predicted x_0, Eq. (9)
+        # - direction -> "direction pointing to x_t" in Eq. (12)
+        # - the result -> x_{t-1} of Eq. (12)
         # predicted_variance is dropped: DDIM's steps do not use the model's variance.
-        cfg = self.config
         c = self._coefficients
 
         # 1. predicted x_0, Eq. (9), and ε, from whatever the model predicts
-        x0 = predict_x0(model_output, sample, c.sqrt_alpha_bar[i], c.sqrt_one_minus_alpha_bar[i], cfg.prediction_type)
-        eps = predict_eps(model_output, sample, c.sqrt_alpha_bar[i], c.sqrt_one_minus_alpha_bar[i], cfg.prediction_type)
+        x0 = self._predict_x0(i, model_output, sample)
+        eps = self._predict_eps(i, model_output, sample)
 
         # 2. clip or threshold x_0 (and, if asked, re-derive ε from the clipped x_0)
-        x0 = clip_or_threshold(x0, cfg)
+        x0 = clip_or_threshold(x0, self.config)
         if self.use_clipped_model_output:
-            eps = eps_from_x0(x0, sample, c.sqrt_alpha_bar[i], c.sqrt_one_minus_alpha_bar[i])
+            eps = self._eps_from_x0(i, x0, sample)
 
-        # 3. x_{t-1} = sqrt(α_{t-1}) x̂_0 + sqrt(1 - α_{t-1} - σ_t²) ε + σ_t z, z ~ N(0, I), Eq. (12)
+        # 3. x_{t-1} = sqrt(α_{t-1}) x̂_0 + sqrt(1 - α_{t-1} - σ_t²) ε + σ_t z with z ~ N(0, I), Eq. (12)
         direction = c.direction_coeff[i] * eps
         prev_sample = c.sqrt_alpha_bar_prev[i] * x0 + direction
         if self.eta > 0:
@@ -151,8 +147,6 @@ class DDIMScheduler(Scheduler):
 class _Coefficients(NamedTuple):
     """One float32 value per step (as Python floats), by name."""
 
-    sqrt_alpha_bar: list[float]
-    sqrt_one_minus_alpha_bar: list[float]
     sqrt_alpha_bar_prev: list[float]
     sigma: list[float]
     direction_coeff: list[float]

@@ -1,8 +1,8 @@
 """DDPM ancestral sampling (Ho et al. 2020, "Denoising Diffusion Probabilistic Models", Algorithm 2).
 
-Each step draws x_{t'} from the model's reverse distribution p_θ(x_{t'} | x_t) = N(μ̃_t(x_t, x̂_0), σ_t² I), where t'
-is the next timestep of the schedule (t - 1 with all T steps; larger jumps with fewer steps, treated as one step of
-the sub-chain with α = ᾱ_t / ᾱ_{t'}).
+Each step draws x_{t'} from the model's reverse distribution p_θ(x_{t'} | x_t) = N(μ̃_t(x_t, x̂_0), σ_t² I),
+where t' is the next timestep of the schedule: t - 1 with all T steps; with fewer steps, a larger jump treated as
+one step of the sub-chain with α = ᾱ_t / ᾱ_{t'}.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import ClassVar, Literal, NamedTuple, get_args
 
 import torch
 
-from .base import ClippingSchedulerConfig, NoiseSource, Scheduler, clip_or_threshold, predict_x0
+from .base import ClippingSchedulerConfig, NoiseSource, Scheduler, clip_or_threshold
 
 __all__ = ["DDPMScheduler", "DDPMSchedulerConfig", "VARIANCE_TYPES", "VarianceType"]
 
@@ -23,6 +23,7 @@ VARIANCE_TYPES: tuple[str, ...] = get_args(VarianceType)
 
 # β̃_t is 0 on the last step (ᾱ_{t'} = 1); it is clamped so that its logarithm stays finite.
 _MIN_VARIANCE = 1e-20
+_LEARNED = ("learned", "learned_range")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,13 +61,13 @@ class DDPMScheduler(Scheduler):
     config: DDPMSchedulerConfig
 
     def _prepare(self) -> None:
-        # Notation (Ho et al. 2020), for the step from t to t' (the next timestep of the schedule, -1 at the end):
-        # - alpha_bar_t, alpha_bar_prev  -> ᾱ_t, ᾱ_{t'} (ᾱ_{-1} = 1: the chain ends at the clean x_0)
-        # - alpha_t, beta_t              -> α_t = ᾱ_t / ᾱ_{t'}, β_t = 1 - α_t (the paper's α_t, β_t when t' = t - 1)
-        # - beta_tilde                   -> β̃_t = (1 - ᾱ_{t'}) / (1 - ᾱ_t) β_t, the posterior variance, Eq. (7)
-        # - x0_coeff, xt_coeff           -> the weights of x̂_0 and x_t in the posterior mean μ̃_t, Eq. (7)
-        # - sigma                        -> σ_t, the standard deviation of p_θ(x_{t'} | x_t)
-        # Everything is float32 (one value per step), computed once here so that step() reads no tensor.
+        # Notation (Ho et al. 2020), for the step from t to t', the next timestep of the schedule (-1 at the end):
+        # - alpha_bar_t, alpha_bar_prev -> ᾱ_t, ᾱ_{t'} (ᾱ_{-1} = 1: the chain ends at the clean x_0)
+        # - alpha_t, beta_t             -> α_t = ᾱ_t / ᾱ_{t'} and β_t = 1 - α_t (the paper's when t' = t - 1)
+        # - beta_tilde                  -> β̃_t = (1 - ᾱ_{t'}) / (1 - ᾱ_t) β_t, the posterior variance, Eq. (7)
+        # - x0_coeff, xt_coeff          -> the weights of x̂_0 and x_t in the posterior mean μ̃_t, Eq. (7)
+        # - sigma                       -> σ_t, the standard deviation of p_θ(x_{t'} | x_t)
+        # One float32 value per step, computed here once so that step() reads no tensor.
         assert self._schedule is not None
         alpha_bar_t = self._alpha_bar_at(self._schedule)
         alpha_bar_prev = self._alpha_bar_at(self._prev_timesteps())
@@ -75,7 +76,7 @@ class DDPMScheduler(Scheduler):
         alpha_t = alpha_bar_t / alpha_bar_prev
         beta_t = 1 - alpha_t
 
-        # μ̃_t(x_t, x_0) = sqrt(ᾱ_{t'}) β_t / (1 - ᾱ_t) · x_0 + sqrt(α_t) (1 - ᾱ_{t'}) / (1 - ᾱ_t) · x_t, Eq. (7)
+        # μ̃_t(x_t, x_0) = sqrt(ᾱ_{t'}) β_t / (1 - ᾱ_t) x_0 + sqrt(α_t) (1 - ᾱ_{t'}) / (1 - ᾱ_t) x_t, Eq. (7)
         x0_coeff = (alpha_bar_prev.sqrt() * beta_t) / one_minus_alpha_bar_t
         xt_coeff = alpha_t.sqrt() * one_minus_alpha_bar_prev / one_minus_alpha_bar_t
         # β̃_t is 0 on the last step; clamped so that its logarithm stays finite
@@ -83,7 +84,7 @@ class DDPMScheduler(Scheduler):
 
         variance_type = self.config.variance_type
         nan = torch.full_like(beta_t, math.nan)
-        log_beta_t = log_beta_tilde = nan  # only the learned types need them in step()
+        log_beta_t = log_beta_tilde = nan  # only the learned types read them, in step()
         if variance_type == "fixed_small":  # σ_t² = β̃_t (Ho et al. 2020, Sec. 3.2)
             sigma = beta_tilde.sqrt()
         elif variance_type == "fixed_small_log":  # the same, through the logarithm
@@ -92,20 +93,12 @@ class DDPMScheduler(Scheduler):
             sigma = beta_t.sqrt()
         elif variance_type == "fixed_large_log":  # GLIDE's "max_log": σ_t = exp(½ log β_t)
             sigma = torch.exp(0.5 * beta_t.log())
-        elif variance_type in ("learned", "learned_range"):  # σ_t comes from the model output in step()
+        elif variance_type in _LEARNED:  # σ_t comes from the model output
             sigma, log_beta_t, log_beta_tilde = nan, beta_t.log(), beta_tilde.log()
         else:
-            raise ValueError(f"variance_type {variance_type!r} is not supported; use one of {', '.join(VARIANCE_TYPES)}")
-
-        columns = (
-            alpha_bar_t.sqrt(),
-            one_minus_alpha_bar_t.sqrt(),
-            x0_coeff,
-            xt_coeff,
-            sigma,
-            log_beta_t,
-            log_beta_tilde,
-        )
+            allowed = ", ".join(VARIANCE_TYPES)
+            raise ValueError(f"variance_type {variance_type!r} is not supported; use one of {allowed}")
+        columns = (x0_coeff, xt_coeff, sigma, log_beta_t, log_beta_tilde)
         self._coefficients = _Coefficients(*(column.tolist() for column in columns))
 
     def _step(
@@ -116,20 +109,17 @@ class DDPMScheduler(Scheduler):
         predicted_variance: torch.Tensor | None,
         draw_noise: NoiseSource,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        # Notation: as in _prepare; x0 -> x̂_0, mean -> μ̃_t(x_t, x̂_0), prev_sample -> x_{t'} ~ N(μ̃_t, σ_t² I).
-        cfg = self.config
-        learned = cfg.variance_type in ("learned", "learned_range")
-        if learned and predicted_variance is None:
+        # Notation: as in _prepare, and x0 -> x̂_0, mean -> μ̃_t(x_t, x̂_0), the result -> x_{t'}.
+        cfg, c = self.config, self._coefficients
+        if cfg.variance_type in _LEARNED and predicted_variance is None:
             raise ValueError(
-                f"variance_type={cfg.variance_type!r} needs a model that predicts its variance: model_output must have "
-                "twice the channels of sample"
+                f"variance_type={cfg.variance_type!r} needs a model that predicts its variance: model_output must "
+                "have twice the channels of sample"
             )
         assert self._schedule is not None
-        c = self._coefficients
 
         # 1. x̂_0 from the model output (Eq. 15 for ε-prediction), clipped or thresholded
-        x0 = predict_x0(model_output, sample, c.sqrt_alpha_bar[i], c.sqrt_one_minus_alpha_bar[i], cfg.prediction_type)
-        x0 = clip_or_threshold(x0, cfg)
+        x0 = clip_or_threshold(self._predict_x0(i, model_output, sample), cfg)
 
         # 2. the posterior mean μ̃_t(x_t, x̂_0), Eq. (7)
         mean = c.x0_coeff[i] * x0 + c.xt_coeff[i] * sample
@@ -138,14 +128,13 @@ class DDPMScheduler(Scheduler):
         if self._schedule[i] == 0:
             return mean, x0
         noise = draw_noise()
-        if not learned:
+        if predicted_variance is None or cfg.variance_type not in _LEARNED:
             return mean + c.sigma[i] * noise, x0
-        assert predicted_variance is not None
         if cfg.variance_type == "learned":  # the model outputs σ_t² itself
             sigma = predicted_variance.clamp(min=0.0).sqrt()
         else:
-            # learned_range, Nichol & Dhariwal 2021, Eq. (15): log σ_t² = v log β_t + (1 - v) log β̃_t, the model
-            # output in [-1, 1] mapped to v = (output + 1) / 2
+            # learned_range, Nichol & Dhariwal 2021, Eq. (15): log σ_t² = v log β_t + (1 - v) log β̃_t, with the
+            # model output in [-1, 1] mapped to v = (output + 1) / 2
             v = (predicted_variance + 1) / 2
             sigma = torch.exp(0.5 * (v * c.log_beta_t[i] + (1 - v) * c.log_beta_tilde[i]))
         return mean + sigma * noise, x0
@@ -154,8 +143,6 @@ class DDPMScheduler(Scheduler):
 class _Coefficients(NamedTuple):
     """One float32 value per step (as Python floats), by name."""
 
-    sqrt_alpha_bar: list[float]
-    sqrt_one_minus_alpha_bar: list[float]
     x0_coeff: list[float]
     xt_coeff: list[float]
     sigma: list[float]

@@ -14,7 +14,7 @@ from typing import ClassVar, NamedTuple
 
 import torch
 
-from .base import NoiseSource, Scheduler, SchedulerConfig, predict_eps, predict_x0
+from .base import NoiseSource, Scheduler, SchedulerConfig
 
 __all__ = ["PNDMScheduler", "PNDMSchedulerConfig"]
 
@@ -91,7 +91,9 @@ class PNDMScheduler(Scheduler):
         if self.config.skip_prk_steps:
             return spaced[:1] + spaced[1:2] + spaced[1:]
         half = self.config.num_train_timesteps // len(spaced) // 2
-        warm_up = [t for k in range(_RK_STEPS) for t in (spaced[k], spaced[k + 1] + half, spaced[k + 1] + half, spaced[k + 1])]
+        warm_up = []
+        for k in range(_RK_STEPS):  # s_k, the half step twice, s_{k+1}
+            warm_up += [spaced[k], spaced[k + 1] + half, spaced[k + 1] + half, spaced[k + 1]]
         return warm_up + spaced[_RK_STEPS:]
 
     def _reset_state(self) -> None:
@@ -118,24 +120,23 @@ class PNDMScheduler(Scheduler):
         return schedule[i], schedule[i + 1] if i + 1 < len(schedule) else -1
 
     def _prepare(self) -> None:
-        # Notation (Liu et al. 2022), for the transfer from t to t - δ made at step i:
-        # - alpha_bar_s             -> ᾱ at the timestep s of this model call (to convert v / x_0 outputs to ε)
+        # Notation (Liu et al. 2022), for the transfer from t to t - δ that step i makes:
         # - alpha_bar_t, alpha_bar_to -> ᾱ_t and ᾱ_{t-δ}
-        # - x_coeff                 -> sqrt(ᾱ_{t-δ} / ᾱ_t)
-        # - eps_numerator / eps_denominator -> (ᾱ_{t-δ} - ᾱ_t) / (ᾱ_t sqrt(1 - ᾱ_{t-δ}) + sqrt(ᾱ_t (1 - ᾱ_t) ᾱ_{t-δ}))
-        # Everything is float32 (one value per step), computed once here so that step() reads no tensor.
+        # - x_coeff                   -> sqrt(ᾱ_{t-δ} / ᾱ_t), the weight of x_t in φ
+        # - eps_numerator             -> ᾱ_{t-δ} - ᾱ_t
+        # - eps_denominator           -> ᾱ_t sqrt(1 - ᾱ_{t-δ}) + sqrt(ᾱ_t (1 - ᾱ_t) ᾱ_{t-δ})
+        # One float32 value per step, computed here once so that step() reads no tensor.
         assert self._schedule is not None
         starts, ends = zip(*(self._transfer_interval(i) for i in range(len(self._schedule))))
-        alpha_bar_s = self._alpha_bar_at(self._schedule)
         alpha_bar_t = self._alpha_bar_at(list(starts))
         alpha_bar_to = self._alpha_bar_at(list(ends))
 
         # the transfer φ(x_t, ε, t, t - δ), Eq. (9)
         x_coeff = (alpha_bar_to / alpha_bar_t).sqrt()
         eps_numerator = alpha_bar_to - alpha_bar_t
-        eps_denominator = alpha_bar_t * (1 - alpha_bar_to).sqrt() + (alpha_bar_t * (1 - alpha_bar_t) * alpha_bar_to).sqrt()
-
-        columns = (alpha_bar_s.sqrt(), (1 - alpha_bar_s).sqrt(), x_coeff, eps_numerator, eps_denominator)
+        cross = (alpha_bar_t * (1 - alpha_bar_t) * alpha_bar_to).sqrt()
+        eps_denominator = alpha_bar_t * (1 - alpha_bar_to).sqrt() + cross
+        columns = (x_coeff, eps_numerator, eps_denominator)
         self._coefficients = _Coefficients(*(column.tolist() for column in columns))
 
     def _step(
@@ -154,12 +155,11 @@ class PNDMScheduler(Scheduler):
         # predicted_variance is dropped (deterministic steps); draw_noise is unused (no noise is added).
         c = self._coefficients
         skip_prk = self.config.skip_prk_steps
-        prediction_type = self.config.prediction_type
 
         # 1. ε at the point (x_s, s) where the model was evaluated. Converting v / x_0 outputs here, before any
         #    combination, keeps the multistep formulas exact for every prediction_type.
-        eps = predict_eps(model_output, sample, c.sqrt_alpha_bar[i], c.sqrt_one_minus_alpha_bar[i], prediction_type)
-        x0 = predict_x0(model_output, sample, c.sqrt_alpha_bar[i], c.sqrt_one_minus_alpha_bar[i], prediction_type)
+        eps = self._predict_eps(i, model_output, sample)
+        x0 = self._predict_x0(i, model_output, sample)
 
         # 2. the combined noise estimate ε' and the sample the transfer starts from
         if not skip_prk and i < _RK_CALLS:
@@ -221,8 +221,6 @@ def _adams_bashforth(history: collections.deque[torch.Tensor]) -> torch.Tensor:
 class _Coefficients(NamedTuple):
     """One float32 value per step (as Python floats), by name."""
 
-    sqrt_alpha_bar: list[float]
-    sqrt_one_minus_alpha_bar: list[float]
     x_coeff: list[float]
     eps_numerator: list[float]
     eps_denominator: list[float]

@@ -68,7 +68,7 @@ def cosine_betas(num_train_timesteps: int, s: float = 0.008, max_beta: float = 0
 
 
 def sigmoid_betas(num_train_timesteps: int, beta_start: float, beta_end: float) -> torch.Tensor:
-    """β_t following a sigmoid over [-6, 6], scaled into [beta_start, beta_end] (the GeoDiff schedule, Xu et al. 2022)."""
+    """β_t along a sigmoid over [-6, 6], scaled into [beta_start, beta_end] (GeoDiff, Xu et al. 2022)."""
     u = torch.linspace(-6.0, 6.0, num_train_timesteps, dtype=_F64)
     return torch.sigmoid(u) * (beta_end - beta_start) + beta_start
 
