@@ -44,8 +44,8 @@ class PNDMScheduler(Scheduler):
     """The PNDM sampler: deterministic, higher order; good samples in about 50 model calls.
 
     ``timesteps`` lists one entry per model call, so ``len(timesteps)`` is the number of model calls: n + 9 for
-    ``set_timesteps(n)`` with the Runge-Kutta warm-up (n ≥ 4), n + 1 with ``skip_prk_steps``. Some timesteps appear
-    twice in a row (the model is evaluated twice at the same noise level from different samples).
+    ``set_timesteps(n)`` with the Runge-Kutta warm-up (n ≥ 4), n + 1 with ``skip_prk_steps`` (1 for n = 1). Some
+    timesteps appear twice in a row (the model is evaluated twice at the same noise level from different samples).
 
     Differences from diffusers 0.42.1:
 
