@@ -1,14 +1,13 @@
 """The ``ddpm`` command-line tool (also ``python -m ddpm``).
 
-Each subcommand lives in its own module, listed in :data:`COMMAND_MODULES`. A command module defines:
+Each subcommand lives in its own module, listed in ``COMMAND_MODULES``. A command module defines:
 
-* ``NAME``: the subcommand name (``"sample"``);
-* ``HELP``: a one-line description for ``ddpm --help``;
-* ``add_arguments(parser)``: adds its options to an ``argparse.ArgumentParser``;
+* ``add_parser(subparsers) -> argparse.ArgumentParser``: adds its subcommand with
+  ``subparsers.add_parser(name, help=...)``, adds the options, and returns the new parser;
 * ``run(args) -> int``: does the work and returns the exit status.
 
-Adding a command means writing such a module and adding one line to :data:`COMMAND_MODULES`. Command modules must
-import heavy dependencies (torch, the models) inside ``run`` so that ``ddpm --help`` stays fast.
+Adding a command means writing such a module and adding one line to ``COMMAND_MODULES``. Command modules should
+import heavy dependencies (the models, the schedulers) inside ``run`` so that ``ddpm --help`` stays fast.
 
 Exit status: 0 on success, 1 when bad input or a missing file stops a command (the message goes to stderr, without a
 traceback unless ``--verbose``), 2 for command-line usage errors, 130 when interrupted with Ctrl-C.
@@ -23,6 +22,8 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
+from .errors import DDPMError
+
 __all__ = ["COMMAND_MODULES", "build_parser", "main"]
 
 #: The subcommand modules, in the order ``ddpm --help`` lists them.
@@ -35,7 +36,7 @@ COMMAND_MODULES: tuple[str, ...] = (
 def _load_commands() -> list[ModuleType]:
     modules = [importlib.import_module(name) for name in COMMAND_MODULES]
     for module in modules:
-        for attr in ("NAME", "HELP", "add_arguments", "run"):
+        for attr in ("add_parser", "run"):
             if not hasattr(module, attr):
                 raise AttributeError(f"command module {module.__name__} defines no {attr}")  # programming error
     return modules
@@ -53,8 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages to stderr")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in _load_commands():
-        child = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP)
-        module.add_arguments(child)
+        child = module.add_parser(sub)
         child.set_defaults(_run=module.run)
     return parser
 
@@ -70,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ddpm: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, NotImplementedError, FloatingPointError) as exc:
+    except (DDPMError, ValueError, FileNotFoundError, NotImplementedError, FloatingPointError) as exc:
         # Bad input and missing files (every DDPMError is one of these): the message says it all, so no traceback
         # unless --verbose asks for it. Anything else is a bug and propagates with its traceback.
         if args.verbose:

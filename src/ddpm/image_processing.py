@@ -1,6 +1,6 @@
 """Turning model samples into images: tensors, numpy arrays, PIL images, grids and PNG files.
 
-A sampler ends with a batch ``x_0`` of shape (B, C, H, W) in the model's range [-1, 1]. :func:`postprocess` maps it
+A sampler ends with a batch ``x_0`` of shape (B, C, H, W) in the model's range [-1, 1]. ``postprocess`` maps it
 to [0, 1] and returns one of three forms (``OUTPUT_TYPES``): an NCHW tensor (``"pt"``), an NHWC float32 numpy array
 (``"np"``) or a list of PIL images (``"pil"``). PIL conversion rounds to the nearest of the 256 levels
 (``round(x * 255)``), as diffusers does, so the same sample gives the same 8-bit pixels in both libraries.
@@ -43,7 +43,7 @@ OutputType = Literal["pil", "np", "pt"]
 
 
 def check_output_type(output_type: str) -> None:
-    """Raise ``ValueError`` naming the allowed values unless ``output_type`` is one of :data:`OUTPUT_TYPES`."""
+    """Raise ``ValueError`` naming the allowed values unless ``output_type`` is one of ``OUTPUT_TYPES``."""
     if output_type not in OUTPUT_TYPES:
         allowed = ", ".join(repr(o) for o in OUTPUT_TYPES)
         raise ValueError(f"output_type={output_type!r} is not supported; use one of {allowed}")
@@ -64,7 +64,7 @@ def postprocess(sample: torch.Tensor, output_type: str = "pil") -> torch.Tensor 
         The images in the requested form, all with values in [0, 1] (0..255 for PIL).
 
     Raises:
-        ValueError: ``output_type`` is not one of :data:`OUTPUT_TYPES`, or ``sample`` is not 4-D.
+        ValueError: ``output_type`` is not one of ``OUTPUT_TYPES``, or ``sample`` is not 4-D.
     """
     check_output_type(output_type)
     if sample.ndim != 4:

@@ -1,1 +1,1 @@
-"""Subcommands of the ``ddpm`` tool, one module each; :mod:`ddpm.cli` lists them in ``COMMAND_MODULES``."""
+"""Subcommands of the ``ddpm`` tool, one module each; ``ddpm.cli`` lists them in ``COMMAND_MODULES``."""

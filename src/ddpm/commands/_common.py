@@ -48,7 +48,7 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     ``cuda:<LOCAL_RANK>``.
 
     Raises:
-        ValueError: ``cuda`` was asked for and torch sees no CUDA device, or ``name`` is not in :data:`DEVICES`.
+        ValueError: ``cuda`` was asked for and torch sees no CUDA device, or ``name`` is not in ``DEVICES``.
     """
     import torch
 
@@ -67,7 +67,7 @@ def resolve_dtype(name: str) -> torch.dtype:
     """The torch dtype for ``--dtype`` (``fp32``, ``fp16``, ``bf16``).
 
     Raises:
-        ValueError: ``name`` is not a key of :data:`DTYPES`.
+        ValueError: ``name`` is not a key of ``DTYPES``.
     """
     import torch
 

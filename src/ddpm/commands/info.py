@@ -18,14 +18,24 @@ from ._common import add_model_argument, resolve_model
 NAME = "info"
 HELP = "show a model's config, parameter count, scheduler and files (works offline on cached models)"
 
+EXAMPLES = """\
+examples:
+  ddpm info google/ddpm-cifar10-32
+  HF_HUB_OFFLINE=1 ddpm info google/ddpm-ema-celebahq-256 --json
+"""
+
 WEIGHTS_NAMES: tuple[str, ...] = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the options of ``ddpm info`` to ``parser``."""
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the ``info`` subcommand to ``subparsers`` (from ``ArgumentParser.add_subparsers``) and return it."""
+    parser = subparsers.add_parser(
+        NAME, help=HELP, description=HELP, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_model_argument(parser)
     parser.add_argument("--revision", default=None, help="Hub branch, tag or commit")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    return parser
 
 
 def describe(model: str, revision: str | None = None) -> dict[str, Any]:

@@ -24,6 +24,16 @@ from ._common import DEVICES, DTYPES, add_model_argument, env_int, resolve_devic
 NAME = "sample"
 HELP = "generate images into a folder (one PNG per image, resumable, shardable with torchrun)"
 
+EXAMPLES = """\
+examples:
+  ddpm sample google/ddpm-cifar10-32 --scheduler ddim --steps 50 --num-images 64 --out samples --grid grid.png
+  ddpm sample google/ddpm-ema-celebahq-256 --device cuda --dtype bf16 --num-images 1000 --batch-size 32
+  torchrun --nproc-per-node 4 -m ddpm sample google/ddpm-cifar10-32 --num-images 50000 --out fid-samples
+
+Image i is made from seed S+i alone: the files do not depend on --batch-size or the number of processes, and a
+rerun with the same settings skips the images already in --out.
+"""
+
 #: The file in the output folder that records the settings the images were made with.
 MANIFEST_NAME = "ddpm_sample.json"
 SCHEDULER_CHOICES: tuple[str, ...] = ("ddpm", "ddim", "pndm")
@@ -45,8 +55,11 @@ def _non_negative(text: str) -> int:
     return value
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the options of ``ddpm sample`` to ``parser``."""
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the ``sample`` subcommand to ``subparsers`` (from ``ArgumentParser.add_subparsers``) and return it."""
+    parser = subparsers.add_parser(
+        NAME, help=HELP, description=HELP, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_model_argument(parser)
     parser.add_argument("--scheduler", choices=SCHEDULER_CHOICES, default="ddpm", help="sampler (default: ddpm)")
     parser.add_argument(
@@ -70,6 +83,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"put the first K images in the grid (default: all, at most {DEFAULT_GRID_SIZE})",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    return parser
 
 
 @dataclass

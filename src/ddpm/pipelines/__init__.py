@@ -1,6 +1,6 @@
 """Pipelines: load a UNet and a scheduler together and generate images with one call.
 
-All three classes share :class:`DiffusionPipeline`; the name only chooses the default step count and which
+All three classes share ``DiffusionPipeline``; the name only chooses the default step count and which
 scheduler ``from_pretrained`` builds from the stored config:
 
 | class | scheduler built by `from_pretrained` | default steps |
@@ -21,7 +21,7 @@ class DDPMPipeline(DiffusionPipeline):
     """Ancestral sampling of Ho et al. (2020), 1000 steps by default.
 
     ``from_pretrained`` builds the scheduler class the checkpoint names (DDPMScheduler for the google/ddpm-* repos).
-    See :class:`DiffusionPipeline` for the constructor, loading and the call.
+    See ``DiffusionPipeline`` for the constructor, loading and the call.
 
     Example:
         ```python
@@ -40,8 +40,8 @@ class DDPMPipeline(DiffusionPipeline):
 class DDIMPipeline(DiffusionPipeline):
     """Denoising diffusion implicit models (Song et al. 2021), 50 steps by default.
 
-    ``from_pretrained`` converts the stored scheduler config to a :class:`~ddpm.DDIMScheduler`; pass ``eta`` to a
-    call for stochastic DDIM (``eta=1`` adds DDPM-like noise). See :class:`DiffusionPipeline`.
+    ``from_pretrained`` converts the stored scheduler config to a ``DDIMScheduler``; pass ``eta`` to a
+    call for stochastic DDIM (``eta=1`` adds DDPM-like noise). See ``DiffusionPipeline``.
     """
 
     default_num_inference_steps = 50
@@ -51,9 +51,9 @@ class DDIMPipeline(DiffusionPipeline):
 class PNDMPipeline(DiffusionPipeline):
     """Pseudo numerical methods for diffusion models (Liu et al. 2022), 50 steps by default.
 
-    ``from_pretrained`` converts the stored scheduler config to a :class:`~ddpm.PNDMScheduler`. PNDM evaluates the
+    ``from_pretrained`` converts the stored scheduler config to a ``PNDMScheduler``. PNDM evaluates the
     UNet ``len(scheduler.timesteps)`` times, a few more than ``num_inference_steps`` because of its Runge-Kutta
-    warm-up. See :class:`DiffusionPipeline`.
+    warm-up. See ``DiffusionPipeline``.
     """
 
     default_num_inference_steps = 50

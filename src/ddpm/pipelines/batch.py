@@ -44,7 +44,7 @@ def shard_indices(num_images: int, rank: int = 0, world_size: int = 1) -> list[i
 
 @dataclass
 class SampleReport:
-    """What :func:`sample_to_folder` did in this process.
+    """What ``sample_to_folder`` did in this process.
 
     Attributes:
         written: Files written by this call, in index order.
@@ -85,7 +85,7 @@ def sample_to_folder(
         on_batch: Called with the indices of each batch after its files are written.
 
     Returns:
-        A :class:`SampleReport` of files written and indices skipped.
+        A ``SampleReport`` of files written and indices skipped.
 
     Raises:
         ValueError: ``batch_size`` < 1, ``num_images`` < 0, a bad rank, or a negative ``seed``.

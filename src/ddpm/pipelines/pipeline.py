@@ -1,16 +1,18 @@
 """The unconditional image pipeline: a UNet, a scheduler, and the denoising loop that joins them.
 
-:class:`DiffusionPipeline` holds the whole implementation. ``DDPMPipeline``, ``DDIMPipeline`` and ``PNDMPipeline``
+``DiffusionPipeline`` holds the whole implementation. ``DDPMPipeline``, ``DDIMPipeline`` and ``PNDMPipeline``
 only choose which scheduler ``from_pretrained`` builds from the stored config and how many steps a call takes by
 default (1000, 50 and 50, as in diffusers). Any scheduler runs in any pipeline.
 
-Sampling (Algorithm 2 of Ho et al. 2020, with the update rule supplied by the scheduler)::
+Sampling (Algorithm 2 of Ho et al. 2020, with the update rule supplied by the scheduler):
 
-    x_T ~ N(0, I)                                  drawn by ddpm.utils.randn_tensor, as diffusers draws it
-    for t in scheduler.timesteps:
-        eps = unet(x_t, t).sample                  # 1. predict the noise
-        x_{t-1} = scheduler.step(eps, t, x_t).prev_sample   # 2. x_t -> x_{t-1}
-    image = (x_0 / 2 + 0.5).clamp(0, 1)            # [-1, 1] -> [0, 1]
+```text
+x_T ~ N(0, I)                                          drawn by ddpm.utils.randn_tensor, as diffusers draws it
+for t in scheduler.timesteps:
+    eps = unet(x_t, t).sample                          # 1. predict the noise
+    x_{t-1} = scheduler.step(eps, t, x_t).prev_sample  # 2. x_t -> x_{t-1}
+image = (x_0 / 2 + 0.5).clamp(0, 1)                    # [-1, 1] -> [0, 1]
+```
 
 Random numbers are consumed in diffusers' order (the initial noise, then whatever each ``step`` draws), so the same
 generator gives the same images in both libraries.
@@ -60,12 +62,14 @@ def scheduler_classes() -> dict[str, type]:
 
 
 class DiffusionPipeline:
-    """Unconditional image generation with a :class:`~ddpm.UNet2DModel` and any ddpm scheduler.
+    """Unconditional image generation with a ``UNet2DModel`` and any ddpm scheduler.
 
     Construct it from parts, ``DDPMPipeline(unet=unet, scheduler=scheduler)``, or load a saved or Hub pipeline with
-    :meth:`from_pretrained`. Swap the sampler at any time; schedulers hold no weights, only their config::
+    ``from_pretrained``. Swap the sampler at any time; schedulers hold no weights, only their config:
 
-        pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    ```python
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    ```
 
     Attributes:
         unet: The noise-prediction network.
@@ -151,7 +155,7 @@ class DiffusionPipeline:
         self._progress_bar_config = dict(tqdm_kwargs)
 
     def progress_bar(self, iterable: Iterable[Any], total: int | None = None) -> Iterable[Any]:
-        """Wrap ``iterable`` in a tqdm bar configured by :meth:`set_progress_bar_config`."""
+        """Wrap ``iterable`` in a tqdm bar configured by ``set_progress_bar_config``."""
         from tqdm.auto import tqdm
 
         return tqdm(iterable, total=total, **self._progress_bar_config)
@@ -184,11 +188,11 @@ class DiffusionPipeline:
             generator: A ``torch.Generator`` (a CPU one gives the same images on every device), a list of
                 ``batch_size`` generators (image ``i`` then depends only on generator ``i``, not on the batch it is
                 in), or ``None`` for torch's global RNG.
-            num_inference_steps: Denoising steps; defaults to :attr:`default_num_inference_steps` (1000 for
+            num_inference_steps: Denoising steps; defaults to ``default_num_inference_steps`` (1000 for
                 DDPMPipeline, 50 for DDIMPipeline and PNDMPipeline). PNDM calls the UNet once more than this.
             output_type: ``"pil"`` (list of PIL images), ``"np"`` (NHWC float32 array in [0, 1]) or ``"pt"``
                 (NCHW tensor in [0, 1] on the pipeline's device).
-            return_dict: Return an :class:`~ddpm.outputs.ImagePipelineOutput` (``.images``); ``False`` returns the
+            return_dict: Return an ``ImagePipelineOutput`` (``.images``); ``False`` returns the
                 tuple ``(images,)``.
             eta: DDIM's η (0 deterministic DDIM, 1 DDPM-like noise), set on the scheduler for this call only.
                 ``None`` keeps the scheduler's own ``eta`` (0.0 unless you built it otherwise). A scheduler without
@@ -210,7 +214,7 @@ class DiffusionPipeline:
                 ``FloatingPointError`` naming the step. Costs one device sync per step, so it is off by default.
 
         Returns:
-            :class:`~ddpm.outputs.ImagePipelineOutput` with ``images``, or ``(images,)`` if ``return_dict=False``.
+            ``ImagePipelineOutput`` with ``images``, or ``(images,)`` if ``return_dict=False``.
 
         Raises:
             TypeError: ``batch_size`` or ``num_inference_steps`` is not an int, or a generator is not a
