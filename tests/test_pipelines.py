@@ -323,6 +323,8 @@ def test_missing_model_index_means_unet_plus_scheduler(tmp_path):
     folder = write_tiny_repo(tmp_path / "m", model_index=False)
     pipe = DDPMPipeline.from_pretrained(folder)
     assert type(pipe.scheduler) is DDPMScheduler
+    assert type(DiffusionPipeline.from_pretrained(folder)) is DDPMPipeline
+    assert type(DDIMPipeline.from_pretrained(folder).scheduler) is DDIMScheduler
 
 
 def test_model_index_extra_keys_are_ignored_and_the_scheduler_class_is_honoured(tiny_repo, tmp_path):

@@ -365,7 +365,7 @@ class DiffusionPipeline:
         """
         options = hub.HubOptions(revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token)
         index = _read_model_index(repo_id_or_path, options)
-        pipeline_cls: type[P] = cls._class_for_index(index) if index is not None else cls
+        pipeline_cls: type[P] = cls._class_for_index(index) if index is not None else cls._default_class()
         scheduler_cls = pipeline_cls._scheduler_class_for(repo_id_or_path, index, options)
 
         from ..models import UNet2DModel
@@ -379,6 +379,15 @@ class DiffusionPipeline:
             local_files_only=local_files_only, token=token,
         )  # fmt: skip
         return pipeline_cls(unet=unet.eval(), scheduler=scheduler)
+
+    @classmethod
+    def _default_class(cls) -> type[Any]:
+        """The class to build without ``model_index.json``: the one called, or DDPMPipeline for the base class."""
+        if cls is not DiffusionPipeline:
+            return cls
+        from . import DDPMPipeline
+
+        return DDPMPipeline
 
     @classmethod
     def _class_for_index(cls, index: Mapping[str, Any]) -> type[Any]:
