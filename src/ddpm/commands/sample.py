@@ -97,8 +97,7 @@ class _Dist:
 @contextlib.contextmanager
 def _distributed(device: Any) -> Iterator[_Dist]:
     """The rank and world size from torchrun's environment; joins a process group only when there are several."""
-    world_size, rank = env_int("WORLD_SIZE", 1), env_int("RANK", 0)
-    if world_size == 1:
+    if env_int("WORLD_SIZE", 1) == 1:
         yield _Dist()
         return
     import torch
