@@ -424,7 +424,9 @@ class Trainer:
         ):
             saved = json.loads(state[key])
             current = json.loads(json.dumps(current))  # tuples -> lists, as saved
-            diff = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+            # Keys only one side has are defaults of another implementation's config (diffusers' configs carry
+            # more keys than ddpm's); only keys both sides know must agree.
+            diff = sorted(k for k in set(saved) & set(current) if saved[k] != current[k])
             if diff:
                 problems.append(f"{key} differs in {', '.join(diff)}")
         saved_training = json.loads(state["training_config"])
