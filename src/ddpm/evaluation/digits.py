@@ -9,6 +9,7 @@ classes. The real reference is averaged over several random draws, and its sprea
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from typing import Any
 
@@ -93,6 +94,23 @@ def _features(model: DigitClassifier, images: torch.Tensor) -> tuple[torch.Tenso
     return feats, classes, probs
 
 
+@functools.lru_cache(maxsize=1)
+def _shipped_classifier() -> DigitClassifier:
+    return load_digit_classifier()
+
+
+@functools.lru_cache(maxsize=2)
+def _shipped_split_features(split: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return _split_features(_shipped_classifier(), split)
+
+
+def _split_features(model: DigitClassifier, split: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Features, predicted classes and confidences of a real MNIST split."""
+    from ..training.data import mnist_digits
+
+    return _features(model, mnist_digits(split)[0])
+
+
 def evaluate_digits(
     images: torch.Tensor,
     *,
@@ -119,27 +137,25 @@ def evaluate_digits(
     Raises:
         ValueError: Unknown split, or fewer images than ``k + 1``, or more than the reference split holds.
     """
-    from ..training.data import mnist_digits
-
     if real_split not in _OTHER_SPLIT:
         raise ValueError(f"real_split must be one of {', '.join(_OTHER_SPLIT)}, got {real_split!r}")
-    model = classifier or load_digit_classifier()
-    real_images, _ = mnist_digits(real_split)
-    pool_images, _ = mnist_digits(_OTHER_SPLIT[real_split])
+    model = classifier or _shipped_classifier()
+    features_of = _shipped_split_features if classifier is None else functools.partial(_split_features, model)
+    real_feats, _, _ = features_of(real_split)
+    pool = features_of(_OTHER_SPLIT[real_split])
     n = len(images)
     if n <= k:
         raise ValueError(f"need more than k={k} images to score, got {n}")
-    if n > len(pool_images):
-        raise ValueError(f"at most {len(pool_images)} images can be scored against a same-size real reference, got {n}")
-    real_feats, _, _ = _features(model, real_images)
+    if n > len(pool[0]):
+        raise ValueError(f"at most {len(pool[0])} images can be scored against a same-size real reference, got {n}")
     real_stats = gaussian_stats(real_feats)
     generated = _score("generated", *_features(model, images), real_feats, real_stats, k)
 
-    pool = _features(model, pool_images)
+    pick_from = len(pool[0])
     g = torch.Generator().manual_seed(seed)
     draws = []
     for _ in range(reference_draws):
-        pick = torch.randperm(len(pool_images), generator=g)[:n]
+        pick = torch.randperm(pick_from, generator=g)[:n]
         draws.append(_score("real", *(t[pick] for t in pool), real_feats, real_stats, k))
     values = torch.tensor([[d.precision, d.recall, d.frechet_distance] for d in draws], dtype=torch.float64)
     mean = values.mean(dim=0)

