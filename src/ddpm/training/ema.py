@@ -94,7 +94,7 @@ class EMA:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned; raises ``ValueError`` when the parameter names differ."""
         shadow = state["shadow"]
-        if list(shadow) != self.names:
+        if set(shadow) != set(self.names):  # matched by name: another implementation may order parameters differently
             missing = sorted(set(self.names) - set(shadow))
             unexpected = sorted(set(shadow) - set(self.names))
             raise ValueError(f"EMA state does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")

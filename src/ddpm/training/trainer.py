@@ -370,6 +370,9 @@ class Trainer:
             "model": {k: v.detach().clone() for k, v in self.unet.state_dict().items()},
             "ema": self.ema.state_dict() if self.ema is not None else {},
             "optimizer": self.optimizer.state_dict(),
+            # The optimiser state is indexed by parameter position; the names make it loadable into a model (another
+            # implementation of the same architecture) that registers its parameters in another order.
+            "param_names": [name for name, _ in self.unet.named_parameters()],
             "grad_scaler": self.scaler.state_dict() if self.scaler is not None else {},
             "rng": _rng_state(),
             "training_config": json.dumps(self.config.to_dict(), sort_keys=True),
@@ -409,12 +412,26 @@ class Trainer:
                 raise TrainingError(f"{path} was trained without EMA; resume with use_ema off")
             self.ema.load_state_dict(state["ema"])
             self.ema.to(self.device)
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.optimizer.load_state_dict(self._reorder_optimizer_state(state, path))
         if self.scaler is not None and state["grad_scaler"]:
             self.scaler.load_state_dict(state["grad_scaler"])
         _set_rng_state(state["rng"])
         self.step = int(state["step"])
         self.elapsed_before = float(state["elapsed_seconds"])
+
+    def _reorder_optimizer_state(self, state: dict[str, Any], path: Path) -> dict[str, Any]:
+        """The saved optimiser state with parameter indices mapped, by name, to this model's parameter order."""
+        saved_names = state.get("param_names") or list(state["ema"].get("shadow", {})) or list(state["model"])
+        current = {name: i for i, (name, _) in enumerate(self.unet.named_parameters())}
+        if set(saved_names) != set(current):
+            raise TrainingError(f"{path}: the optimiser state does not fit the model's parameters")
+        index = {old: current[name] for old, name in enumerate(saved_names)}
+        optimizer = state["optimizer"]
+        return {
+            "state": {index[int(k)]: v for k, v in optimizer["state"].items()},
+            # load_state_dict pairs a group's ids with the current parameters by position: list them in our order.
+            "param_groups": [{**g, "params": sorted(index[int(i)] for i in g["params"])} for g in optimizer["param_groups"]],
+        }
 
     def _check_compatible(self, state: dict[str, Any], path: Path) -> None:
         problems = []
@@ -518,6 +535,8 @@ class Trainer:
         try:
             if resume:
                 self.load_checkpoint()
+                if self.dist.is_main:
+                    self._truncate_log()
             if self.dist.is_main:
                 self.out_dir.mkdir(parents=True, exist_ok=True)
                 cfg.save_json(self.out_dir)
@@ -527,6 +546,14 @@ class Trainer:
             return self._loop(min(until_step, cfg.max_steps) if until_step is not None else cfg.max_steps)
         finally:
             self.dist.teardown()
+
+    def _truncate_log(self) -> None:
+        """Drop log lines of steps after the checkpoint: the resumed run logs them again."""
+        path = self.out_dir / "log.jsonl"
+        if path.is_file():
+            lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+            kept = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= self.step]
+            atomic_write_text(path, "".join(kept))
 
     def _loop(self, last_step: int) -> dict[str, float]:
         from tqdm.auto import tqdm
