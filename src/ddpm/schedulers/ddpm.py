@@ -1,0 +1,150 @@
+"""DDPM ancestral sampling (Ho et al. 2020, "Denoising Diffusion Probabilistic Models", Algorithm 2).
+
+Each step draws x_{t'} from the model's reverse distribution p_θ(x_{t'} | x_t) = N(μ̃_t(x_t, x̂_0), σ_t² I),
+where t' is the next timestep of the schedule: t - 1 with all T steps; with fewer steps, a larger jump treated as
+one step of the sub-chain with α = ᾱ_t / ᾱ_{t'}.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import ClassVar, Literal, NamedTuple, get_args
+
+import torch
+
+from .base import ClippingSchedulerConfig, NoiseSource, Scheduler, clip_or_threshold
+
+__all__ = ["DDPMScheduler", "DDPMSchedulerConfig", "VARIANCE_TYPES", "VarianceType"]
+
+VarianceType = Literal["fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log", "learned", "learned_range"]
+#: Accepted values of ``variance_type``: the σ_t² of each reverse step.
+VARIANCE_TYPES: tuple[str, ...] = get_args(VarianceType)
+
+# β̃_t is 0 on the last step (ᾱ_{t'} = 1); it is clamped so that its logarithm stays finite.
+_MIN_VARIANCE = 1e-20
+_LEARNED = ("learned", "learned_range")
+
+
+@dataclasses.dataclass(frozen=True)
+class DDPMSchedulerConfig(ClippingSchedulerConfig):
+    """Config of :class:`DDPMScheduler` (``scheduler_config.json``, diffusers key names).
+
+    Attributes:
+        variance_type: σ_t² of the reverse step (Ho et al. 2020, Sec. 3.2; Nichol & Dhariwal 2021, Sec. 3.1):
+            ``fixed_small`` β̃_t (the posterior variance), ``fixed_large`` β_t, their ``_log`` variants (the same
+            values computed through logarithms), ``learned`` (the model's extra channels are σ_t² itself) or
+            ``learned_range`` (they interpolate log β̃_t and log β_t).
+    """
+
+    _class_name: ClassVar[str] = "DDPMScheduler"
+
+    variance_type: VarianceType = "fixed_small"
+
+
+class DDPMScheduler(Scheduler):
+    """The DDPM sampler: stochastic, one model call per timestep, the reference for quality (1000 steps).
+
+    Construct it with diffusers' keywords (``DDPMScheduler(variance_type="fixed_large")``), from any scheduler's config
+    (:meth:`from_config`), or from a repo (:meth:`from_pretrained`). Fewer steps (``set_timesteps(50)``) still work:
+    each step then spans several training steps, with α = ᾱ_t / ᾱ_{t'}.
+
+    Differences from diffusers 0.42.1 (all where diffusers gives NaN, a crash or an error):
+
+    * ``fixed_large_log`` adds noise with σ_t = exp(½ log β_t); diffusers takes the square root of log β_t (NaN,
+      diffusers#14569).
+    * ``learned`` clamps the predicted variance at 0 before the square root (diffusers gives NaN for negative values).
+    * A (B, 2C, H, W) output with a fixed ``variance_type`` is accepted: the variance half is dropped.
+    """
+
+    config_class: ClassVar[type[DDPMSchedulerConfig]] = DDPMSchedulerConfig
+    config: DDPMSchedulerConfig
+
+    def _prepare(self) -> None:
+        # Notation (Ho et al. 2020), for the step from t to t', the next timestep of the schedule (-1 at the end):
+        # - alpha_bar_t, alpha_bar_prev -> ᾱ_t, ᾱ_{t'} (ᾱ_{-1} = 1: the chain ends at the clean x_0)
+        # - alpha_t, beta_t             -> α_t = ᾱ_t / ᾱ_{t'} and β_t = 1 - α_t (the paper's when t' = t - 1)
+        # - beta_tilde                  -> β̃_t = (1 - ᾱ_{t'}) / (1 - ᾱ_t) β_t, the posterior variance, Eq. (7)
+        # - x0_coeff, xt_coeff          -> the weights of x̂_0 and x_t in the posterior mean μ̃_t, Eq. (7)
+        # - sigma                       -> σ_t, the standard deviation of p_θ(x_{t'} | x_t)
+        # One float32 value per step, computed here once so that step() reads no tensor.
+        assert self._schedule is not None
+        alpha_bar_t = self._alpha_bar_at(self._schedule)
+        alpha_bar_prev = self._alpha_bar_at(self._prev_timesteps())
+        one_minus_alpha_bar_t = 1 - alpha_bar_t
+        one_minus_alpha_bar_prev = 1 - alpha_bar_prev
+        alpha_t = alpha_bar_t / alpha_bar_prev
+        beta_t = 1 - alpha_t
+
+        # μ̃_t(x_t, x_0) = sqrt(ᾱ_{t'}) β_t / (1 - ᾱ_t) x_0 + sqrt(α_t) (1 - ᾱ_{t'}) / (1 - ᾱ_t) x_t, Eq. (7)
+        x0_coeff = (alpha_bar_prev.sqrt() * beta_t) / one_minus_alpha_bar_t
+        xt_coeff = alpha_t.sqrt() * one_minus_alpha_bar_prev / one_minus_alpha_bar_t
+        # β̃_t is 0 on the last step; clamped so that its logarithm stays finite
+        beta_tilde = (one_minus_alpha_bar_prev / one_minus_alpha_bar_t * beta_t).clamp(min=_MIN_VARIANCE)
+
+        variance_type = self.config.variance_type
+        nan = torch.full_like(beta_t, math.nan)
+        log_beta_t = log_beta_tilde = nan  # only the learned types read them, in step()
+        if variance_type == "fixed_small":  # σ_t² = β̃_t (Ho et al. 2020, Sec. 3.2)
+            sigma = beta_tilde.sqrt()
+        elif variance_type == "fixed_small_log":  # the same, through the logarithm
+            sigma = torch.exp(0.5 * beta_tilde.log())
+        elif variance_type == "fixed_large":  # σ_t² = β_t (Ho et al. 2020, Sec. 3.2)
+            sigma = beta_t.sqrt()
+        elif variance_type == "fixed_large_log":  # GLIDE's "max_log": σ_t = exp(½ log β_t)
+            sigma = torch.exp(0.5 * beta_t.log())
+        elif variance_type in _LEARNED:  # σ_t comes from the model output
+            sigma, log_beta_t, log_beta_tilde = nan, beta_t.log(), beta_tilde.log()
+        else:
+            allowed = ", ".join(VARIANCE_TYPES)
+            raise ValueError(f"variance_type {variance_type!r} is not supported; use one of {allowed}")
+        columns = (x0_coeff, xt_coeff, sigma, log_beta_t, log_beta_tilde)
+        self._coefficients = _Coefficients(*(column.tolist() for column in columns))
+
+    def _step(
+        self,
+        i: int,
+        model_output: torch.Tensor,
+        sample: torch.Tensor,
+        predicted_variance: torch.Tensor | None,
+        draw_noise: NoiseSource,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        # Notation: as in _prepare, and x0 -> x̂_0, mean -> μ̃_t(x_t, x̂_0), the result -> x_{t'}.
+        cfg, c = self.config, self._coefficients
+        if cfg.variance_type in _LEARNED and predicted_variance is None:
+            raise ValueError(
+                f"variance_type={cfg.variance_type!r} needs a model that predicts its variance: model_output must "
+                "have twice the channels of sample"
+            )
+        assert self._schedule is not None
+
+        # 1. x̂_0 from the model output (Eq. 15 for ε-prediction), clipped or thresholded
+        x0 = clip_or_threshold(self._predict_x0(i, model_output, sample), cfg)
+
+        # 2. the posterior mean μ̃_t(x_t, x̂_0), Eq. (7)
+        mean = c.x0_coeff[i] * x0 + c.xt_coeff[i] * sample
+
+        # 3. x_{t'} = μ̃_t + σ_t z with z ~ N(0, I), and z = 0 at t = 0 (Algorithm 2, line 3)
+        if self._schedule[i] == 0:
+            return mean, x0
+        noise = draw_noise()
+        if predicted_variance is None or cfg.variance_type not in _LEARNED:
+            return mean + c.sigma[i] * noise, x0
+        if cfg.variance_type == "learned":  # the model outputs σ_t² itself
+            sigma = predicted_variance.clamp(min=0.0).sqrt()
+        else:
+            # learned_range, Nichol & Dhariwal 2021, Eq. (15): log σ_t² = v log β_t + (1 - v) log β̃_t, with the
+            # model output in [-1, 1] mapped to v = (output + 1) / 2
+            v = (predicted_variance + 1) / 2
+            sigma = torch.exp(0.5 * (v * c.log_beta_t[i] + (1 - v) * c.log_beta_tilde[i]))
+        return mean + sigma * noise, x0
+
+
+class _Coefficients(NamedTuple):
+    """One float32 value per step (as Python floats), by name."""
+
+    x0_coeff: list[float]
+    xt_coeff: list[float]
+    sigma: list[float]
+    log_beta_t: list[float]
+    log_beta_tilde: list[float]

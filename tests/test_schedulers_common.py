@@ -1,0 +1,506 @@
+"""What all three schedulers share: the interface, configs and swapping, loading and saving, errors, host syncs."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+import logging
+
+import numpy as np
+import pytest
+import torch
+from helpers import CELEBAHQ_SCHEDULER_CONFIG, CIFAR10_SCHEDULER_CONFIG, install_in_hf_cache
+from scheduler_helpers import SHAPE, random_model_outputs, run_loop
+from scheduler_helpers import one_thread_per_test  # noqa: F401 (autouse: one intra-op thread per test)
+
+import ddpm
+from ddpm.errors import CheckpointNotFoundError, ConfigError
+from ddpm.schedulers import (
+    SCHEDULERS,
+    DDIMScheduler,
+    DDIMSchedulerConfig,
+    DDPMScheduler,
+    DDPMSchedulerConfig,
+    PNDMScheduler,
+    PNDMSchedulerConfig,
+    SchedulerOutput,
+)
+
+ALL = [DDPMScheduler, DDIMScheduler, PNDMScheduler]
+# The 283-byte scheduler_config.json of older google/ddpm-* revisions, with its stale key.
+LEGACY_SCHEDULER_CONFIG = {**CELEBAHQ_SCHEDULER_CONFIG, "_diffusers_version": "0.0.4", "timestep_values": None}
+
+
+def _meta_free(config) -> dict:
+    return {k: v for k, v in config.to_dict().items() if not k.startswith("_")}
+
+
+# ------------------------------------------------------------------------------------------------- the interface
+
+
+def test_step_has_one_signature_for_all_schedulers():
+    signatures = {cls.__name__: inspect.signature(cls.step) for cls in ALL}
+    assert len(set(signatures.values())) == 1, signatures
+    params = signatures["DDPMScheduler"].parameters
+    assert list(params) == ["self", "model_output", "timestep", "sample", "generator", "return_dict"]
+    assert params["generator"].kind is inspect.Parameter.KEYWORD_ONLY and params["generator"].default is None
+    assert params["return_dict"].kind is inspect.Parameter.KEYWORD_ONLY and params["return_dict"].default is True
+
+
+def test_the_rest_of_the_loop_interface_is_shared_too():
+    shared = ("set_timesteps", "add_noise", "get_velocity", "scale_model_input", "from_pretrained", "save_pretrained")
+    for name in shared:
+        assert len({inspect.signature(getattr(cls, name)) for cls in ALL}) == 1, name
+    assert list(inspect.signature(DDPMScheduler.set_timesteps).parameters) == ["self", "num_inference_steps", "device"]
+
+
+def test_package_exports_and_the_name_registry():
+    assert SCHEDULERS == {"ddpm": DDPMScheduler, "ddim": DDIMScheduler, "pndm": PNDMScheduler}
+    assert ddpm.DDIMScheduler is DDIMScheduler and ddpm.SchedulerOutput is SchedulerOutput
+
+
+@pytest.mark.parametrize("cls", ALL)
+def test_constant_properties_match_diffusers_defaults(cls):
+    scheduler = cls.from_config(CELEBAHQ_SCHEDULER_CONFIG)
+    x = torch.randn(SHAPE)
+    assert scheduler.init_noise_sigma == 1.0 and scheduler.order == 1 and len(scheduler) == 1000
+    assert scheduler.scale_model_input(x, 5) is x and scheduler.scale_model_input(x) is x
+    assert scheduler.config.num_train_timesteps == 1000 and scheduler.config.prediction_type == "epsilon"
+    # before set_timesteps: the training chain, as diffusers shows it, and no step index
+    assert scheduler.timesteps.tolist() == list(range(999, -1, -1)) and scheduler.num_inference_steps is None
+    assert scheduler.step_index is None
+    scheduler.set_timesteps(10)
+    assert scheduler.step_index == 0 and scheduler.num_inference_steps == 10
+
+
+@pytest.mark.parametrize("cls", ALL)
+def test_return_dict_false_gives_the_same_two_tensors_as_a_tuple(cls):
+    outputs, x = random_model_outputs(1)
+    a, b = cls(), cls()
+    a.set_timesteps(10)
+    b.set_timesteps(10)
+    out = a.step(outputs[0], a.timesteps[0], x, generator=torch.Generator().manual_seed(0))
+    tup = b.step(outputs[0], b.timesteps[0], x, generator=torch.Generator().manual_seed(0), return_dict=False)
+    assert isinstance(out, SchedulerOutput) and isinstance(tup, tuple) and len(tup) == 2
+    assert torch.equal(out.prev_sample, tup[0]) and torch.equal(out.pred_original_sample, tup[1])
+    assert out.prev_sample.shape == x.shape and out[0] is out.prev_sample
+
+
+# ------------------------------------------------------------------------------------------- one config, 3 schedulers
+
+
+@pytest.mark.parametrize("cls", ALL)
+def test_hub_configs_with_stale_keys_load_quietly_in_every_scheduler(cls, caplog):
+    with caplog.at_level(logging.INFO):
+        scheduler = cls.from_config(LEGACY_SCHEDULER_CONFIG)
+    assert not [r for r in caplog.records if r.levelno >= logging.INFO]
+    assert scheduler.config.beta_schedule == "linear" and scheduler.config.timestep_spacing == "leading"
+    assert "timestep_values" not in scheduler.config.to_dict()
+
+
+@pytest.mark.parametrize("cls", ALL)
+def test_from_config_accepts_our_configs_diffusers_configs_dicts_and_schedulers(cls):
+    diffusers = pytest.importorskip("diffusers")
+    expected = _meta_free(cls.from_config(CIFAR10_SCHEDULER_CONFIG).config)
+    sources = [
+        dict(CIFAR10_SCHEDULER_CONFIG),
+        DDPMScheduler.from_config(CIFAR10_SCHEDULER_CONFIG).config,
+        DDPMScheduler.from_config(CIFAR10_SCHEDULER_CONFIG),
+        diffusers.DDPMScheduler.from_config(CIFAR10_SCHEDULER_CONFIG).config,  # a FrozenDict
+    ]
+    for source in sources:
+        assert _meta_free(cls.from_config(source).config) == expected, type(source)
+
+
+def test_from_config_overrides_win_and_typos_are_errors():
+    scheduler = DDIMScheduler.from_config(CELEBAHQ_SCHEDULER_CONFIG, timestep_spacing="trailing", eta=0.5)
+    assert scheduler.config.timestep_spacing == "trailing" and scheduler.eta == 0.5
+    with pytest.raises(TypeError, match="'timestep_spacin'"):
+        DDIMScheduler.from_config(CELEBAHQ_SCHEDULER_CONFIG, timestep_spacin="trailing")
+    with pytest.raises(TypeError, match="'beta_scheduel'"):
+        DDPMScheduler(beta_scheduel="linear")
+
+
+def test_config_reads_by_attribute_and_as_a_mapping():
+    config = DDPMScheduler.from_config(CIFAR10_SCHEDULER_CONFIG).config
+    assert config.variance_type == config["variance_type"] == dict(config)["variance_type"] == "fixed_large"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.variance_type = "fixed_small"
+    for cls, config_cls in zip(ALL, (DDPMSchedulerConfig, DDIMSchedulerConfig, PNDMSchedulerConfig)):
+        assert cls.config_class is config_cls and isinstance(cls().config, config_cls)
+        assert config_cls.config_name == "scheduler_config.json" and config_cls._class_name == cls.__name__
+
+
+def test_keys_another_scheduler_uses_survive_a_trip_through_a_scheduler_that_ignores_them():
+    pndm = PNDMScheduler.from_config(CIFAR10_SCHEDULER_CONFIG)
+    assert not hasattr(pndm.config, "variance_type")  # PNDM does not use it...
+    back = DDPMScheduler.from_config(pndm.config)
+    assert back.config.variance_type == "fixed_large" and back.config.clip_sample is True  # ...but carries it
+
+
+def test_defaults_of_one_scheduler_do_not_stick_to_the_next_like_in_diffusers():
+    diffusers = pytest.importorskip("diffusers")
+    # PNDM defaults set_alpha_to_one to False, DDIM to True; a default is not a choice the next scheduler inherits.
+    ours = DDIMScheduler.from_config(PNDMScheduler.from_config(CELEBAHQ_SCHEDULER_CONFIG).config)
+    theirs = diffusers.DDIMScheduler.from_config(diffusers.PNDMScheduler.from_config(CELEBAHQ_SCHEDULER_CONFIG).config)
+    assert ours.config.set_alpha_to_one is True is theirs.config.set_alpha_to_one
+    chosen = PNDMScheduler.from_config(CELEBAHQ_SCHEDULER_CONFIG, set_alpha_to_one=False)
+    assert DDIMScheduler.from_config(chosen.config).config.set_alpha_to_one is False
+
+
+def _install_repo(hf_cache, tmp_path, repo_id: str, config: dict, *, subfolder: str | None) -> None:
+    folder = tmp_path / repo_id.replace("/", "--")
+    target = folder / subfolder if subfolder else folder
+    target.mkdir(parents=True)
+    (target / "scheduler_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    install_in_hf_cache(hf_cache, repo_id, folder)
+
+
+@pytest.mark.parametrize("layout", ["flat", "subfolder"])
+@pytest.mark.parametrize(
+    "hub_config", [CELEBAHQ_SCHEDULER_CONFIG, CIFAR10_SCHEDULER_CONFIG], ids=["celebahq", "cifar10"]
+)
+def test_swap_idiom_works_for_all_nine_pairs_from_a_hub_id(hf_cache, tmp_path, layout, hub_config):
+    diffusers = pytest.importorskip("diffusers")
+    repo = f"ddpm-sched-tests/{layout}-{hub_config['variance_type']}"
+    subfolder = "scheduler" if layout == "subfolder" else None
+    _install_repo(hf_cache, tmp_path, repo, hub_config, subfolder=subfolder)
+    for source_cls in ALL:
+        source = source_cls.from_pretrained(repo, subfolder=subfolder)
+        for target_cls in ALL:
+            swapped = target_cls.from_config(source.config)
+            direct = target_cls.from_pretrained(repo, subfolder="scheduler")  # falls back to the root when flat
+            assert type(swapped) is target_cls
+            assert _meta_free(swapped.config) == _meta_free(direct.config), (source_cls, target_cls)
+            # and the same as diffusers' own swap, key for key
+            theirs_source = getattr(diffusers, source_cls.__name__).from_config(hub_config)
+            theirs = getattr(diffusers, target_cls.__name__).from_config(theirs_source.config)
+            for key, value in dict(swapped.config).items():
+                if key in theirs.config:
+                    expected = theirs.config[key]
+                    assert value == (tuple(expected) if isinstance(expected, list) else expected), (key, source_cls)
+            swapped.set_timesteps(10)
+            outputs, x = random_model_outputs(len(swapped.timesteps))
+            assert torch.isfinite(run_loop(swapped, outputs, x, generator_seed=0).prev_samples[-1]).all()
+
+
+def test_from_pretrained_reads_a_local_folder_and_names_the_file_in_errors(tmp_path):
+    (tmp_path / "scheduler_config.json").write_text(json.dumps({**CELEBAHQ_SCHEDULER_CONFIG, "variance_type": "tiny"}))
+    with pytest.raises(ConfigError, match=r"scheduler_config\.json.*variance_type.*'tiny'.*fixed_small"):
+        DDPMScheduler.from_pretrained(tmp_path)
+    (tmp_path / "scheduler_config.json").write_text("{not json")
+    with pytest.raises(ConfigError, match=r"scheduler_config\.json is not valid JSON"):
+        DDIMScheduler.from_pretrained(tmp_path)
+
+
+def test_from_pretrained_without_a_scheduler_config_says_where_it_looked(tmp_path):
+    with pytest.raises(CheckpointNotFoundError, match="no scheduler_config.json.*scheduler/ or the root"):
+        PNDMScheduler.from_pretrained(tmp_path, subfolder="scheduler")
+    with pytest.raises(CheckpointNotFoundError, match="not in the Hugging Face cache"):
+        PNDMScheduler.from_pretrained("ddpm-sched-tests/not-installed")
+
+
+# ------------------------------------------------------------------------------------------------- save and load
+
+
+@pytest.mark.parametrize("cls", ALL)
+def test_save_then_load_gives_an_identical_scheduler(cls, tmp_path):
+    original = cls.from_config(CIFAR10_SCHEDULER_CONFIG, timestep_spacing="trailing", prediction_type="v_prediction")
+    path = original.save_pretrained(tmp_path)
+    assert path == tmp_path / "scheduler_config.json" and not list(tmp_path.glob(".*tmp"))
+    saved = json.loads(path.read_text())
+    assert saved["_class_name"] == cls.__name__ and "_use_default_values" not in saved
+    loaded = cls.from_pretrained(tmp_path)
+    assert loaded.config == original.config and _meta_free(loaded.config) == _meta_free(original.config)
+    for a, b in ((original, loaded),):
+        a.set_timesteps(20)
+        b.set_timesteps(20)
+        outputs, x = random_model_outputs(len(a.timesteps))
+        ra = run_loop(a, outputs, x, generator_seed=0)
+        rb = run_loop(b, outputs, x, generator_seed=0)
+        assert all(torch.equal(p, q) for p, q in zip(ra.prev_samples, rb.prev_samples))
+
+
+def test_ddim_eta_is_an_attribute_not_a_saved_config_key(tmp_path):
+    DDIMScheduler(eta=1.0, use_clipped_model_output=True).save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "scheduler_config.json").read_text())
+    assert "eta" not in saved and "use_clipped_model_output" not in saved
+    loaded = DDIMScheduler.from_pretrained(tmp_path)
+    assert loaded.eta == 0.0 and loaded.use_clipped_model_output is False
+    assert DDIMScheduler.from_pretrained(tmp_path, eta=0.3).eta == 0.3
+
+
+@pytest.mark.parametrize("cls", ALL)
+def test_configs_saved_by_ddpm_load_in_diffusers_and_the_other_way_round(cls, tmp_path):
+    diffusers = pytest.importorskip("diffusers")
+    theirs_cls = getattr(diffusers, cls.__name__)
+    ours = cls.from_config(CIFAR10_SCHEDULER_CONFIG, steps_offset=1, timestep_spacing="linspace")
+    ours.save_pretrained(tmp_path / "ours")
+    theirs = theirs_cls.from_pretrained(tmp_path / "ours")
+    for key, value in theirs.config.items():
+        if not key.startswith("_") and key in ours.config:
+            assert ours.config[key] == value, key
+    theirs.save_pretrained(tmp_path / "theirs")
+    back = cls.from_pretrained(tmp_path / "theirs")
+    assert _meta_free(back.config) == {k: v for k, v in _meta_free(ours.config).items() if k in _meta_free(back.config)}
+    assert back.config == ours.config
+
+
+# ------------------------------------------------------------------------------------------------- invalid input
+
+
+@pytest.mark.parametrize(
+    "cls, key, value, allowed",
+    [
+        (DDPMScheduler, "beta_schedule", "laplace", "linear"),
+        (DDPMScheduler, "variance_type", "other", "fixed_small"),
+        (DDIMScheduler, "prediction_type", "noise", "v_prediction"),
+        (PNDMScheduler, "timestep_spacing", "uniform", "trailing"),
+        (DDPMScheduler, "num_train_timesteps", 0, "at least 1"),
+        (DDIMScheduler, "trained_betas", [0.1, 0.2], "1000 values"),
+        (DDPMScheduler, "beta_start", 1.5, r"\(0, 1\)"),
+        (DDIMScheduler, "clip_sample_range", -1.0, "> 0"),
+        (DDPMScheduler, "dynamic_thresholding_ratio", 0.0, r"\(0, 1\]"),
+        (PNDMScheduler, "steps_offset", -1, "0 or more"),
+        (PNDMScheduler, "skip_prk_steps", "yes", "true or false"),
+    ],
+)
+def test_invalid_config_values_raise_config_error_naming_key_value_and_allowed(cls, key, value, allowed):
+    with pytest.raises(ConfigError, match=rf"{key}.*{value!r}.*{allowed}" if not isinstance(value, list) else key):
+        cls.from_config({**CELEBAHQ_SCHEDULER_CONFIG, key: value})
+
+
+@pytest.mark.parametrize("cls", ALL)
+def test_set_timesteps_rejects_step_counts_outside_the_limits(cls):
+    scheduler = cls(skip_prk_steps=True) if cls is PNDMScheduler else cls()
+    for bad in (0, -3):
+        with pytest.raises(ValueError, match=f"num_inference_steps={bad} is too small.*at least 1"):
+            scheduler.set_timesteps(bad)
+    with pytest.raises(ValueError, match="num_inference_steps=1001 is larger than num_train_timesteps=1000"):
+        scheduler.set_timesteps(1001)
+    for bad in (2.5, True, "50"):
+        with pytest.raises(TypeError, match="num_inference_steps must be an int"):
+            scheduler.set_timesteps(bad)
+    scheduler.set_timesteps(np.int64(1000))
+    assert len(scheduler.timesteps) == (1001 if cls is PNDMScheduler else 1000)
+
+
+def test_pndm_with_runge_kutta_warm_up_needs_four_steps_and_says_how_to_use_fewer():
+    scheduler = PNDMScheduler()
+    for n in (1, 2, 3):
+        with pytest.raises(ValueError, match=f"num_inference_steps={n} is too small.*at least 4.*skip_prk_steps=True"):
+            scheduler.set_timesteps(n)
+    scheduler.set_timesteps(4)
+    assert len(scheduler.timesteps) == 13
+
+
+def test_leading_steps_offset_too_large_for_the_step_count_is_an_error():
+    with pytest.raises(ValueError, match="steps_offset=1"):
+        DDIMScheduler(steps_offset=1).set_timesteps(1000)
+
+
+@pytest.mark.parametrize("cls", ALL)
+def test_step_before_set_timesteps_and_after_the_last_step_are_runtime_errors(cls):
+    scheduler = cls()
+    outputs, x = random_model_outputs(2)
+    with pytest.raises(RuntimeError, match=r"before set_timesteps\(\)"):
+        scheduler.step(outputs[0], 999, x)
+    scheduler.set_timesteps(4 if cls is PNDMScheduler else 1)
+    for t in scheduler.timesteps:
+        x = scheduler.step(outputs[0], t, x).prev_sample
+    with pytest.raises(RuntimeError, match="is finished; call set_timesteps"):
+        scheduler.step(outputs[0], 0, x)
+
+
+@pytest.mark.parametrize("cls", ALL)
+def test_a_timestep_out_of_order_or_outside_the_schedule_is_rejected(cls):
+    scheduler = cls()
+    scheduler.set_timesteps(10)
+    outputs, x = random_model_outputs(1)
+    second = scheduler.timesteps[-1]  # in the schedule, not next
+    with pytest.raises(ValueError, match=rf"timestep {int(second)}, which is not the next one.*expects timestep"):
+        scheduler.step(outputs[0], second, x)
+    with pytest.raises(ValueError, match="timestep 901, which is not in the schedule"):
+        scheduler.step(outputs[0], 901, x)
+    with pytest.raises(ValueError, match="one timestep for the whole batch"):
+        scheduler.step(outputs[0], torch.tensor([900, 800]), x)
+    with pytest.raises(TypeError, match="not a bool"):
+        scheduler.step(outputs[0], True, x)
+    scheduler.step(outputs[0], int(scheduler.timesteps[0]), x)  # the errors did not advance the schedule
+
+
+@pytest.mark.parametrize("cls", ALL)
+def test_model_output_must_have_the_sample_shape_or_twice_its_channels(cls):
+    scheduler = cls()
+    scheduler.set_timesteps(10)
+    x = torch.randn(SHAPE)
+    with pytest.raises(ValueError, match=r"model_output has shape \(2, 4, 8, 8\) but sample has shape \(2, 3, 8, 8\)"):
+        scheduler.step(torch.randn(2, 4, 8, 8), scheduler.timesteps[0], x)
+
+
+@pytest.mark.parametrize("cls", ALL)
+def test_set_timesteps_restarts_the_loop(cls):
+    scheduler = cls()
+    scheduler.set_timesteps(10)
+    outputs, x = random_model_outputs(len(scheduler.timesteps))
+    first = run_loop(scheduler, outputs, x, generator_seed=0)
+    scheduler.set_timesteps(10)
+    for i, t in enumerate(scheduler.timesteps[:5]):  # abandon a loop halfway...
+        scheduler.step(outputs[i], t, x, generator=torch.Generator().manual_seed(9))
+    scheduler.set_timesteps(10)  # ...and start again: no state leaks from the abandoned loop
+    again = run_loop(scheduler, outputs, x, generator_seed=0)
+    assert all(torch.equal(a, b) for a, b in zip(first.prev_samples, again.prev_samples))
+
+
+# ---------------------------------------------------------------------------------------- timesteps, dtypes, syncs
+
+
+@pytest.mark.parametrize("cls", ALL)
+def test_timestep_may_be_an_int_a_numpy_int_or_a_0d_or_1d_tensor(cls):
+    results = []
+    forms = [
+        lambda s, i: s.timesteps[i],
+        lambda s, i: int(s.timesteps[i]),
+        lambda s, i: np.int64(s.timesteps[i]),
+        lambda s, i: s.timesteps[i].reshape(1),
+        lambda s, i: s.timesteps[i].expand(SHAPE[0]),  # a pipeline broadcasting t to the batch
+        lambda s, i: s.timesteps[i].clone().to(torch.int32),
+        lambda s, i: float(s.timesteps[i]),
+    ]
+    for form in forms:
+        scheduler = cls()
+        scheduler.set_timesteps(10)
+        outputs, x = random_model_outputs(len(scheduler.timesteps))
+        generator = torch.Generator().manual_seed(0)
+        for i in range(len(scheduler.timesteps)):
+            x = scheduler.step(outputs[i], form(scheduler, i), x, generator=generator).prev_sample
+        results.append(x)
+    assert all(torch.equal(results[0], r) for r in results[1:])
+
+
+_SYNCING = ["item", "tolist", "__bool__", "__int__", "__float__", "__index__", "nonzero", "numpy", "cpu"]
+
+
+def _forbid_host_reads(monkeypatch):
+    def refuse(self, *args, **kwargs):
+        raise AssertionError("step() read a tensor value on the host")
+
+    for name in _SYNCING:
+        monkeypatch.setattr(torch.Tensor, name, refuse)
+
+
+@pytest.mark.parametrize(
+    "cls, config, kwargs",
+    [
+        (DDPMScheduler, {"variance_type": "fixed_large"}, {}),
+        (DDPMScheduler, {"variance_type": "learned_range", "thresholding": True}, {}),
+        (DDIMScheduler, {"prediction_type": "v_prediction"}, {"eta": 1.0, "use_clipped_model_output": True}),
+        (DDIMScheduler, {"timestep_spacing": "linspace", "prediction_type": "sample"}, {}),
+        (PNDMScheduler, {"prediction_type": "v_prediction"}, {}),
+        (PNDMScheduler, {"skip_prk_steps": True, "prediction_type": "sample"}, {}),
+    ],
+)
+def test_step_never_reads_a_tensor_value_on_the_host(cls, config, kwargs, monkeypatch):
+    # item(), tolist(), bool(tensor), ... are what force a device-to-host sync on CUDA; step() must use none.
+    scheduler = cls.from_config({**CELEBAHQ_SCHEDULER_CONFIG, **config}, **kwargs)
+    scheduler.set_timesteps(10)
+    channels = 2 * SHAPE[1] if config.get("variance_type", "").startswith("learned") else SHAPE[1]
+    outputs = torch.randn(len(scheduler.timesteps), SHAPE[0], channels, *SHAPE[2:])
+    x = torch.randn(SHAPE)
+    schedule = [int(t) for t in scheduler.timesteps]
+    generator = torch.Generator().manual_seed(0)
+    _forbid_host_reads(monkeypatch)
+    for i, t in enumerate(scheduler.timesteps):  # tensor timesteps from the schedule...
+        x = scheduler.step(outputs[i], t, x, generator=generator).prev_sample
+    monkeypatch.undo()
+    assert torch.isfinite(x).all()
+    scheduler.set_timesteps(10)
+    _forbid_host_reads(monkeypatch)
+    for i, t in enumerate(schedule):  # ...and Python ints
+        x = scheduler.step(outputs[i], t, x, generator=generator).prev_sample
+
+
+@pytest.mark.parametrize("cls", ALL)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_inputs_are_computed_in_float32_and_returned_in_their_dtype(cls, dtype):
+    config = {**CELEBAHQ_SCHEDULER_CONFIG, "clip_sample": False}
+    half, full = cls.from_config(config), cls.from_config(config)
+    half.set_timesteps(10)
+    full.set_timesteps(10)
+    outputs, x = random_model_outputs(len(half.timesteps))
+    outputs, x = outputs.to(dtype), x.to(dtype)
+    for i, t in enumerate(half.timesteps):
+        out = half.step(outputs[i], t, x, generator=torch.Generator().manual_seed(i))
+        # the float32 reference: same inputs upcast, and the same (half-precision) noise draw
+        noise_generator = torch.Generator().manual_seed(i)
+        ref = full.step(outputs[i].float(), t, x.float(), generator=noise_generator)
+        assert out.prev_sample.dtype == dtype and out.pred_original_sample.dtype == dtype
+        if cls is not DDPMScheduler or int(t) == 0:
+            assert torch.equal(out.prev_sample, ref.prev_sample.to(dtype)), i
+        x = out.prev_sample
+
+
+@pytest.mark.parametrize("cls", ALL)
+def test_add_noise_and_get_velocity_equal_diffusers_and_accept_any_integer_timesteps(cls):
+    diffusers = pytest.importorskip("diffusers")
+    ours = cls.from_config(CELEBAHQ_SCHEDULER_CONFIG)
+    theirs = getattr(diffusers, cls.__name__).from_config(CELEBAHQ_SCHEDULER_CONFIG)
+    theirs.alphas_cumprod = ours.alphas_cumprod.clone()
+    g = torch.Generator().manual_seed(0)
+    x0, noise = torch.randn(SHAPE, generator=g), torch.randn(SHAPE, generator=g)
+    t = torch.tensor([999, 3])
+    expected = theirs.add_noise(x0, noise, t)
+    for timesteps in (t, t.to(torch.int32), t.to(torch.int16)):
+        assert torch.equal(ours.add_noise(x0, noise, timesteps), expected)
+    assert torch.equal(ours.add_noise(x0, noise, 999)[0], theirs.add_noise(x0, noise, torch.tensor([999, 999]))[0])
+    if hasattr(theirs, "get_velocity"):
+        assert torch.equal(ours.get_velocity(x0, noise, t), theirs.get_velocity(x0, noise, t))
+    # x_t = sqrt(ᾱ) x_0 + sqrt(1 - ᾱ) ε and v = sqrt(ᾱ) ε - sqrt(1 - ᾱ) x_0 are a rotation of (x_0, ε):
+    # |x_t|² + |v|² = |x_0|² + |ε|²
+    x_t, v = ours.add_noise(x0, noise, t), ours.get_velocity(x0, noise, t)
+    torch.testing.assert_close(x_t**2 + v**2, x0**2 + noise**2, rtol=1e-5, atol=1e-5)
+
+
+def test_add_noise_computes_half_precision_in_float32_and_caches_the_tables():
+    scheduler = DDPMScheduler()
+    x0, noise = torch.randn(SHAPE, dtype=torch.float16), torch.randn(SHAPE, dtype=torch.float16)
+    t = torch.tensor([10, 990])
+    out = scheduler.add_noise(x0, noise, t)
+    assert out.dtype == torch.float16
+    assert torch.equal(out, scheduler.add_noise(x0.float(), noise.float(), t).half())
+    tables = scheduler._tables(torch.device("cpu"), torch.float32)
+    assert scheduler._tables(torch.device("cpu"), torch.float32) is tables  # moved once, then reused
+    x64 = scheduler.add_noise(x0.double(), noise.double(), t)
+    assert x64.dtype == torch.float64
+    with pytest.raises(TypeError, match="integer tensor"):
+        scheduler.add_noise(x0, noise, t.float())
+
+
+@pytest.mark.parametrize("cls", [DDIMScheduler, PNDMScheduler])
+def test_ode_schedulers_drop_the_variance_half_of_a_learned_sigma_output(cls):
+    a, b = cls(), cls()
+    a.set_timesteps(10)
+    b.set_timesteps(10)
+    outputs, x = random_model_outputs(len(a.timesteps), shape=(2, 6, 8, 8))
+    ra = run_loop(a, outputs, x[:, :3])
+    rb = run_loop(b, outputs[:, :, :3].contiguous(), x[:, :3])
+    assert all(torch.equal(p, q) for p, q in zip(ra.prev_samples, rb.prev_samples))
+
+
+@pytest.mark.parametrize("cls", ALL)
+def test_the_last_step_lands_on_the_clean_sample_estimate(cls):
+    # With ᾱ = 1 after the last step the result is x̂_0 itself (DDIM and PNDM: set_alpha_to_one; DDPM: always).
+    scheduler = cls.from_config({**CELEBAHQ_SCHEDULER_CONFIG, "set_alpha_to_one": True})
+    if cls is DDIMScheduler:
+        scheduler.eta = 1.0
+    scheduler.set_timesteps(10)
+    outputs, x = random_model_outputs(len(scheduler.timesteps))
+    if cls is PNDMScheduler:
+        # PNDM steps with a combination ε' of several outputs; with one constant ε the combination is ε itself (the
+        # weights sum to 1), and the last transfer must land on the x̂_0 that ε implies.
+        outputs = outputs[:1].expand_as(outputs)
+    run = run_loop(scheduler, outputs, x, generator_seed=0)
+    torch.testing.assert_close(run.prev_samples[-1], run.pred_original_samples[-1], rtol=1e-6, atol=1e-5)
+    if cls is not PNDMScheduler:
+        assert torch.equal(run.prev_samples[-1], run.pred_original_samples[-1])
