@@ -100,20 +100,25 @@ def digit_features(
     return torch.cat(feats), torch.cat(classes)
 
 
-def _shift(x: torch.Tensor, generator: torch.Generator, max_shift: int = 2) -> torch.Tensor:
-    """Translate each image by up to ``max_shift`` px in x and y (zero fill). (B, 1, 32, 32) -> same."""
-    b = x.shape[0]
+def _augment(x: torch.Tensor, generator: torch.Generator, max_shift: int = 2) -> torch.Tensor:
+    """Random shifts plus the low-level defects of generated digits, so features measure shape, not pixel noise.
+
+    Each image (in [-1, 1], (B, 1, 32, 32)) is translated by up to ``max_shift`` px (black fill); half the images
+    get a grey background offset of up to 0.3 (about 38 of 255 levels), half get Gaussian pixel noise with a
+    standard deviation of up to 0.15. Without this, a faint grey background alone flips the predictions.
+    """
+    b, _, size, _ = x.shape
     padded = torch.nn.functional.pad(x, (max_shift,) * 4, value=-1.0)
     dx = torch.randint(0, 2 * max_shift + 1, (b,), generator=generator)
     dy = torch.randint(0, 2 * max_shift + 1, (b,), generator=generator)
-    out = torch.empty_like(x)
-    size = x.shape[-1]
-    for i in range(b):
-        out[i] = padded[i, :, dy[i] : dy[i] + size, dx[i] : dx[i] + size]
-    return out
+    out = torch.stack([padded[i, :, dy[i] : dy[i] + size, dx[i] : dx[i] + size] for i in range(b)])
+    offset = torch.rand(b, 1, 1, 1, generator=generator) * 0.3 * (torch.rand(b, 1, 1, 1, generator=generator) < 0.5)
+    sigma = torch.rand(b, 1, 1, 1, generator=generator) * 0.15 * (torch.rand(b, 1, 1, 1, generator=generator) < 0.5)
+    noise = torch.randn(out.shape, generator=generator)
+    return (out + offset + sigma * noise).clamp(-1.0, 1.0)
 
 
-def train_digit_classifier(epochs: int = 12, batch_size: int = 64, lr: float = 2e-3, seed: int = 0) -> DigitClassifier:
+def train_digit_classifier(epochs: int = 15, batch_size: int = 64, lr: float = 2e-3, seed: int = 0) -> DigitClassifier:
     """Train :class:`DigitClassifier` on the MNIST training split, deterministically (one thread, fixed seed)."""
     from ..training.data import mnist_digits
 
@@ -133,7 +138,7 @@ def train_digit_classifier(epochs: int = 12, batch_size: int = 64, lr: float = 2
             order = torch.randperm(len(x_all), generator=g)
             for s in range(steps_per_epoch):
                 idx = order[s * batch_size : (s + 1) * batch_size]
-                x = _shift(x_all[idx], g)
+                x = _augment(x_all[idx], g)
                 loss = torch.nn.functional.cross_entropy(model(x), labels[idx])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -157,7 +162,7 @@ def heldout_accuracy(model: DigitClassifier) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Train the digit classifier behind ddpm's sample-quality metrics.")
     parser.add_argument("--out", type=Path, default=CLASSIFIER_PATH, help="where to write the safetensors file")
-    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     from safetensors.torch import save_file
