@@ -6,7 +6,14 @@ for diffusers that catches those keeps working, while ``except ddpm.DDPMError`` 
 
 from __future__ import annotations
 
-__all__ = ["DDPMError", "ConfigError", "WeightsError", "CheckpointNotFoundError", "UnsafeCheckpointError"]
+__all__ = [
+    "DDPMError",
+    "ConfigError",
+    "UnsupportedConfigError",
+    "WeightsError",
+    "CheckpointNotFoundError",
+    "UnsafeCheckpointError",
+]
 
 
 class DDPMError(Exception):
@@ -17,6 +24,13 @@ class ConfigError(DDPMError, ValueError):
     """A config file or value is malformed, has the wrong type, or is not supported.
 
     The message names the file (when there is one), the key, the value and what is allowed.
+    """
+
+
+class UnsupportedConfigError(ConfigError, NotImplementedError):
+    """A config value is valid for diffusers but not implemented by ddpm (e.g. ``time_embedding_type="fourier"``).
+
+    It is both a :class:`ConfigError` and a :class:`NotImplementedError`; the message names the key and the value.
     """
 
 

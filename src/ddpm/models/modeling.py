@@ -1,0 +1,151 @@
+"""``ModelMixin``: config-driven construction, ``from_pretrained`` and ``save_pretrained`` for ddpm models.
+
+A model folder holds ``config.json`` and ``diffusion_pytorch_model.safetensors`` (or, in older repos,
+``diffusion_pytorch_model.bin``), the same layout diffusers reads and writes, so folders move between the two
+libraries in both directions.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+import torch
+from torch import nn
+
+from ..config import ConfigBase
+from ..hub import HubOptions, find_file, not_found_error
+from ..io import atomic_write
+from .loading import SAFETENSORS_WEIGHTS_NAME, find_weights_file, load_into, load_state_dict_file, rename_legacy_keys
+
+__all__ = ["ModelMixin", "resolve_dtype"]
+
+M = TypeVar("M", bound="ModelMixin")
+
+
+def resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
+    """Accept a ``torch.dtype`` or its name (``"float16"``, ``"torch.bfloat16"``, ``"fp32"``...); None stays None."""
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    if isinstance(dtype, str):
+        name = dtype.removeprefix("torch.")
+        name = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "half": "float16"}.get(name, name)
+        value = getattr(torch, name, None)
+        if isinstance(value, torch.dtype) and value.is_floating_point:
+            return value
+    raise ValueError(
+        f"torch_dtype={dtype!r} is not a floating-point torch dtype; use torch.float32, torch.float16 or torch.bfloat16"
+    )
+
+
+class ModelMixin(nn.Module):
+    """Base of ddpm models: a ``config`` attribute plus the diffusers-style loading and saving methods.
+
+    Subclasses set :attr:`config_class` and take their config as the first constructor argument.
+    """
+
+    config_class: ClassVar[type[ConfigBase]]
+    config: ConfigBase
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_config(cls: type[M], config: Any, **overrides: Any) -> M:
+        """Build a model with fresh (randomly initialised) weights from a config.
+
+        Args:
+            config: A config object of this model, a dict of diffusers JSON keys, or a diffusers ``FrozenDict``.
+                Unknown and private keys are ignored.
+            **overrides: Keys that replace those in ``config``.
+        """
+        return cls(cls.config_class.from_dict(config, **overrides))
+
+    @property
+    def device(self) -> torch.device:
+        """The device of the parameters."""
+        return next(self.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of the (floating-point) parameters."""
+        for p in self.parameters():
+            if p.is_floating_point():
+                return p.dtype
+        return torch.get_default_dtype()
+
+    # ------------------------------------------------------------------ loading and saving
+    @classmethod
+    def from_pretrained(
+        cls: type[M],
+        repo_id_or_path: str | os.PathLike[str],
+        subfolder: str | None = None,
+        revision: str | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        local_files_only: bool = False,
+        token: str | bool | None = None,
+        torch_dtype: torch.dtype | str | None = None,
+        *,
+        use_safetensors: bool | None = None,
+    ) -> M:
+        """Load a model from a local folder or a Hugging Face Hub repo.
+
+        The config and the weights are read from ``subfolder`` when it holds a config, otherwise from the repo root
+        (the google/ddpm-* repos keep everything at the root). Weights come from
+        ``diffusion_pytorch_model.safetensors`` when present, else from ``diffusion_pytorch_model.bin`` (read with
+        ``torch.load(weights_only=True)``). Legacy attention names are renamed. The model is returned in eval mode.
+
+        Args:
+            repo_id_or_path: A Hub id (``"google/ddpm-ema-celebahq-256"``) or a local folder.
+            subfolder: The component folder to try first, e.g. ``"unet"`` in a pipeline repo.
+            revision: A Hub branch, tag or commit.
+            cache_dir: The Hugging Face cache to use instead of ``HF_HUB_CACHE``.
+            local_files_only: Never download; use the cache only (``HF_HUB_OFFLINE=1`` does the same).
+            token: A Hub token for private or gated repos.
+            torch_dtype: The dtype of the parameters (default float32), e.g. ``torch.float16``.
+            use_safetensors: True requires the safetensors file (no fallback), False reads the ``.bin`` file,
+                None (default) prefers safetensors.
+
+        Raises:
+            CheckpointNotFoundError: The folder/repo, its config or its weights cannot be found.
+            ConfigError: The config is malformed or uses a value ddpm does not implement.
+            WeightsError: The weights file is damaged or does not fit the config (all differences listed).
+            UnsafeCheckpointError: A ``.bin`` file carries pickled objects other than tensors.
+        """
+        dtype = resolve_dtype(torch_dtype)
+        options = HubOptions(revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token)
+        folder, config_path = _find_config(repo_id_or_path, cls.config_class.config_name, subfolder, options)
+        config = cls.config_class.from_json_file(config_path)
+        weights_path = find_weights_file(repo_id_or_path, folder, options, use_safetensors=use_safetensors)
+        state = rename_legacy_keys(load_state_dict_file(weights_path))
+        with torch.device("meta"):
+            model = cls(config)
+        load_into(model, state, source=weights_path, dtype=dtype or torch.float32)
+        return model.eval()
+
+    def save_pretrained(self, folder: str | os.PathLike[str]) -> Path:
+        """Write ``config.json`` and ``diffusion_pytorch_model.safetensors`` to ``folder`` (each atomically).
+
+        diffusers' ``from_pretrained`` reads the result, and so does :meth:`from_pretrained`.
+
+        Returns:
+            The folder.
+        """
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items()}
+        atomic_write(folder / SAFETENSORS_WEIGHTS_NAME, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
+        self.config.save_json(folder)
+        return folder
+
+
+def _find_config(
+    repo_id_or_path: str | os.PathLike[str], filename: str, subfolder: str | None, options: HubOptions
+) -> tuple[str | None, Path]:
+    """Where the model lives: ``(subfolder, path)`` if the subfolder has the config, else ``(None, root path)``."""
+    for folder in ([subfolder, None] if subfolder else [None]):
+        path = find_file(repo_id_or_path, f"{folder}/{filename}" if folder else filename, options=options)
+        if path is not None:
+            return folder, path
+    raise not_found_error(repo_id_or_path, [filename], subfolder=subfolder, options=options, what="model config")

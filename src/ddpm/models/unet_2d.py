@@ -1,0 +1,409 @@
+"""``UNet2DConfig`` and ``UNet2DModel``: the noise-prediction network of Ho et al. (2020), diffusers-compatible.
+
+The config keys, their defaults and the state-dict names are diffusers' (0.42.1), so a diffusers ``config.json`` and
+its weights load unchanged and ours load in diffusers. Differences from diffusers, all deliberate:
+
+* a float timestep is used as given; diffusers truncates Python floats to integers (``999.7`` → ``999``);
+* bad input (spatial size, channel count, dtype, non-finite timesteps) raises a ``ValueError`` that says what to do;
+* convolution weights are stored channels_last, so activations run in that layout too (measurably faster on CPU;
+  the output is returned in the standard layout); on CPU the upsampler runs as a sub-pixel convolution and the
+  1×1 shortcuts are accumulated in place. Results agree with diffusers to float rounding (~1e-5).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import numbers
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from ..config import ConfigBase, check
+from ..errors import ConfigError, UnsupportedConfigError
+from ..outputs import UNet2DOutput
+from .embeddings import TimestepEmbedding, timestep_embedding
+from .modeling import ModelMixin
+from .resnet import ACTIVATIONS, make_activation
+from .unet_blocks import DOWN_BLOCK_TYPES, MID_BLOCK_TYPES, UP_BLOCK_TYPES, BlockSettings, UNetMidBlock2D, block_class
+
+__all__ = ["UNet2DConfig", "UNet2DModel"]
+
+
+@dataclasses.dataclass(frozen=True)
+class UNet2DConfig(ConfigBase):
+    """Configuration of :class:`UNet2DModel`, with diffusers' key names and diffusers' defaults.
+
+    A key missing from a ``config.json`` takes the default below, exactly as in diffusers. Several of these defaults
+    differ from the values in the google/ddpm-* configs (which set them explicitly): ``flip_sin_to_cos``
+    (True here, False there), ``freq_shift`` (0 / 1), ``downsample_padding`` (1 / 0), ``norm_eps`` (1e-5 / 1e-6)
+    and ``attention_head_dim`` (8 / null).
+
+    Attributes:
+        sample_size: Image size the model was trained at (int, or [height, width]); informational.
+        in_channels: Channels of the input image.
+        out_channels: Channels of the prediction.
+        center_input_sample: Map the input from [0, 1] to [-1, 1] (``2x - 1``) first.
+        time_embedding_type: ``"positional"`` (sinusoidal). diffusers' ``"fourier"`` and ``"learned"`` are not
+            implemented.
+        time_embedding_dim: Width of the time embedding; None means ``4 * block_out_channels[0]``.
+        freq_shift: The shift ``s`` in the sinusoid frequencies ``exp(-ln(10000) k / (half - s))``.
+        flip_sin_to_cos: Put the cosine features before the sine features.
+        down_block_types: One of ``DownBlock2D``, ``AttnDownBlock2D`` per resolution level.
+        mid_block_type: ``UNetMidBlock2D`` or null (no mid block).
+        up_block_types: One of ``UpBlock2D``, ``AttnUpBlock2D`` per level, from the lowest resolution up.
+        block_out_channels: Channels per level.
+        layers_per_block: Residual blocks per down block (up blocks have one more).
+        mid_block_scale_factor: Output divisor of the mid block's residual and attention layers.
+        downsample_padding: 0 pads right/bottom before a 3×3 stride-2 conv; 1 pads all sides inside it.
+        downsample_type: ``"conv"`` (diffusers' ``"resnet"`` is not implemented).
+        upsample_type: ``"conv"`` (diffusers' ``"resnet"`` is not implemented).
+        dropout: Dropout probability inside the residual blocks (training only).
+        act_fn: Activation of the residual blocks: silu (= swish), mish, gelu or relu.
+        attention_head_dim: Width of one attention head; null means one head spanning all channels.
+        norm_num_groups: GroupNorm groups everywhere.
+        attn_norm_num_groups: GroupNorm groups of the mid-block attention; null means ``norm_num_groups``.
+        norm_eps: GroupNorm epsilon.
+        resnet_time_scale_shift: ``"default"`` (add the time embedding); ``"scale_shift"`` is not implemented.
+        add_attention: Whether the mid block has its attention layer.
+        class_embed_type: Must be null (class conditioning is not implemented).
+        num_class_embeds: Must be null (class conditioning is not implemented).
+        num_train_timesteps: Only used by the ``"learned"`` time embedding; kept for round trips.
+    """
+
+    _class_name: ClassVar[str] = "UNet2DModel"
+    config_name: ClassVar[str] = "config.json"
+
+    sample_size: int | tuple[int, ...] | None = None
+    in_channels: int = 3
+    out_channels: int = 3
+    center_input_sample: bool = False
+    time_embedding_type: str = "positional"
+    time_embedding_dim: int | None = None
+    freq_shift: int = 0
+    flip_sin_to_cos: bool = True
+    down_block_types: tuple[str, ...] = ("DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D")
+    mid_block_type: str | None = "UNetMidBlock2D"
+    up_block_types: tuple[str, ...] = ("AttnUpBlock2D", "AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D")
+    block_out_channels: tuple[int, ...] = (224, 448, 672, 896)
+    layers_per_block: int = 2
+    mid_block_scale_factor: float = 1.0
+    downsample_padding: int = 1
+    downsample_type: str = "conv"
+    upsample_type: str = "conv"
+    dropout: float = 0.0
+    act_fn: str = "silu"
+    attention_head_dim: int | None = 8
+    norm_num_groups: int = 32
+    attn_norm_num_groups: int | None = None
+    norm_eps: float = 1e-5
+    resnet_time_scale_shift: str = "default"
+    add_attention: bool = True
+    class_embed_type: str | None = None
+    num_class_embeds: int | None = None
+    num_train_timesteps: int | None = None
+
+    # ------------------------------------------------------------------ derived values
+    @property
+    def num_downsamplers(self) -> int:
+        """How many times the resolution halves (every down block but the last has a downsampler)."""
+        return len(self.block_out_channels) - 1
+
+    @property
+    def temb_channels(self) -> int:
+        """Width of the time embedding."""
+        return self.time_embedding_dim or 4 * self.block_out_channels[0]
+
+    # ------------------------------------------------------------------ validation
+    def validate(self) -> None:
+        """Reject values ddpm does not implement and combinations that cannot build a network."""
+        self._check_implemented()
+        self._check_shapes()
+
+    def _unsupported(self, key: str, supported: str) -> UnsupportedConfigError:
+        value = getattr(self, key)
+        where = f"{self._source()}: " if self._source() else ""
+        return UnsupportedConfigError(
+            f"{where}config key {key!r} has value {value!r}, which diffusers knows but ddpm does not implement; "
+            f"supported: {supported}"
+        )
+
+    def _check_implemented(self) -> None:
+        if self.time_embedding_type in ("fourier", "learned"):
+            raise self._unsupported("time_embedding_type", "'positional'")
+        check(self.time_embedding_type == "positional", self, "time_embedding_type", "expected 'positional'")
+        if self.resnet_time_scale_shift in ("scale_shift", "spatial"):
+            raise self._unsupported("resnet_time_scale_shift", "'default'")
+        check(self.resnet_time_scale_shift == "default", self, "resnet_time_scale_shift", "expected 'default'")
+        for key in ("downsample_type", "upsample_type"):
+            if getattr(self, key) == "resnet":
+                raise self._unsupported(key, "'conv'")
+            check(getattr(self, key) == "conv", self, key, "expected 'conv'")
+        if self.class_embed_type is not None:
+            raise self._unsupported("class_embed_type", "null (no class conditioning)")
+        if self.num_class_embeds is not None:
+            raise self._unsupported("num_class_embeds", "null (no class conditioning)")
+        check(self.act_fn in ACTIVATIONS, self, "act_fn", f"expected one of {', '.join(map(repr, ACTIVATIONS))}")
+        check(
+            self.mid_block_type is None or self.mid_block_type in MID_BLOCK_TYPES,
+            self,
+            "mid_block_type",
+            f"expected null or one of {', '.join(map(repr, MID_BLOCK_TYPES))}",
+        )
+        for key, allowed in (("down_block_types", DOWN_BLOCK_TYPES), ("up_block_types", UP_BLOCK_TYPES)):
+            for name in getattr(self, key):
+                cls = block_class(name)
+                if cls is None or cls.__name__ not in allowed:
+                    raise ConfigError(
+                        f"{self._source() + ': ' if self._source() else ''}config key {key!r} contains "
+                        f"{name!r}, a block type ddpm does not implement; allowed: {', '.join(allowed)}"
+                    )
+
+    def _check_shapes(self) -> None:
+        n = len(self.block_out_channels)
+        check(n >= 1, self, "block_out_channels", "expected at least one level")
+        check(all(c > 0 for c in self.block_out_channels), self, "block_out_channels", "expected positive integers")
+        for key in ("down_block_types", "up_block_types"):
+            check(
+                len(getattr(self, key)) == n,
+                self,
+                key,
+                f"expected one entry per level, i.e. {n} like block_out_channels={list(self.block_out_channels)}",
+            )
+        for key in ("in_channels", "out_channels", "layers_per_block", "norm_num_groups"):
+            check(getattr(self, key) > 0, self, key, "expected a positive integer")
+        for key in ("time_embedding_dim", "attention_head_dim", "attn_norm_num_groups", "num_train_timesteps"):
+            check(getattr(self, key) is None or getattr(self, key) > 0, self, key, "expected null or a positive integer")
+        check(self.norm_eps > 0, self, "norm_eps", "expected a positive number")
+        check(self.mid_block_scale_factor != 0, self, "mid_block_scale_factor", "expected a non-zero number")
+        check(0.0 <= self.dropout < 1.0, self, "dropout", "expected a probability in [0, 1)")
+        check(self.downsample_padding in (0, 1), self, "downsample_padding", "expected 0 or 1")
+        if self.sample_size is not None:
+            sizes = self.sample_size if isinstance(self.sample_size, tuple) else (self.sample_size,)
+            check(len(sizes) in (1, 2) and all(s > 0 for s in sizes), self, "sample_size",
+                  "expected null, a positive integer or [height, width]")
+        half = self.block_out_channels[0] // 2
+        check(half - self.freq_shift != 0, self, "freq_shift",
+              f"must differ from block_out_channels[0] // 2 = {half} (it divides by their difference)")
+        groups = self.norm_num_groups
+        check(
+            all(c % groups == 0 for c in self.block_out_channels),
+            self,
+            "norm_num_groups",
+            f"GroupNorm needs every entry of block_out_channels={list(self.block_out_channels)} to be divisible by it",
+        )
+        if self.mid_block_type is not None and self.add_attention and self.attn_norm_num_groups is not None:
+            check(
+                self.block_out_channels[-1] % self.attn_norm_num_groups == 0,
+                self,
+                "attn_norm_num_groups",
+                f"GroupNorm needs block_out_channels[-1]={self.block_out_channels[-1]} to be divisible by it",
+            )
+        if self.attention_head_dim is not None:
+            attn_channels = [c for c, t in zip(self.block_out_channels, self.down_block_types) if "Attn" in t]
+            attn_channels += [c for c, t in zip(reversed(self.block_out_channels), self.up_block_types) if "Attn" in t]
+            if self.mid_block_type is not None and self.add_attention:
+                attn_channels.append(self.block_out_channels[-1])
+            check(
+                all(self.attention_head_dim <= c for c in attn_channels),
+                self,
+                "attention_head_dim",
+                f"at most the channel count of every attention layer ({min(attn_channels, default=0)}), "
+                "or null for one head",
+            )
+
+
+class UNet2DModel(ModelMixin):
+    """The DDPM UNet: predicts the noise (or another target) for a noisy image batch at given timesteps.
+
+    Build it with fresh weights from a config (``UNet2DModel(config)``, ``UNet2DModel(**keys)``,
+    ``UNet2DModel.from_config(dict)``) or with trained weights via :meth:`from_pretrained`.
+
+    Args:
+        config: A :class:`UNet2DConfig` or a mapping of its keys (unknown keys are ignored).
+        **kwargs: Config keys, given directly (they override ``config``); an unknown key is a ``TypeError``.
+
+    Example:
+        >>> unet = UNet2DModel.from_pretrained("google/ddpm-ema-celebahq-256")  # doctest: +SKIP
+        >>> eps = unet(noisy_images, 999).sample  # doctest: +SKIP
+    """
+
+    config_class: ClassVar[type[ConfigBase]] = UNet2DConfig
+    config: UNet2DConfig
+
+    def __init__(self, config: UNet2DConfig | Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+        super().__init__()
+        if config is None:
+            config = UNet2DConfig(**kwargs)
+        elif isinstance(config, UNet2DConfig):
+            config = config.replace(**kwargs) if kwargs else config
+        else:
+            config = UNet2DConfig.from_dict(config, **kwargs)
+        self.config = config
+        channels = config.block_out_channels
+        settings = BlockSettings(
+            temb_channels=config.temb_channels,
+            groups=config.norm_num_groups,
+            eps=config.norm_eps,
+            act_fn=config.act_fn,
+            dropout=config.dropout,
+            attention_head_dim=config.attention_head_dim,
+            downsample_padding=config.downsample_padding,
+        )
+
+        self.conv_in = nn.Conv2d(config.in_channels, channels[0], kernel_size=3, padding=1)
+        self.time_embedding = TimestepEmbedding(channels[0], config.temb_channels)
+
+        last = len(channels) - 1
+        self.down_blocks = nn.ModuleList()
+        for i, name in enumerate(config.down_block_types):
+            block = block_class(name)
+            self.down_blocks.append(
+                block(channels[max(i - 1, 0)], channels[i], config.layers_per_block, i < last, settings)  # type: ignore[call-arg]
+            )
+
+        self.mid_block = (
+            UNetMidBlock2D(
+                channels[-1],
+                settings,
+                output_scale_factor=config.mid_block_scale_factor,
+                add_attention=config.add_attention,
+                attn_groups=config.attn_norm_num_groups,
+            )
+            if config.mid_block_type is not None
+            else None
+        )
+
+        reversed_channels = list(reversed(channels))
+        self.up_blocks = nn.ModuleList()
+        for i, name in enumerate(config.up_block_types):
+            block = block_class(name)
+            self.up_blocks.append(
+                block(  # type: ignore[call-arg]
+                    reversed_channels[min(i + 1, last)],  # skip channels from the level below
+                    reversed_channels[max(i - 1, 0)],  # channels coming from the previous up block
+                    reversed_channels[i],
+                    config.layers_per_block + 1,
+                    i < last,
+                    settings,
+                )
+            )
+
+        self.conv_norm_out = nn.GroupNorm(config.norm_num_groups, channels[0], eps=config.norm_eps)
+        self.conv_act = make_activation("silu")
+        self.conv_out = nn.Conv2d(channels[0], config.out_channels, kernel_size=3, padding=1)
+        # Convolution weights live in channels_last layout: oneDNN would otherwise re-layout them on every CPU call
+        # with channels_last activations. Loading keeps this layout; results do not depend on it.
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                module.weight.data = module.weight.data.contiguous(memory_format=torch.channels_last)
+
+    # ------------------------------------------------------------------ forward
+    def forward(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor | float | int,
+        return_dict: bool = True,
+    ) -> UNet2DOutput | tuple[torch.Tensor]:
+        """Predict the model target for ``sample`` at ``timestep``.
+
+        Args:
+            sample: Noisy images, shape (B, in_channels, H, W); H and W divisible by ``2 ** num_downsamplers``.
+                Its dtype must match the model's unless autocast is on.
+            timestep: A Python int or float, a 0-d tensor, or a 1-d tensor of length 1 or B. Fractional values are
+                used as given (diffusers truncates Python floats). One value serves the whole batch.
+            return_dict: Return a :class:`~ddpm.outputs.UNet2DOutput` (default) or a 1-tuple.
+
+        Returns:
+            ``UNet2DOutput(sample)`` with the prediction, shape (B, out_channels, H, W), contiguous.
+
+        Raises:
+            ValueError: The sample's shape, channel count or dtype is wrong, or a timestep is not finite or does
+                not broadcast to the batch.
+            TypeError: ``sample`` is not a tensor or ``timestep`` is not a number or tensor.
+        """
+        self._check_sample(sample)
+        t = self._timesteps(timestep, sample)
+        cfg = self.config
+
+        if cfg.center_input_sample:
+            sample = 2 * sample - 1.0
+
+        # Timestep features in float32, then the MLP in the model's dtype. temb: (Bt, E) with Bt = 1 or B.
+        features = timestep_embedding(
+            t, cfg.block_out_channels[0], flip_sin_to_cos=cfg.flip_sin_to_cos, freq_shift=cfg.freq_shift
+        )
+        temb = self.time_embedding(features.to(self.time_embedding.linear_1.weight.dtype))
+
+        h = self.conv_in(sample)
+        skips = [h]
+        for down in self.down_blocks:
+            h, block_skips = down(h, temb)
+            skips.extend(block_skips)
+        if self.mid_block is not None:
+            h = self.mid_block(h, temb)
+        for up in self.up_blocks:
+            h = up(h, skips, temb)
+
+        h = self.conv_act(self.conv_norm_out(h), inplace=True)
+        out = self.conv_out(h).contiguous()  # (B, out_channels, H, W), standard layout for the caller
+        return UNet2DOutput(sample=out) if return_dict else (out,)
+
+    def _check_sample(self, sample: torch.Tensor) -> None:
+        if not torch.is_tensor(sample):
+            raise TypeError(f"sample must be a torch.Tensor of shape (B, C, H, W), got {type(sample).__name__}")
+        if sample.ndim != 4:
+            raise ValueError(f"sample must have shape (B, C, H, W); got shape {tuple(sample.shape)}")
+        cfg = self.config
+        if sample.shape[1] != cfg.in_channels:
+            raise ValueError(
+                f"sample has {sample.shape[1]} channels (shape {tuple(sample.shape)}), but the model takes "
+                f"in_channels={cfg.in_channels}"
+            )
+        divisor = 2**cfg.num_downsamplers
+        height, width = sample.shape[-2:]
+        if height % divisor or width % divisor:
+            raise ValueError(
+                f"sample spatial size {height}x{width} is not divisible by {divisor} (2**{cfg.num_downsamplers}, one "
+                f"halving per downsampler); resize or pad it to a multiple of {divisor}"
+            )
+        dtype = self.dtype
+        if sample.dtype != dtype and not _autocast_enabled(sample.device.type):
+            raise ValueError(
+                f"sample has dtype {sample.dtype} but the model's parameters are {dtype}; pass "
+                f"sample.to({dtype}) or convert the model with .to({sample.dtype})"
+            )
+
+    @staticmethod
+    def _timesteps(timestep: torch.Tensor | float | int, sample: torch.Tensor) -> torch.Tensor:
+        """The timesteps as a 1-d tensor on the sample's device: shape (1,) for one shared value, else (B,)."""
+        batch = sample.shape[0]
+        if torch.is_tensor(timestep):
+            t = timestep.reshape(1) if timestep.ndim == 0 else timestep
+            if t.ndim != 1 or t.shape[0] not in (1, batch):
+                raise ValueError(
+                    f"timestep tensor of shape {tuple(timestep.shape)} does not fit a batch of {batch}; pass a "
+                    f"0-d tensor, or a 1-d tensor of length 1 or {batch}"
+                )
+            if t.dtype == torch.bool or t.is_complex():
+                raise ValueError(f"timestep tensor has dtype {t.dtype}; pass integer or floating-point timesteps")
+            # Integer timesteps (what schedulers give) are always finite: no device sync is needed to check them.
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                raise ValueError(f"timestep holds non-finite values: {t.tolist()}")
+            return t.to(sample.device)
+        if isinstance(timestep, bool) or not isinstance(timestep, numbers.Real):
+            raise TypeError(f"timestep must be a number or a tensor, got {type(timestep).__name__}: {timestep!r}")
+        value = float(timestep)
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError(f"timestep must be finite, got {timestep!r}")
+        # float32, as the embedding uses anyway (exact for integers below 2**24).
+        return torch.tensor([value], dtype=torch.float32, device=sample.device)
+
+
+def _autocast_enabled(device_type: str) -> bool:
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4 takes no argument
+        return torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
+
