@@ -3,7 +3,8 @@
 Both models get the celebahq-256 architecture (google/ddpm-ema-celebahq-256's config.json) and the same seeded
 random weights (diffusers builds them; ddpm loads its state dict). Each repeat times one batch forward of each model,
 alternating which goes first, under ``torch.no_grad()``; the script prints per-dtype medians, the ratio
-ddpm/diffusers (below 1 means ddpm is faster) and the largest output difference.
+ddpm/diffusers (below 1 means ddpm is faster) and the largest output difference. Process CPU time is printed
+beside wall time: on a machine shared with other jobs it is the steadier of the two.
 
 dtypes: ``fp32``, and ``bf16`` = both models converted with ``.to(torch.bfloat16)`` and fed bf16 input (bf16
 weights, no autocast). Each library runs as its users get it by default: diffusers in its default (NCHW) layout,
@@ -19,6 +20,8 @@ Smoke test:
 from __future__ import annotations
 
 import argparse
+import copy
+import os
 import statistics
 import sys
 import time
@@ -26,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")  # diffusers warns about .to(dtype) on every conversion
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
@@ -53,10 +57,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def time_forward(model: torch.nn.Module, x: torch.Tensor, t: torch.Tensor) -> tuple[float, torch.Tensor]:
-    start = time.perf_counter()
+def time_forward(model: torch.nn.Module, x: torch.Tensor, t: torch.Tensor) -> tuple[float, float, torch.Tensor]:
+    """Wall-clock and process CPU seconds of one forward (CPU time is steadier on a shared machine)."""
+    wall, cpu = time.perf_counter(), time.process_time()
     out = model(x, t).sample
-    return time.perf_counter() - start, out
+    return time.perf_counter() - wall, time.process_time() - cpu, out
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -83,11 +88,11 @@ def main(argv: list[str] | None = None) -> None:
             "ddpm": ours.to(dtype),
         }
         if args.diffusers_channels_last:
-            import copy
-
-            contenders["diffusers+channels_last"] = copy.deepcopy(reference).to(dtype, memory_format=torch.channels_last)
+            twin = copy.deepcopy(reference)
+            contenders["diffusers+channels_last"] = twin.to(dtype, memory_format=torch.channels_last)
         x = sample.to(dtype)
         times: dict[str, list[float]] = {k: [] for k in contenders}
+        cpu_times: dict[str, list[float]] = {k: [] for k in contenders}
         outputs: dict[str, torch.Tensor] = {}
         with torch.no_grad():
             for _ in range(args.warmup):
@@ -96,20 +101,21 @@ def main(argv: list[str] | None = None) -> None:
             order = list(contenders)
             for r in range(args.repeats):
                 for key in order if r % 2 == 0 else reversed(order):
-                    seconds, outputs[key] = time_forward(contenders[key], x, timestep)
+                    seconds, cpu_seconds, outputs[key] = time_forward(contenders[key], x, timestep)
                     times[key].append(seconds)
+                    cpu_times[key].append(cpu_seconds)
         base = statistics.median(times["diffusers"])
+        cpu_base = statistics.median(cpu_times["diffusers"])
         print(f"\n{name} ({'bf16 weights and input, no autocast' if name == 'bf16' else name + ' weights and input'}):")
         for key, values in times.items():
             med = statistics.median(values)
+            cpu_med = statistics.median(cpu_times[key])
             diff = (outputs[key].float() - outputs["diffusers"].float()).abs().max().item()
             runs = ", ".join(f"{v:.3f}" for v in values)
             print(
                 f"  {key:<24} median {med:8.3f} s   ratio to diffusers {med / base:5.3f}   "
-                f"max|diff| {diff:.1e}   runs [{runs}]"
+                f"(CPU time {cpu_med:7.3f} s, ratio {cpu_med / cpu_base:5.3f})   max|diff| {diff:.1e}   runs [{runs}]"
             )
-    reference.float()
-    ours.float()
 
 
 if __name__ == "__main__":

@@ -167,6 +167,27 @@ def install_in_hf_cache(cache_dir: str | os.PathLike[str], repo_id: str, source:
     return snapshot
 
 
+def write_tiny_repo(
+    folder: str | os.PathLike[str],
+    *,
+    seed: int = 0,
+    scheduler_config: Mapping[str, Any] = CIFAR10_SCHEDULER_CONFIG,
+    weights: str = "safetensors",
+    model_index: bool = True,
+) -> Path:
+    """A flat repo with TINY_UNET_CONFIG and seeded, perturbed random weights: the fast model of pipeline, CLI,
+    docs and example tests."""
+    unet = diffusers_unet(TINY_UNET_CONFIG, seed)
+    return write_flat_repo(folder, unet, TINY_UNET_CONFIG, scheduler_config, weights=weights, model_index=model_index)
+
+
+def pil_levels(images: Any) -> Any:
+    """A list of PIL images as one int64 numpy array (B, H, W, C), for comparing 8-bit levels."""
+    import numpy as np
+
+    return np.stack([np.asarray(img, dtype=np.int64) for img in images])
+
+
 # ---------------------------------------------------------------------------------------------------- training
 @pytest.fixture
 def one_thread() -> Iterator[None]:

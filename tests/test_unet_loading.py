@@ -275,7 +275,7 @@ def test_pickle_with_non_tensor_values_is_rejected(tmp_path: Path) -> None:
 def test_missing_files_raise_checkpoint_not_found(reference: Any, tmp_path: Path) -> None:
     folder = _repo(tmp_path, reference)
     (folder / "diffusion_pytorch_model.bin").unlink()
-    with pytest.raises(CheckpointNotFoundError, match="diffusion_pytorch_model.safetensors or diffusion_pytorch_model.bin"):
+    with pytest.raises(CheckpointNotFoundError, match="model.safetensors or diffusion_pytorch_model.bin"):
         UNet2DModel.from_pretrained(folder)
     (folder / "config.json").unlink()
     with pytest.raises(CheckpointNotFoundError, match="config.json"):

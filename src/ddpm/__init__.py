@@ -32,6 +32,7 @@ _EXPORTS: dict[str, str] = {
     "randn_tensor": "ddpm.utils",
     "DDPMError": "ddpm.errors",
     "ConfigError": "ddpm.errors",
+    "UnsupportedConfigError": "ddpm.errors",
     "WeightsError": "ddpm.errors",
     "UnsafeCheckpointError": "ddpm.errors",
     "CheckpointNotFoundError": "ddpm.errors",
@@ -41,6 +42,7 @@ __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:  # pragma: no cover
     from .errors import CheckpointNotFoundError, ConfigError, DDPMError, UnsafeCheckpointError, WeightsError
+    from .errors import UnsupportedConfigError
     from .image_processing import make_image_grid
     from .models import UNet2DConfig, UNet2DModel
     from .outputs import ImagePipelineOutput, SchedulerOutput, UNet2DOutput

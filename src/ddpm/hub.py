@@ -110,6 +110,7 @@ def find_file(
     )
 
     repo_id = str(repo_id_or_path)
+    unreachable: Exception | None = None
     for sub in _candidates(subfolder):
         try:
             return Path(
@@ -123,7 +124,12 @@ def find_file(
                     token=options.token,
                 )
             )
-        except (EntryNotFoundError, LocalEntryNotFoundError):
+        except LocalEntryNotFoundError as exc:  # (a subclass of EntryNotFoundError: keep it first)
+            # Online, this means the Hub could not be reached and this candidate is not cached; try the next.
+            if not is_offline(options):
+                unreachable = exc
+            continue
+        except EntryNotFoundError:
             continue
         except GatedRepoError as exc:
             raise CheckpointNotFoundError(
@@ -139,6 +145,11 @@ def find_file(
             ) from None
         except (HfHubHTTPError, OSError) as exc:
             raise CheckpointNotFoundError(f"could not download {filename} from {repo_id}: {exc}") from None
+    if unreachable is not None:
+        raise CheckpointNotFoundError(
+            f"could not reach the Hugging Face Hub to get {filename} of {repo_id}, and it is not in the cache "
+            f"({unreachable}); check the network, or set HF_HUB_OFFLINE=1 to use only cached files"
+        )
     return None
 
 

@@ -62,6 +62,15 @@ def find_weights_file(
     (``use_safetensors=None``, the default). ``use_safetensors=True`` requires the safetensors file, ``False`` uses
     the ``.bin`` file.
 
+    Args:
+        repo_id_or_path: A Hub id or a local folder.
+        folder: The subfolder that holds the model, or None for the repo root.
+        options: Revision, cache folder, offline switch and token.
+        use_safetensors: None (prefer safetensors), True (only safetensors) or False (only ``.bin``).
+
+    Returns:
+        The local path of the weights file.
+
     Raises:
         CheckpointNotFoundError: No acceptable weights file exists there; the message says where it looked.
     """
@@ -179,6 +188,15 @@ def rename_legacy_keys(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Ten
 
     Attention projection weights stored as 1×1 convolutions, shape (C_out, C_in, 1, 1), become (C_out, C_in).
     Keys already in the current form are kept. Nothing else is touched.
+
+    Args:
+        state: Tensor name → tensor, as read from a file.
+
+    Returns:
+        A new dict with current names.
+
+    Raises:
+        WeightsError: The same tensor is present under both its legacy and its current name.
     """
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
@@ -230,7 +248,9 @@ def load_into(
         if k in expected and v.shape != expected[k].shape
     ]
     if missing or unexpected or mismatched:
-        lines = [f"weights in {source} do not fit {type(model).__name__} (is the config.json beside them the right one?):"]
+        lines = [
+            f"weights in {source} do not fit {type(model).__name__} (is the config.json beside them the right one?):"
+        ]
         for title, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", mismatched)):
             if items:
                 lines.append(f"  {title} ({len(items)}): {_listing(items)}")

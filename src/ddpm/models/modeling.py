@@ -57,6 +57,12 @@ class ModelMixin(nn.Module):
             config: A config object of this model, a dict of diffusers JSON keys, or a diffusers ``FrozenDict``.
                 Unknown and private keys are ignored.
             **overrides: Keys that replace those in ``config``.
+
+        Returns:
+            The model, in training mode like any new ``nn.Module``.
+
+        Raises:
+            ConfigError: A value is malformed or not implemented; the message names the key and the value.
         """
         return cls(cls.config_class.from_dict(config, **overrides))
 
@@ -127,6 +133,9 @@ class ModelMixin(nn.Module):
 
         diffusers' ``from_pretrained`` reads the result, and so does :meth:`from_pretrained`.
 
+        Args:
+            folder: The folder to write (created if missing); existing files of these names are replaced.
+
         Returns:
             The folder.
         """
@@ -135,7 +144,8 @@ class ModelMixin(nn.Module):
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items()}
-        atomic_write(folder / SAFETENSORS_WEIGHTS_NAME, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
+        weights_path = folder / SAFETENSORS_WEIGHTS_NAME
+        atomic_write(weights_path, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
         self.config.save_json(folder)
         return folder
 

@@ -66,7 +66,8 @@ class Activation(nn.Module):
     def __init__(self, name: str) -> None:
         super().__init__()
         if name not in ACTIVATIONS:
-            raise ConfigError(f"config key 'act_fn' has value {name!r}; expected one of {', '.join(map(repr, ACTIVATIONS))}")
+            allowed = ", ".join(map(repr, ACTIVATIONS))
+            raise ConfigError(f"config key 'act_fn' has value {name!r}; expected one of {allowed}")
         self.name = name
         self._fn, self._has_inplace = ACTIVATIONS[name]
 
@@ -146,7 +147,7 @@ class ResnetBlock2D(nn.Module):
             # matrix product over the pixels (channels_last makes (B, C, H, W) a (B·H·W, C) matrix view).
             h = F.conv2d(h, self.conv2.weight, self.conv2.bias + self.conv_shortcut.bias, padding=1)
             w = self.conv_shortcut.weight
-            h_rows = h.permute(0, 2, 3, 1).reshape(-1, h.shape[1])  # (B·H·W, C_out), a view
+            h_rows = h.permute(0, 2, 3, 1).view(-1, h.shape[1])  # (B·H·W, C_out), a view (never a copy)
             x_rows = x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])  # (B·H·W, C_in), a view
             # (dtype casts only matter under autocast, which does not cast in-place ops)
             h_rows.addmm_(x_rows.to(h.dtype), w.reshape(w.shape[0], w.shape[1]).t().to(h.dtype))
@@ -195,10 +196,10 @@ class Downsample2D(nn.Module):
 class Upsample2D(nn.Module):
     """Double H and W: nearest-neighbour upsampling followed by a 3×3 conv.
 
-    On CPU, in inference, with channels_last input the two steps run as one "sub-pixel" convolution: each of the four output
-    phases (even/odd row × even/odd column) of ``conv3x3(upsample(x))`` is a 2×2 conv of ``x`` whose taps are sums
-    of the 3×3 taps, so 16 instead of 36 multiply-adds per input pixel and channel pair. The results agree with the
-    two-step form to float rounding (~1e-6).
+    On CPU, in inference, with channels_last input the two steps run as one "sub-pixel" convolution: each of the
+    four output phases (even/odd row × even/odd column) of ``conv3x3(upsample(x))`` is a 2×2 conv of ``x`` whose
+    taps are sums of the 3×3 taps, so 16 instead of 36 multiply-adds per input pixel and channel pair. The results
+    agree with the two-step form to float rounding (~1e-6).
 
     Args:
         channels: Input and output channels.
@@ -220,7 +221,7 @@ class Upsample2D(nn.Module):
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
     def _subpixel_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The (4·C, C, 2, 2) weight and (4·C,) bias of the four output phases, phase p = 2·row_parity + col_parity."""
+        """The (4·C, C, 2, 2) weight and (4·C,) bias of the four output phases (phase 2·row_parity + col_parity)."""
         w, b = self.conv.weight, self.conv.bias
         try:
             key: tuple[object, ...] | None = (w.data_ptr(), w._version, b.data_ptr(), b._version, w.dtype)

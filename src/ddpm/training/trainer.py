@@ -168,17 +168,9 @@ def save_pipeline_folder(folder: str | os.PathLike[str], unet: nn.Module, noise_
 
     The folder loads with ``ddpm.DDPMPipeline.from_pretrained`` and with diffusers' ``DDPMPipeline``.
     """
-    folder = Path(folder)
-    unet.save_pretrained(folder / "unet")
-    noise_scheduler.save_pretrained(folder / "scheduler")
-    index = {
-        "_class_name": "DDPMPipeline",
-        "_diffusers_version": "0.42.1",
-        "scheduler": ["diffusers", type(noise_scheduler).__name__],
-        "unet": ["diffusers", "UNet2DModel"],
-    }
-    atomic_write_text(folder / "model_index.json", json.dumps(index, indent=2, sort_keys=True) + "\n")
-    return folder
+    from ..pipelines import DDPMPipeline
+
+    return DDPMPipeline(unet=unet, scheduler=noise_scheduler).save_pretrained(folder)
 
 
 def _config_dict(obj: Any) -> dict[str, Any]:

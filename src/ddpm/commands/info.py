@@ -1,0 +1,138 @@
+"""``ddpm info``: what a checkpoint holds: pipeline, UNet config and size, scheduler, and the files it uses.
+
+Only the small JSON files are read (and downloaded, for a Hub id not yet cached, unless offline). The weights file is
+looked up in the cache or folder but never downloaded, and the parameter count comes from building the UNet on
+PyTorch's ``meta`` device, which allocates no memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from ._common import add_model_argument, resolve_model
+
+NAME = "info"
+HELP = "show a model's config, parameter count, scheduler and files (works offline on cached models)"
+
+EXAMPLES = """\
+examples:
+  ddpm info google/ddpm-cifar10-32
+  HF_HUB_OFFLINE=1 ddpm info google/ddpm-ema-celebahq-256 --json
+"""
+
+WEIGHTS_NAMES: tuple[str, ...] = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the ``info`` subcommand to ``subparsers`` (from ``ArgumentParser.add_subparsers``) and return it."""
+    parser = subparsers.add_parser(
+        NAME, help=HELP, description=HELP, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_model_argument(parser)
+    parser.add_argument("--revision", default=None, help="Hub branch, tag or commit")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    return parser
+
+
+def describe(model: str, revision: str | None = None) -> dict[str, Any]:
+    """Collect what ``ddpm info`` prints about ``model`` (a Hub id, folder or bundled name).
+
+    Raises:
+        CheckpointNotFoundError: There is no UNet config in the folder, the cache, or (online) the Hub repo.
+        ConfigError: A config file is malformed or has unsupported values.
+    """
+    import torch
+
+    from .. import hub
+    from ..config import read_json
+    from ..models import UNet2DConfig, UNet2DModel
+    from ..pipelines.pipeline import MODEL_INDEX_NAME, scheduler_classes
+
+    options = hub.HubOptions(revision=revision)
+    files: list[Path] = []
+    index_path = hub.find_file(model, MODEL_INDEX_NAME, options=options)
+    index = read_json(index_path) if index_path is not None else None
+    if index_path is not None:
+        files.append(index_path)
+
+    unet_path = hub.require_file(model, "config.json", subfolder="unet", options=options, what="the UNet config")
+    files.append(unet_path)
+    unet_config = UNet2DConfig.from_dict(read_json(unet_path), source=unet_path)
+    with torch.device("meta"):
+        meta_unet = UNet2DModel.from_config(unet_config)
+    n_params = sum(p.numel() for p in meta_unet.parameters())
+
+    cached = dataclasses.replace(options, local_files_only=True)
+    weights = next(
+        (p for name in WEIGHTS_NAMES if (p := hub.find_file(model, name, subfolder="unet", options=cached)) is not None),
+        None,
+    )
+    if weights is not None:
+        files.append(weights)
+
+    scheduler: dict[str, Any] | None = None
+    sched_path = hub.find_file(model, "scheduler_config.json", subfolder="scheduler", options=options)
+    if sched_path is not None:
+        files.append(sched_path)
+        raw = read_json(sched_path)
+        name = index["scheduler"][1] if index and isinstance(index.get("scheduler"), list) else raw.get("_class_name")
+        cls = scheduler_classes().get(name or "DDPMScheduler")
+        config = cls.from_config(raw).config.to_dict() if cls is not None else raw
+        scheduler = {"class": name or "DDPMScheduler", "supported": cls is not None, "config": config}
+
+    return {
+        "model": model,
+        "pipeline": (index or {}).get("_class_name"),
+        "unet": {"class": "UNet2DModel", "parameters": n_params, "config": unet_config.to_dict()},
+        "scheduler": scheduler,
+        "weights_cached": weights is not None,
+        "files": [{"path": str(p), "bytes": p.stat().st_size} for p in files],
+    }
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000  # type: ignore[assignment]
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _text(info: dict[str, Any]) -> str:
+    unet = info["unet"]
+    cfg = unet["config"]
+    size = cfg["sample_size"]
+    hw = f"{size}x{size}" if isinstance(size, int) else "x".join(map(str, size))
+    lines = [
+        f"model:      {info['model']}",
+        f"pipeline:   {info['pipeline'] or '(no model_index.json; loads as DDPMPipeline)'}",
+        f"unet:       UNet2DModel, {unet['parameters']:,} parameters ({_size(4 * unet['parameters'])} in float32), "
+        f"{cfg['in_channels']}x{hw} images",
+    ]
+    sched = info["scheduler"]
+    if sched is None:
+        lines.append("scheduler:  (no scheduler_config.json; DDPMScheduler defaults)")
+    else:
+        note = "" if sched["supported"] else " (not implemented by ddpm; DDIMPipeline/PNDMPipeline convert it)"
+        lines.append(f"scheduler:  {sched['class']}{note}")
+    lines.append("files:")
+    lines += [f"  {f['path']}  ({_size(f['bytes'])})" for f in info["files"]]
+    if not info["weights_cached"]:
+        lines.append(f"  weights not downloaded yet ({' or '.join(WEIGHTS_NAMES)})")
+    lines.append("unet config:")
+    lines += [f"  {k}: {json.dumps(v)}" for k, v in cfg.items() if not k.startswith("_")]
+    if sched is not None:
+        lines.append("scheduler config:")
+        lines += [f"  {k}: {json.dumps(v)}" for k, v in sched["config"].items() if not k.startswith("_")]
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print what ``ddpm info`` reports; returns the exit status."""
+    info = describe(resolve_model(args.model), revision=args.revision)
+    print(json.dumps(info, indent=2) if args.json else _text(info))
+    return 0

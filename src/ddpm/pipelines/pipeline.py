@@ -1,0 +1,521 @@
+"""The unconditional image pipeline: a UNet, a scheduler, and the denoising loop that joins them.
+
+``DiffusionPipeline`` holds the whole implementation. ``DDPMPipeline``, ``DDIMPipeline`` and ``PNDMPipeline``
+only choose which scheduler ``from_pretrained`` builds from the stored config and how many steps a call takes by
+default (1000, 50 and 50, as in diffusers). Any scheduler runs in any pipeline.
+
+Sampling (Algorithm 2 of Ho et al. 2020, with the update rule supplied by the scheduler):
+
+```text
+x_T ~ N(0, I)                                          drawn by ddpm.utils.randn_tensor, as diffusers draws it
+for t in scheduler.timesteps:
+    eps = unet(x_t, t).sample                          # 1. predict the noise
+    x_{t-1} = scheduler.step(eps, t, x_t).prev_sample  # 2. x_t -> x_{t-1}
+image = (x_0 / 2 + 0.5).clamp(0, 1)                    # [-1, 1] -> [0, 1]
+```
+
+Random numbers are consumed in diffusers' order (the initial noise, then whatever each ``step`` draws), so the same
+generator gives the same images in both libraries.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+import torch
+
+from .. import hub
+from ..config import read_json
+from ..errors import ConfigError
+from ..image_processing import check_output_type, postprocess
+from ..io import atomic_write_text
+from ..outputs import ImagePipelineOutput
+from ..utils import Generators, randn_tensor
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["DiffusionPipeline", "StepCallback", "MODEL_INDEX_NAME"]
+
+P = TypeVar("P", bound="DiffusionPipeline")
+
+#: The file that lists a pipeline's components (diffusers' name and format).
+MODEL_INDEX_NAME = "model_index.json"
+
+#: ``callback(step_index, timestep, sample, pred_original_sample)``; return ``True`` to stop sampling early.
+StepCallback = Callable[[int, int, torch.Tensor, "torch.Tensor | None"], "bool | None"]
+
+#: Tensors a ``callback_on_step_end`` may ask for; ``"latents"`` is diffusers' name for the current sample.
+CALLBACK_TENSOR_INPUTS: tuple[str, ...] = ("latents", "pred_original_sample", "model_output")
+
+
+def scheduler_classes() -> dict[str, type]:
+    """Our scheduler classes by short name ("ddpm") and by class name ("DDPMScheduler")."""
+    from ..schedulers import SCHEDULERS
+
+    return {**SCHEDULERS, **{cls.__name__: cls for cls in SCHEDULERS.values()}}
+
+
+class DiffusionPipeline:
+    """Unconditional image generation with a ``UNet2DModel`` and any ddpm scheduler.
+
+    Construct it from parts, ``DDPMPipeline(unet=unet, scheduler=scheduler)``, or load a saved or Hub pipeline with
+    ``from_pretrained``. Swap the sampler at any time; schedulers hold no weights, only their config:
+
+    ```python
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    ```
+
+    Attributes:
+        unet: The noise-prediction network.
+        scheduler: The sampler: DDPMScheduler, DDIMScheduler, PNDMScheduler or anything with their interface.
+        default_num_inference_steps: The step count a call uses when ``num_inference_steps`` is not given.
+        scheduler_type: The scheduler family ``from_pretrained`` converts the stored config to (``"ddim"``,
+            ``"pndm"``), or ``None`` to build the class the checkpoint names.
+    """
+
+    default_num_inference_steps: ClassVar[int] = 1000
+    scheduler_type: ClassVar[str | None] = None
+
+    def __init__(self, unet: torch.nn.Module, scheduler: Any) -> None:
+        if not isinstance(unet, torch.nn.Module) or not hasattr(unet, "config"):
+            raise TypeError(f"unet must be a UNet2DModel (a torch.nn.Module with a .config), got {type(unet).__name__}")
+        for method in ("set_timesteps", "step"):
+            if not callable(getattr(scheduler, method, None)):
+                raise TypeError(f"scheduler must have set_timesteps() and step(); {type(scheduler).__name__} has no {method}()")
+        self.unet = unet
+        self.scheduler = scheduler
+        self._progress_bar_config: dict[str, Any] = {}
+        self._interrupt = False
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(unet={type(self.unet).__name__}, scheduler={type(self.scheduler).__name__}, "
+            f"device={self.device}, dtype={self.dtype})"
+        )
+
+    # ------------------------------------------------------------------ components, device and dtype
+    @property
+    def components(self) -> dict[str, Any]:
+        """The parts by name, ready for another pipeline: ``DDIMPipeline(**pipe.components)``."""
+        return {"unet": self.unet, "scheduler": self.scheduler}
+
+    @property
+    def device(self) -> torch.device:
+        """The device the UNet's weights are on; sampling runs there."""
+        return next(self.unet.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The UNet's floating-point dtype; the noise is drawn in it, as diffusers does."""
+        return next(self.unet.parameters()).dtype
+
+    def to(self: P, *args: Any, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> P:
+        """Move the UNet to a device and/or cast it to a dtype; returns the pipeline.
+
+        Accepts ``pipe.to("cuda")``, ``pipe.to(torch.float16)``, ``pipe.to("cuda", torch.float16)`` and the keyword
+        forms ``device=...``, ``dtype=...``. Schedulers move their tables at ``set_timesteps`` time.
+
+        Raises:
+            TypeError: An argument is neither a device nor a dtype, or a dtype is not a floating-point type.
+            ValueError: A device string torch does not understand, or a device or dtype given twice.
+        """
+        for arg in args:
+            if isinstance(arg, torch.dtype):
+                if dtype is not None:
+                    raise ValueError(f"pipe.to() got two dtypes: {dtype} and {arg}")
+                dtype = arg
+            elif isinstance(arg, (str, torch.device, int)) and not isinstance(arg, bool):
+                if device is not None:
+                    raise ValueError(f"pipe.to() got two devices: {device} and {arg}")
+                device = arg
+            else:
+                raise TypeError(f"pipe.to() takes a device and/or a dtype, got {arg!r}")
+        if device is not None:
+            try:
+                device = torch.device(device)
+            except RuntimeError as exc:
+                raise ValueError(f"pipe.to(): {device!r} is not a device ({exc})") from None
+        if dtype is not None and not dtype.is_floating_point:
+            raise TypeError(f"pipe.to(): the UNet needs a floating-point dtype, got {dtype}")
+        self.unet.to(device=device, dtype=dtype)
+        return self
+
+    # ------------------------------------------------------------------ progress bar
+    def set_progress_bar_config(self, **tqdm_kwargs: Any) -> None:
+        """Set keyword arguments for the tqdm progress bar of later calls, e.g. ``disable=True`` or ``leave=False``.
+
+        Each call replaces the previous settings.
+        """
+        self._progress_bar_config = dict(tqdm_kwargs)
+
+    def progress_bar(self, iterable: Iterable[Any], total: int | None = None) -> Iterable[Any]:
+        """Wrap ``iterable`` in a tqdm bar configured by ``set_progress_bar_config``."""
+        from tqdm.auto import tqdm
+
+        return tqdm(iterable, total=total, **self._progress_bar_config)
+
+    @property
+    def interrupt(self) -> bool:
+        """True once a ``callback_on_step_end`` has set ``pipe._interrupt = True`` during the current call."""
+        return self._interrupt
+
+    # ------------------------------------------------------------------ sampling
+    @torch.inference_mode()
+    def __call__(
+        self,
+        batch_size: int = 1,
+        generator: Generators = None,
+        num_inference_steps: int | None = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+        eta: float | None = None,
+        use_clipped_model_output: bool | None = None,
+        callback: StepCallback | None = None,
+        callback_on_step_end: Callable[..., Mapping[str, Any] | None] | None = None,
+        callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
+        check_finite: bool = False,
+    ) -> ImagePipelineOutput | tuple[Any]:
+        """Generate a batch of images.
+
+        Args:
+            batch_size: How many images to generate.
+            generator: A ``torch.Generator`` (a CPU one gives the same images on every device), a list of
+                ``batch_size`` generators (image ``i`` then depends only on generator ``i``, not on the batch it is
+                in), or ``None`` for torch's global RNG.
+            num_inference_steps: Denoising steps; defaults to ``default_num_inference_steps`` (1000 for
+                DDPMPipeline, 50 for DDIMPipeline and PNDMPipeline). PNDM calls the UNet once more than this.
+            output_type: ``"pil"`` (list of PIL images), ``"np"`` (NHWC float32 array in [0, 1]) or ``"pt"``
+                (NCHW tensor in [0, 1] on the pipeline's device).
+            return_dict: Return an ``ImagePipelineOutput`` (``.images``); ``False`` returns the
+                tuple ``(images,)``.
+            eta: DDIM's η (0 deterministic DDIM, 1 DDPM-like noise), set on the scheduler for this call only.
+                ``None`` keeps the scheduler's own ``eta`` (0.0 unless you built it otherwise). A scheduler without
+                ``eta`` (DDPM, PNDM) accepts ``eta=0`` and ignores it; any other value raises ``ValueError``.
+            use_clipped_model_output: DDIM only, set for this call like ``eta``; ``None`` keeps the scheduler's
+                setting.
+            callback: Called after every step as ``callback(step_index, timestep, sample, pred_original_sample)``
+                with the 0-based step index, the timestep as an int, the new sample x_{t-1} (B, C, H, W) and the
+                scheduler's estimate of x_0 (same shape, or ``None`` if the scheduler gives none). Return ``True``
+                to stop: the remaining steps are skipped and the current sample is post-processed and returned.
+                Any other return value (``None`` included) continues. Do not modify the tensors in place.
+            callback_on_step_end: diffusers' form, called as ``callback_on_step_end(pipe, step_index, timestep,
+                callback_kwargs)`` where ``callback_kwargs`` maps each name in
+                ``callback_on_step_end_tensor_inputs`` to its tensor. It may return a dict whose ``"latents"``
+                replaces the current sample, and may set ``pipe._interrupt = True`` to stop like ``callback``.
+            callback_on_step_end_tensor_inputs: Which tensors ``callback_on_step_end`` receives: any of
+                ``"latents"`` (the sample), ``"pred_original_sample"``, ``"model_output"``.
+            check_finite: After every step, check the UNet output and the new sample for NaN or infinity and raise
+                ``FloatingPointError`` naming the step. Costs one device sync per step, so it is off by default.
+
+        Returns:
+            ``ImagePipelineOutput`` with ``images``, or ``(images,)`` if ``return_dict=False``.
+
+        Raises:
+            TypeError: ``batch_size`` or ``num_inference_steps`` is not an int, or a generator is not a
+                ``torch.Generator``.
+            ValueError: ``batch_size`` or ``num_inference_steps`` < 1, unknown ``output_type``, a generator list
+                whose length is not ``batch_size``, a CUDA generator for a CPU pipeline, ``eta`` for a scheduler
+                without it, or an unknown callback tensor name.
+            FloatingPointError: ``check_finite=True`` and a step produced NaN or infinity.
+        """
+        # 1. check the inputs before any work
+        steps = self._check_call_inputs(batch_size, generator, num_inference_steps, output_type)
+        unknown = [n for n in callback_on_step_end_tensor_inputs if n not in CALLBACK_TENSOR_INPUTS]
+        if unknown:
+            raise ValueError(f"callback_on_step_end_tensor_inputs: unknown {unknown}; choose from {list(CALLBACK_TENSOR_INPUTS)}")
+        scheduler, unet = self.scheduler, self.unet
+        device, dtype = self.device, self.dtype
+        self._interrupt = False
+
+        with self._scheduler_overrides(eta=eta, use_clipped_model_output=use_clipped_model_output):
+            # 2. x_T ~ N(0, I), in the UNet's dtype; a CPU generator draws on the CPU, then moves
+            sample = randn_tensor(self._sample_shape(batch_size), generator, device, dtype)
+            sample = sample * scheduler.init_noise_sigma
+            # 3. the timesteps, e.g. 999, 979, ..., 19 for DDIM-50 with "leading" spacing
+            scheduler.set_timesteps(steps, device=device)
+            timesteps = scheduler.timesteps
+            # Python ints for the callbacks, read from the device once rather than once per step.
+            t_ints = timesteps.tolist() if (callback or check_finite) else None
+
+            for i, t in enumerate(self.progress_bar(timesteps, total=len(timesteps))):
+                # 4.1 predict the noise eps_theta(x_t, t)
+                model_output = unet(scheduler.scale_model_input(sample, t), t).sample
+                # 4.2 x_t -> x_{t-1}
+                out = scheduler.step(model_output, t, sample, generator=generator)
+                sample = out.prev_sample
+                x0 = getattr(out, "pred_original_sample", None)
+
+                if check_finite:
+                    _check_finite(model_output, sample, i, t_ints[i], len(timesteps), dtype)  # type: ignore[index]
+                stop = False
+                if callback is not None:
+                    stop = callback(i, t_ints[i], sample, x0) is True  # type: ignore[index]
+                if callback_on_step_end is not None:
+                    available = {"latents": sample, "pred_original_sample": x0, "model_output": model_output}
+                    kwargs = {name: available[name] for name in callback_on_step_end_tensor_inputs}
+                    returned = callback_on_step_end(self, i, t, kwargs)
+                    if returned:
+                        sample = returned.get("latents", sample)
+                    stop = stop or self._interrupt
+                if stop:
+                    logger.debug("sampling stopped by a callback after step %d of %d", i, len(timesteps))
+                    break
+
+        # 5. [-1, 1] -> images
+        images = postprocess(sample, output_type)
+        if not return_dict:
+            return (images,)
+        return ImagePipelineOutput(images=images)
+
+    def _check_call_inputs(
+        self, batch_size: int, generator: Generators, num_inference_steps: int | None, output_type: str
+    ) -> int:
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool):
+            raise TypeError(f"batch_size must be an int, got {batch_size!r}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        steps = self.default_num_inference_steps if num_inference_steps is None else num_inference_steps
+        if not isinstance(steps, int) or isinstance(steps, bool):
+            raise TypeError(f"num_inference_steps must be an int, got {steps!r}")
+        if steps < 1:
+            raise ValueError(f"num_inference_steps must be at least 1, got {steps}")
+        check_output_type(output_type)
+        _check_generators(generator, batch_size, self.device)
+        return steps
+
+    def _sample_shape(self, batch_size: int) -> tuple[int, int, int, int]:
+        config = self.unet.config
+        size = config.sample_size
+        height, width = (size, size) if isinstance(size, int) else tuple(size)
+        return (batch_size, config.in_channels, height, width)  # (B, C, H, W)
+
+    @contextlib.contextmanager
+    def _scheduler_overrides(self, **values: Any) -> Iterator[None]:
+        """Set DDIM's per-call knobs (``eta``, ``use_clipped_model_output``) and restore them afterwards."""
+        scheduler = self.scheduler
+        changes: dict[str, Any] = {}
+        for name, value in values.items():
+            if value is None:
+                continue
+            if name == "eta":
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                    raise ValueError(f"eta must be a finite number >= 0 (0 = DDIM, 1 = DDPM-like noise), got {value!r}")
+                value = float(value)
+            if hasattr(scheduler, name):
+                changes[name] = value
+            elif value:
+                raise ValueError(
+                    f"{name}={value!r} applies only to DDIMScheduler, and this pipeline's scheduler is "
+                    f"{type(scheduler).__name__}; swap it first: "
+                    "pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)"
+                )
+        previous = {name: getattr(scheduler, name) for name in changes}
+        try:
+            for name, value in changes.items():
+                setattr(scheduler, name, value)
+            yield
+        finally:
+            for name, value in previous.items():
+                setattr(scheduler, name, value)
+
+    # ------------------------------------------------------------------ loading and saving
+    @classmethod
+    def from_pretrained(
+        cls: type[P],
+        repo_id_or_path: str | os.PathLike[str],
+        *,
+        revision: str | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        local_files_only: bool = False,
+        token: str | bool | None = None,
+        torch_dtype: torch.dtype | None = None,
+    ) -> P:
+        """Load a pipeline from a local folder, a bundled model, or a Hugging Face Hub repo.
+
+        Reads ``model_index.json`` when there is one (a missing one means a UNet plus a DDPM scheduler), then loads
+        the UNet from ``unet/`` and the scheduler from ``scheduler/``, falling back to the repo root for the flat
+        google/ddpm-* repos. Only the configs and one weights file are downloaded; with ``HF_HUB_OFFLINE=1`` or
+        ``local_files_only=True`` nothing is, and the files must be in the cache.
+
+        ``DDIMPipeline`` and ``PNDMPipeline`` build their own scheduler from the stored (usually DDPM) scheduler
+        config; ``DDPMPipeline`` builds the class the checkpoint names. Calling ``DiffusionPipeline.from_pretrained``
+        returns the pipeline class named in ``model_index.json``.
+
+        Args:
+            repo_id_or_path: A Hub id (``"google/ddpm-ema-celebahq-256"``), a local folder, or a bundled model name.
+            revision: A branch, tag or commit of the Hub repo.
+            cache_dir: The Hugging Face cache folder (default: ``HF_HUB_CACHE``).
+            local_files_only: Never download; use only the cache or the local folder.
+            token: A Hub token for private or gated repos.
+            torch_dtype: Load the UNet weights in this dtype (e.g. ``torch.float16``).
+
+        Returns:
+            The pipeline, UNet in eval mode on the CPU.
+
+        Raises:
+            CheckpointNotFoundError: The id is neither a folder nor available from the cache or the Hub; offline,
+                the message says how to make it available.
+            ConfigError: ``model_index.json`` names a component class ddpm does not implement.
+        """
+        options = hub.HubOptions(revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token)
+        index = _read_model_index(repo_id_or_path, options)
+        pipeline_cls: type[P] = cls._class_for_index(index) if index is not None else cls._default_class()
+        scheduler_cls = pipeline_cls._scheduler_class_for(repo_id_or_path, index, options)
+
+        from ..models import UNet2DModel
+
+        unet = UNet2DModel.from_pretrained(
+            repo_id_or_path, subfolder="unet", revision=revision, cache_dir=cache_dir,
+            local_files_only=local_files_only, token=token, torch_dtype=torch_dtype,
+        )  # fmt: skip
+        scheduler = scheduler_cls.from_pretrained(
+            repo_id_or_path, subfolder="scheduler", revision=revision, cache_dir=cache_dir,
+            local_files_only=local_files_only, token=token,
+        )  # fmt: skip
+        return pipeline_cls(unet=unet.eval(), scheduler=scheduler)
+
+    @classmethod
+    def _default_class(cls) -> type[Any]:
+        """The class to build without ``model_index.json``: the one called, or DDPMPipeline for the base class."""
+        if cls is not DiffusionPipeline:
+            return cls
+        from . import DDPMPipeline
+
+        return DDPMPipeline
+
+    @classmethod
+    def _class_for_index(cls, index: Mapping[str, Any]) -> type[Any]:
+        """Calling the base class picks the pipeline class ``model_index.json`` names; subclasses stay themselves."""
+        for name in ("unet", "scheduler"):
+            entry = index.get(name)
+            if not (isinstance(entry, (list, tuple)) and len(entry) == 2 and entry[1]):
+                raise ConfigError(
+                    f"{MODEL_INDEX_NAME}: the {name!r} entry is {entry!r}; expected [library, class name], "
+                    f'e.g. ["diffusers", "{"UNet2DModel" if name == "unet" else "DDPMScheduler"}"]'
+                )
+        if index["unet"][1] != "UNet2DModel":
+            raise ConfigError(
+                f"{MODEL_INDEX_NAME}: the unet is a {index['unet'][1]}, and ddpm implements only UNet2DModel"
+            )
+        extra = sorted(k for k, v in index.items() if not k.startswith("_") and k not in ("unet", "scheduler"))
+        if extra:
+            logger.debug("%s: ignoring components %s", MODEL_INDEX_NAME, ", ".join(extra))
+        if cls is not DiffusionPipeline:
+            return cls
+        from . import PIPELINES
+
+        name = index.get("_class_name", "DDPMPipeline")
+        by_name = {c.__name__: c for c in PIPELINES.values()}
+        if name not in by_name:
+            raise ConfigError(
+                f"{MODEL_INDEX_NAME}: _class_name {name!r} is not a ddpm pipeline; load it with one of "
+                f"{', '.join(sorted(by_name))}"
+            )
+        return by_name[name]
+
+    @classmethod
+    def _scheduler_class_for(
+        cls, repo_id_or_path: str | os.PathLike[str], index: Mapping[str, Any] | None, options: hub.HubOptions
+    ) -> type[Any]:
+        classes = scheduler_classes()
+        if cls.scheduler_type is not None:
+            return classes[cls.scheduler_type]
+        if index is not None:
+            name = index["scheduler"][1]
+        else:
+            path = hub.find_file(repo_id_or_path, "scheduler_config.json", subfolder="scheduler", options=options)
+            name = read_json(path).get("_class_name", "DDPMScheduler") if path is not None else "DDPMScheduler"
+        if name not in classes or not name.endswith("Scheduler"):
+            supported = ", ".join(n for n in classes if n.endswith("Scheduler"))
+            raise ConfigError(
+                f"{repo_id_or_path}: the scheduler is a {name}, which ddpm does not implement (supported: "
+                f"{supported}); load it with DDIMPipeline or PNDMPipeline to convert its config"
+            )
+        return classes[name]
+
+    def save_pretrained(self, save_directory: str | os.PathLike[str]) -> Path:
+        """Save the pipeline as ``model_index.json`` + ``unet/`` + ``scheduler/``, a layout diffusers loads too.
+
+        Every file is written atomically; ``model_index.json`` is written last, so a folder that has it is complete.
+
+        Args:
+            save_directory: The folder to write (created if needed; files in it are replaced).
+
+        Returns:
+            The folder.
+        """
+        from .. import __version__
+
+        folder = Path(save_directory)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.unet.save_pretrained(folder / "unet")
+        self.scheduler.save_pretrained(folder / "scheduler")
+        from . import PIPELINES
+
+        known = {c.__name__ for c in PIPELINES.values()}
+        index = {
+            "_class_name": type(self).__name__ if type(self).__name__ in known else "DDPMPipeline",
+            "_ddpm_version": __version__,
+            # diffusers resolves each class inside the named library; ours use diffusers' class names.
+            "scheduler": ["diffusers", type(self.scheduler).__name__],
+            "unet": ["diffusers", type(self.unet).__name__],
+        }
+        atomic_write_text(folder / MODEL_INDEX_NAME, _to_json(index))
+        return folder
+
+
+def _to_json(data: Mapping[str, Any]) -> str:
+    import json
+
+    return json.dumps(dict(data), indent=2, sort_keys=True) + "\n"
+
+
+def _read_model_index(repo_id_or_path: str | os.PathLike[str], options: hub.HubOptions) -> dict[str, Any] | None:
+    """``model_index.json`` as a dict, or None when the repo has none (then it must have a UNet config)."""
+    path = hub.find_file(repo_id_or_path, MODEL_INDEX_NAME, options=options)
+    if path is not None:
+        return read_json(path)
+    if hub.find_file(repo_id_or_path, "config.json", subfolder="unet", options=options) is None:
+        raise hub.not_found_error(
+            repo_id_or_path, [MODEL_INDEX_NAME, "config.json"], subfolder="unet", options=options, what="a pipeline"
+        )
+    logger.debug("%s has no %s; loading a UNet and a scheduler", repo_id_or_path, MODEL_INDEX_NAME)
+    return None
+
+
+def _check_generators(generator: Generators, batch_size: int, device: torch.device) -> None:
+    if generator is None:
+        return
+    gens = [generator] if isinstance(generator, torch.Generator) else list(generator)  # type: ignore[arg-type]
+    if not isinstance(generator, torch.Generator) and len(gens) != batch_size:
+        raise ValueError(
+            f"got a list of {len(gens)} generators for batch_size={batch_size}; pass exactly one generator per "
+            "image, or a single torch.Generator for the whole batch"
+        )
+    for i, g in enumerate(gens):
+        if not isinstance(g, torch.Generator):
+            raise TypeError(f"generator[{i}] is a {type(g).__name__}, not a torch.Generator")
+        if g.device.type not in ("cpu", device.type):
+            raise ValueError(
+                f"a {g.device.type} generator cannot draw noise for a pipeline on {device}; use a CPU generator "
+                f'(torch.Generator("cpu").manual_seed(seed), same images on every device) or move the pipeline '
+                f"with pipe.to({g.device.type!r})"
+            )
+
+
+def _check_finite(
+    model_output: torch.Tensor, sample: torch.Tensor, step: int, timestep: int, total: int, dtype: torch.dtype
+) -> None:
+    hint = " (half precision overflows easily: try dtype float32 or bfloat16)" if dtype == torch.float16 else ""
+    for name, tensor in (("the UNet output", model_output), ("the sample", sample)):
+        if not torch.isfinite(tensor).all():
+            raise FloatingPointError(
+                f"{name} has NaN or infinite values at step {step} of {total} (timestep {timestep}){hint}"
+            )
+
