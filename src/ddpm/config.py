@@ -209,7 +209,8 @@ def _describe(tp: Any) -> str:
         return " or ".join(_describe(a) for a in get_args(tp))
     if origin is tuple:
         args = get_args(tp)
-        inner = _describe(args[0]) if args else "values"
+        plurals = {int: "integers", float: "numbers", str: "strings", bool: "booleans"}
+        inner = plurals.get(args[0], _describe(args[0])) if args else "values"
         return f"a list of {inner}"
     if tp is type(None):
         return "null"

@@ -51,7 +51,7 @@ PICKLE_WEIGHTS_NAME = "diffusion_pytorch_model.bin"
 LEGACY_KEY_RENAMES: dict[str, str] = {"query": "to_q", "key": "to_k", "value": "to_v", "proj_attn": "to_out.0"}
 
 _PROJECTIONS = ("to_q", "to_k", "to_v", "to_out.0")
-_MAX_LISTED = 25
+_MAX_LISTED = 12
 
 
 def find_weights_file(
@@ -195,7 +195,7 @@ def load_pickle(path: str | os.PathLike[str], *, what: str = "weights file") -> 
                 "unread by torch.load(weights_only=True); nothing in it ran. Use a .safetensors file instead: ask its "
                 "publisher for one, or, only if you trust the file's source, convert it in a separate, sandboxed step."
             ) from None
-        raise _damaged(path, f"{type(exc).__name__}: {_first_line(str(exc))}", what) from exc
+        raise _damaged(path, _torch_load_detail(exc), what) from exc
 
 
 def _is_well_formed_pickle(path: Path, is_zip: bool) -> bool:
@@ -311,6 +311,20 @@ def _damaged(path: Path, detail: str, what: str = "weights file") -> WeightsErro
 def _listing(items: list[str]) -> str:
     shown = ", ".join(items[:_MAX_LISTED])
     return shown + (f", ... and {len(items) - _MAX_LISTED} more" if len(items) > _MAX_LISTED else "")
+
+
+def _torch_load_detail(exc: Exception) -> str:
+    """The informative part of a ``torch.load`` failure, without torch's advice to retry with weights_only=False."""
+    text = str(exc)
+    if "weights_only" in text:
+        specific = [
+            line.strip()
+            for line in text.splitlines()
+            if "Unsupported" in line or "unsupported" in line or "WeightsUnpickler error:" in line
+        ]
+        detail = specific[-1] if specific else "not a pickle torch.load(weights_only=True) can read"
+        return f"{type(exc).__name__}: {detail.replace('WeightsUnpickler error: ', '')}"
+    return f"{type(exc).__name__}: {_first_line(text).split('. ')[0]}"
 
 
 def _first_line(text: str) -> str:

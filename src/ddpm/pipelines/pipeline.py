@@ -580,7 +580,7 @@ def _check_generators(generator: Generators, batch_size: int, device: torch.devi
         )
     for i, g in enumerate(gens):
         if not isinstance(g, torch.Generator):
-            raise TypeError(f"generator[{i}] is a {type(g).__name__}, not a torch.Generator")
+            raise TypeError(f"generator[{i}] is {show_value(g)} ({type(g).__name__}), not a torch.Generator")
         if g.device.type not in ("cpu", device.type):
             raise ValueError(
                 f"a {g.device.type} generator cannot draw noise for a pipeline on {device}; use a CPU generator "
