@@ -67,6 +67,8 @@ TIMESTEP_SPACINGS: tuple[str, ...] = get_args(TimestepSpacing)
 
 S = TypeVar("S", bound="Scheduler")
 
+_FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+
 
 # ---------------------------------------------------------------------------------------------------------- configs
 
@@ -211,9 +213,10 @@ class ClippingSchedulerConfig(SchedulerConfig):
 
     def validate(self) -> None:
         super().validate()
-        check(self.clip_sample_range > 0, self, "clip_sample_range", "it must be > 0")
         check(0.0 < self.dynamic_thresholding_ratio <= 1.0, self, "dynamic_thresholding_ratio", "it must be in (0, 1]")
-        check(self.sample_max_value > 0, self, "sample_max_value", "it must be > 0")
+        for key in ("clip_sample_range", "sample_max_value"):  # clamp bounds: positive, representable in float32
+            check(getattr(self, key) > 0, self, key, "it must be > 0")
+            check(getattr(self, key) <= _FLOAT32_MAX, self, key, f"it must be at most {_FLOAT32_MAX:.4g} (float32)")
 
 
 # ------------------------------------------------------------------------------------------------ timestep spacing
