@@ -227,3 +227,23 @@ def tiny_trainer(out: str | os.PathLike[str], *, n_images: int = 24, seed: int =
     }
     cfg = TrainingConfig(**{**defaults, **config})
     return Trainer(unet, DDPMScheduler(num_train_timesteps=100), TensorImageDataset(images), cfg, out, device="cpu")
+
+
+def damage_file(path: str | os.PathLike[str], how: str) -> Path:
+    """Damage a file the way downloads and disks do: ``truncated`` (first half), ``garbage``, ``empty``, or
+    ``huge header`` (a safetensors header length far beyond the file)."""
+    import struct
+
+    path = Path(path)
+    data = path.read_bytes()
+    if how == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif how == "garbage":
+        path.write_bytes(b"\x13\x37" * 64)
+    elif how == "empty":
+        path.write_bytes(b"")
+    elif how == "huge header":
+        path.write_bytes(struct.pack("<Q", 2**40) + data[8:])
+    else:
+        raise ValueError(how)
+    return path
