@@ -280,3 +280,64 @@ def test_cpu_generator_noise_reaches_cuda_unchanged():
     on_cpu = randn_tensor((2, 3, 8, 8), _gen(), "cpu")
     on_cuda = randn_tensor((2, 3, 8, 8), [_gen(), _gen(1)], "cuda")
     torch.testing.assert_close(on_cuda[0].cpu(), on_cpu[0], rtol=0, atol=0)
+
+
+# ------------------------------------------------------------------------------------------------ ddpm sample --fast
+
+
+def _pngs(folder, n: int) -> torch.Tensor:
+    import numpy as np
+    from PIL import Image
+
+    levels = np.stack([np.asarray(Image.open(folder / f"{i:06d}.png")) for i in range(n)])
+    return torch.from_numpy(levels).double() / 255
+
+
+def _sample(repo, out, *extra: str) -> int:
+    from ddpm.cli import main
+
+    return main(["sample", str(repo), "--steps", "4", "--num-images", "3", "--batch-size", "2", "--out", str(out),
+                 "--no-progress", "--device", "cpu", *extra])  # fmt: skip
+
+
+def test_sample_fast_images_stay_within_35_db_and_the_manifest_records_it(make_pipe, tmp_path, capsys):
+    import json
+
+    from ddpm.commands.sample import MANIFEST_NAME
+
+    repo = tmp_path / "repo"
+    make_pipe().save_pretrained(repo)
+    assert _sample(repo, tmp_path / "plain") == 0
+    assert _sample(repo, tmp_path / "fast", "--fast") == 0
+    difference = compare_images(_pngs(tmp_path / "plain", 3), _pngs(tmp_path / "fast", 3))
+    assert difference.psnr_db >= 35.0
+    manifest = json.loads((tmp_path / "fast" / MANIFEST_NAME).read_text())
+    expected = "bf16" if default_fast_dtype("cpu") == torch.bfloat16 else "fp32"
+    assert manifest["fast"] is True and manifest["dtype"] == expected
+    capsys.readouterr()
+    assert _sample(repo, tmp_path / "fast") == 1  # no mixing of fast and plain images in one folder
+    assert "fast: True -> False" in capsys.readouterr().err
+
+
+def test_sample_resumes_a_folder_whose_manifest_predates_the_fast_flag(make_pipe, tmp_path):
+    import json
+
+    from ddpm.commands.sample import MANIFEST_NAME
+
+    repo = tmp_path / "repo"
+    make_pipe().save_pretrained(repo)
+    out = tmp_path / "out"
+    assert _sample(repo, out) == 0
+    manifest = json.loads((out / MANIFEST_NAME).read_text())
+    del manifest["fast"]
+    (out / MANIFEST_NAME).write_text(json.dumps(manifest))
+    assert _sample(repo, out) == 0
+
+
+def test_sample_compile_needs_fast_and_a_positive_budget(make_pipe, tmp_path, capsys):
+    repo = tmp_path / "repo"
+    make_pipe().save_pretrained(repo)
+    assert _sample(repo, tmp_path / "o", "--compile", "default") == 1
+    assert "needs --fast" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        _sample(repo, tmp_path / "o", "--fast", "--compile", "default", "--compile-budget", "0")

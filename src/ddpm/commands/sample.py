@@ -54,6 +54,13 @@ def _positive(text: str) -> int:
     return value
 
 
+def _positive_seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:  # also rejects nan
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
+    return value
+
+
 def _non_negative(text: str) -> int:
     value = int(text)
     if value < 0:
@@ -98,7 +105,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--compile-budget",
-        type=float,
+        type=_positive_seconds,
         default=120.0,
         metavar="S",
         help="with --compile: run uncompiled if compiling takes longer than S seconds (default: 120)",
