@@ -24,9 +24,6 @@ examples:
   HF_HUB_OFFLINE=1 ddpm info google/ddpm-ema-celebahq-256 --json
 """
 
-WEIGHTS_NAMES: tuple[str, ...] = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
-
-
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``info`` subcommand to ``subparsers`` (from ``ArgumentParser.add_subparsers``) and return it."""
     parser = subparsers.add_parser(
@@ -49,7 +46,9 @@ def describe(model: str, revision: str | None = None) -> dict[str, Any]:
 
     from .. import hub
     from ..config import read_json
+    from ..errors import CheckpointNotFoundError
     from ..models import UNet2DConfig, UNet2DModel
+    from ..models.loading import find_weights_file
     from ..pipelines.pipeline import MODEL_INDEX_NAME, scheduler_classes
 
     options = hub.HubOptions(revision=revision)
@@ -59,20 +58,20 @@ def describe(model: str, revision: str | None = None) -> dict[str, Any]:
     if index_path is not None:
         files.append(index_path)
 
-    unet_path = hub.require_file(model, "config.json", subfolder="unet", options=options, what="the UNet config")
+    # The UNet lives in unet/ when that folder has a config, else at the root (the flat google/ddpm-* repos).
+    folder = "unet" if hub.find_file(model, "unet/config.json", options=options) is not None else None
+    unet_path = hub.require_file(model, "config.json", subfolder=folder, options=options, what="the UNet config")
     files.append(unet_path)
     unet_config = UNet2DConfig.from_dict(read_json(unet_path), source=unet_path)
-    with torch.device("meta"):
+    with torch.device("meta"):  # parameters without memory: only their count is wanted
         meta_unet = UNet2DModel.from_config(unet_config)
     n_params = sum(p.numel() for p in meta_unet.parameters())
 
-    cached = dataclasses.replace(options, local_files_only=True)
-    weights = next(
-        (p for name in WEIGHTS_NAMES if (p := hub.find_file(model, name, subfolder="unet", options=cached)) is not None),
-        None,
-    )
-    if weights is not None:
+    try:  # in the folder or the cache only: info never downloads weights
+        weights: Path | None = find_weights_file(model, folder, dataclasses.replace(options, local_files_only=True))
         files.append(weights)
+    except CheckpointNotFoundError:
+        weights = None
 
     scheduler: dict[str, Any] | None = None
     sched_path = hub.find_file(model, "scheduler_config.json", subfolder="scheduler", options=options)
@@ -122,7 +121,7 @@ def _text(info: dict[str, Any]) -> str:
     lines.append("files:")
     lines += [f"  {f['path']}  ({_size(f['bytes'])})" for f in info["files"]]
     if not info["weights_cached"]:
-        lines.append(f"  weights not downloaded yet ({' or '.join(WEIGHTS_NAMES)})")
+        lines.append("  weights not downloaded yet (diffusion_pytorch_model.safetensors or .bin)")
     lines.append("unet config:")
     lines += [f"  {k}: {json.dumps(v)}" for k, v in cfg.items() if not k.startswith("_")]
     if sched is not None:

@@ -90,7 +90,9 @@ class DiffusionPipeline:
             raise TypeError(f"unet must be a UNet2DModel (a torch.nn.Module with a .config), got {type(unet).__name__}")
         for method in ("set_timesteps", "step"):
             if not callable(getattr(scheduler, method, None)):
-                raise TypeError(f"scheduler must have set_timesteps() and step(); {type(scheduler).__name__} has no {method}()")
+                raise TypeError(
+                    f"scheduler must have set_timesteps() and step(); {type(scheduler).__name__} has no {method}()"
+                )
         self.unet = unet
         self.scheduler = scheduler
         self._progress_bar_config: dict[str, Any] = {}
@@ -258,7 +260,8 @@ class DiffusionPipeline:
                 ``batch_size`` generators (image ``i`` then depends only on generator ``i``, not on the batch it is
                 in), or ``None`` for torch's global RNG.
             num_inference_steps: Denoising steps; defaults to ``default_num_inference_steps`` (1000 for
-                DDPMPipeline, 50 for DDIMPipeline and PNDMPipeline). PNDM calls the UNet once more than this.
+                DDPMPipeline, 50 for DDIMPipeline and PNDMPipeline). The UNet runs ``len(scheduler.timesteps)``
+                times: PNDM's Runge-Kutta warm-up makes that more than ``num_inference_steps``.
             output_type: ``"pil"`` (list of PIL images), ``"np"`` (NHWC float32 array in [0, 1]) or ``"pt"``
                 (NCHW tensor in [0, 1] on the pipeline's device).
             return_dict: Return an ``ImagePipelineOutput`` (``.images``); ``False`` returns the
@@ -297,7 +300,9 @@ class DiffusionPipeline:
         steps = self._check_call_inputs(batch_size, generator, num_inference_steps, output_type)
         unknown = [n for n in callback_on_step_end_tensor_inputs if n not in CALLBACK_TENSOR_INPUTS]
         if unknown:
-            raise ValueError(f"callback_on_step_end_tensor_inputs: unknown {unknown}; choose from {list(CALLBACK_TENSOR_INPUTS)}")
+            raise ValueError(
+                f"callback_on_step_end_tensor_inputs: unknown {unknown}; choose from {list(CALLBACK_TENSOR_INPUTS)}"
+            )
         scheduler, unet, fast = self.scheduler, self.unet, self._fast
         device, dtype = self.device, self.dtype
         if fast is not None:
@@ -376,7 +381,8 @@ class DiffusionPipeline:
             if value is None:
                 continue
             if name == "eta":
-                if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+                if not is_number or not math.isfinite(value) or value < 0:
                     raise ValueError(f"eta must be a finite number >= 0 (0 = DDIM, 1 = DDPM-like noise), got {value!r}")
                 value = float(value)
             if hasattr(scheduler, name):
