@@ -31,7 +31,8 @@ def test_gpu_sampling_benchmark_runs_on_cpu_with_small_settings(tmp_path):
     assert json.loads(out.read_text())["env"]["config"] == "tiny"
     assert results["matmul"]["tflops"] > 0 and results["flops_per_image_step"] > 0
     forward = {(r["dtype"], r["batch"], r["contender"]): r for r in results["forward"]}
-    assert set(forward) == {(d, b, c) for d in ("fp32", "bf16") for b in (1, 2) for c in ("diffusers", "ddpm", "ddpm fast")}
+    contenders = ("diffusers", "ddpm", "ddpm fast")
+    assert set(forward) == {(d, b, c) for d in ("fp32", "bf16") for b in (1, 2) for c in contenders}
     for row in forward.values():
         assert row["median_ms"] > 0 and row["tflops"] > 0 and row["peak_memory_gib"] is None  # no CUDA memory on CPU
     assert forward[("fp32", 2, "ddpm")]["max_abs_diff_to_diffusers"] < 1e-4  # the same weights in both libraries

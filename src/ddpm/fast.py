@@ -293,7 +293,10 @@ class UNetRunner:
     # -------------------------------------------------------------------------------------------- modes
     def _key_for(self, sample: torch.Tensor, timestep: torch.Tensor | int) -> _Key:
         # A Python int goes into the same (1,) int64 buffer as a scheduler timestep.
-        t_meta = ((1,), torch.int64) if isinstance(timestep, int) else (tuple(timestep.reshape(-1).shape), timestep.dtype)
+        if isinstance(timestep, int):
+            t_meta: tuple[Any, ...] = ((1,), torch.int64)
+        else:
+            t_meta = (tuple(timestep.reshape(-1).shape), timestep.dtype)
         unet_dtype, unet_device = _dtype_and_device(self.unet)
         layout = sample.is_contiguous(memory_format=torch.channels_last)
         return (tuple(sample.shape), sample.dtype, sample.device, layout, t_meta, unet_dtype, unet_device)
@@ -320,7 +323,9 @@ class UNetRunner:
         if not use:
             return self.unet
         if self._compiled is None:
-            self._compiled = torch.compile(self.unet, mode=self.compile_mode, backend=self.compile_backend, dynamic=False)
+            self._compiled = torch.compile(
+                self.unet, mode=self.compile_mode, backend=self.compile_backend, dynamic=False
+            )
         return self._compiled
 
     def _needs_compile(self, key: _Key) -> bool:
