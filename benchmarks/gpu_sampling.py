@@ -12,7 +12,7 @@ What it measures (each item prints as soon as it is done; ``--json FILE`` also w
    (the order alternates), milliseconds, ratios to diffusers, TFLOP/s and peak memory.
 4. **sampling**: full pipeline calls with a CPU generator (same seed, same noise in both libraries): DDPM with
    ``--steps`` steps at batch 1 and DDIM with ``--ddim-steps`` at each of ``--ddim-batch-sizes``, for diffusers fp32,
-   ddpm fp32 and ddpm fast (``--fast-dtype``, CUDA graphs, optional ``--ddpm-compile``); seconds, peak memory,
+   ddpm fp32 and ddpm fast in each of ``--fast-dtypes`` (CUDA graphs, optional ``--ddpm-compile``); seconds, peak memory,
    capture/compile time, and each run's images against ddpm's fp32 images (max |diff| and PSNR, images in [0, 1]).
    In the fast run, every step after the first runs under ``torch.cuda.set_sync_debug_mode("error")``, so a host
    synchronisation inside the loop would fail the run (reported as ``syncs``).
@@ -65,6 +65,7 @@ from ddpm import DDIMScheduler, DDPMPipeline, DDPMScheduler, UNet2DModel  # noqa
 from ddpm.fast import UNetRunner, compare_images, default_fast_dtype  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+_NAMES = {dtype: name for name, dtype in DTYPES.items()}
 CONFIGS = {
     "celebahq-256": (CELEBAHQ_UNET_CONFIG, CELEBAHQ_SCHEDULER_CONFIG),
     "cifar10-32": (CIFAR10_UNET_CONFIG, CIFAR10_SCHEDULER_CONFIG),
@@ -90,8 +91,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=1000, help="DDPM steps of the sampling part (batch 1)")
     parser.add_argument("--ddim-steps", type=int, default=50, help="DDIM steps of the sampling part")
     parser.add_argument("--ddim-batch-sizes", type=_ints, default=[1, 16], help="DDIM batch sizes")
-    parser.add_argument("--fast-dtype", choices=sorted(DTYPES), default=None, help="fast path dtype (default: bf16 "
-                        "on CUDA and on CPUs with native bf16, else fp32)")  # fmt: skip
+    parser.add_argument("--fast-dtypes", default=None, help="fast-path UNet dtypes of the sampling part, comma-"
+                        "separated (default: bf16,fp16 on CUDA; bf16 on CPUs with native bf16, else fp32)")  # fmt: skip
     parser.add_argument("--ddpm-compile", default="off", help="torch.compile mode for ddpm's fast path (default off)")
     parser.add_argument("--compile-budget", type=float, default=120.0, help="seconds ddpm may spend compiling")
     parser.add_argument("--diffusers-compiled", action="store_true", help="add diffusers fp16 + channels_last + TF32 "
@@ -250,7 +251,10 @@ def measure_sampling(args: argparse.Namespace, clock: Clock, reference: torch.nn
     import diffusers
 
     device = clock.device
-    fast_dtype = DTYPES[args.fast_dtype] if args.fast_dtype else default_fast_dtype(device)
+    if args.fast_dtypes:
+        fast_dtypes = [DTYPES[name.strip()] for name in args.fast_dtypes.split(",")]
+    else:
+        fast_dtypes = [torch.bfloat16, torch.float16] if device.type == "cuda" else [default_fast_dtype(device)]
     d_sched = getattr(diffusers, f"{kind.upper()}Scheduler").from_config(scheduler_config)
     ours_sched_cls = DDPMScheduler if kind == "ddpm" else DDIMScheduler
     d_pipe_cls = diffusers.DDPMPipeline if kind == "ddpm" else diffusers.DDIMPipeline
@@ -265,10 +269,11 @@ def measure_sampling(args: argparse.Namespace, clock: Clock, reference: torch.nn
         compiled = _diffusers_best_practice(copy.deepcopy(reference), device)
         pipes["diffusers compiled"] = d_pipe_cls(unet=compiled, scheduler=copy.deepcopy(d_sched))
     pipes["ddpm fp32"] = DDPMPipeline(unet=ours_unet(), scheduler=ours_sched_cls.from_config(scheduler_config))
-    fast = DDPMPipeline(unet=ours_unet(), scheduler=ours_sched_cls.from_config(scheduler_config))
-    pipes["ddpm fast"] = fast.enable_fast_sampling(
-        fast_dtype, compile=_compile_mode(args) or False, compile_budget_s=args.compile_budget
-    )
+    for fast_dtype in fast_dtypes:
+        fast = DDPMPipeline(unet=ours_unet(), scheduler=ours_sched_cls.from_config(scheduler_config))
+        pipes[f"ddpm fast {_NAMES[fast_dtype]}"] = fast.enable_fast_sampling(
+            fast_dtype, compile=_compile_mode(args) or False, compile_budget_s=args.compile_budget
+        )
     for pipe in pipes.values():
         pipe.set_progress_bar_config(disable=True)
 
@@ -277,7 +282,7 @@ def measure_sampling(args: argparse.Namespace, clock: Clock, reference: torch.nn
     rows = []
     for batch in batches:
         images: dict[str, torch.Tensor] = {}
-        print(f"\n{kind.upper()}-{steps} at batch {batch} (fast path: {fast_dtype}, CPU generator seed {args.seed}):")
+        print(f"\n{kind.upper()}-{steps} at batch {batch} (CPU generator seed {args.seed}):")
         for key, pipe in pipes.items():
             tf32 = key == "diffusers compiled"
             # Warm-up: 2 steps at this batch size (cuDNN choices, CUDA-graph capture, compilation).
@@ -285,12 +290,13 @@ def measure_sampling(args: argparse.Namespace, clock: Clock, reference: torch.nn
             clock.reset_peak()
             seconds, out = clock.time(lambda p=pipe: _call(p, batch, steps, args.seed, tf32=tf32))
             images[key] = torch.from_numpy(out)
-            syncs = _find_syncs(pipe, batch, min(steps, 5), args.seed) if key == "ddpm fast" else None
+            is_fast = key.startswith("ddpm fast")
+            syncs = _find_syncs(pipe, batch, min(steps, 5), args.seed) if is_fast else None
             row: dict[str, Any] = {
                 "kind": kind, "steps": steps, "batch": batch, "contender": key, "seconds": seconds,
                 "peak_memory_gib": clock.peak_gib(), "warmup_call_s": warm_s, "syncs_in_loop": syncs,
             }  # fmt: skip
-            if key == "ddpm fast":
+            if is_fast:
                 stats = pipe.fast_sampler.stats
                 row.update(mode=stats.mode, setup_s=stats.setup_s, compile_s=stats.compile_s,
                            compile_error=stats.compile_error)  # fmt: skip
@@ -303,7 +309,7 @@ def measure_sampling(args: argparse.Namespace, clock: Clock, reference: torch.nn
             row.update(max_abs_vs_ddpm_fp32=difference.max_abs, psnr_db_vs_ddpm_fp32=difference.psnr_db,
                        worst_image_psnr_db=worst)  # fmt: skip
             extra = ""
-            if row["contender"] == "ddpm fast":
+            if row["contender"].startswith("ddpm fast"):
                 compiled = _fmt(row["compile_s"], ".1f", none="off") + ("" if row["compile_s"] is None else " s")
                 extra = f"   [{row['mode']}, setup {row['setup_s']:.2f} s, compile {compiled}"
                 extra += f", syncs in loop: {row['syncs_in_loop'] or 'not checked (CPU)'}]"

@@ -461,18 +461,28 @@ def _capture_emulated(
 def _capture_cuda(
     step: Callable[[], torch.Tensor], warm_up: Callable[[], None], device: torch.device
 ) -> tuple[torch.Tensor, Callable[[], None]]:
-    """Warm up on a side stream, then capture ``step`` into a CUDA graph; returns its static output and replay."""
-    current = torch.cuda.current_stream(device)
-    side = torch.cuda.Stream(device)
-    side.wait_stream(current)
-    with torch.cuda.stream(side):
-        warm_up()
-    current.wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        static_out = step()
-    torch.cuda.synchronize(device)  # once per setup, never inside the sampling steps
-    return static_out, graph.replay
+    """Warm up on a side stream, then capture ``step`` into a CUDA graph; returns its static output and replay.
+
+    Capture and replay run with ``device`` as the current device (under torchrun a process may sample on
+    ``cuda:<LOCAL_RANK>`` while its current device is still ``cuda:0``).
+    """
+    with torch.cuda.device(device):
+        current = torch.cuda.current_stream(device)
+        side = torch.cuda.Stream(device)
+        side.wait_stream(current)
+        with torch.cuda.stream(side):
+            warm_up()
+        current.wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_out = step()
+        torch.cuda.synchronize(device)  # once per setup, never inside the sampling steps
+
+    def replay() -> None:
+        with torch.cuda.device(device):
+            graph.replay()
+
+    return static_out, replay
 
 
 # ------------------------------------------------------------------------------------------------------ helpers
