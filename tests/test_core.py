@@ -56,8 +56,8 @@ def test_integral_floats_become_ints_and_ints_become_floats() -> None:
 @pytest.mark.parametrize(
     ("key", "value", "expected"),
     [
-        ("channels", "4,8", "a list of an integer"),
-        ("channels", [4, "x"], "a list of an integer"),
+        ("channels", "4,8", "a list of integers"),
+        ("channels", [4, "x"], "a list of integers"),
         ("eps", "small", "a number"),
         ("eps", float("nan"), "a number"),
         ("kind", "c", "one of 'a', 'b'"),

@@ -386,7 +386,7 @@ def test_unimplemented_values_raise_naming_key_and_value(key: str, value: Any) -
         ({"time_embedding_type": "sinusoidal"}, ["'time_embedding_type'", "'positional'"]),
         ({"sample_size": [16, 16, 16]}, ["'sample_size'"]),
         ({"norm_eps": 0.0}, ["'norm_eps'", "positive"]),
-        ({"block_out_channels": "32,64"}, ["'block_out_channels'", "a list of an integer"]),
+        ({"block_out_channels": "32,64"}, ["'block_out_channels'", "a list of integers"]),
     ],
 )
 def test_invalid_configs_name_key_value_and_what_is_allowed(changes: dict[str, Any], words: list[str]) -> None:

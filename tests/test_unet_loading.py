@@ -23,6 +23,7 @@ from ddpm.models.loading import load_state_dict_file, rename_legacy_keys
 from helpers import (
     MODEL_INDEX,
     TINY_UNET_CONFIG,
+    damage_file,
     diffusers_unet,
     install_in_hf_cache,
     to_legacy_keys,
@@ -197,18 +198,6 @@ def test_weights_of_another_config_are_reported(reference: Any, tmp_path: Path) 
         UNet2DModel.from_pretrained(folder)
 
 
-def _damage(path: Path, how: str) -> None:
-    data = path.read_bytes()
-    if how == "truncated":
-        path.write_bytes(data[: len(data) // 2])
-    elif how == "garbage":
-        path.write_bytes(b"\x13\x37" * 64)
-    elif how == "empty":
-        path.write_bytes(b"")
-    else:
-        raise ValueError(how)
-
-
 @pytest.mark.parametrize("how", ["truncated", "garbage", "empty"])
 @pytest.mark.parametrize("weights", ["safetensors", "bin"])
 def test_damaged_weights_files_raise_weights_error_naming_the_file(
@@ -216,7 +205,7 @@ def test_damaged_weights_files_raise_weights_error_naming_the_file(
 ) -> None:
     folder = _repo(tmp_path, reference, weights=weights)
     path = folder / f"diffusion_pytorch_model.{weights}"
-    _damage(path, how)
+    damage_file(path, how)
     with pytest.raises(WeightsError) as info:
         UNet2DModel.from_pretrained(folder)
     assert not isinstance(info.value, UnsafeCheckpointError)
@@ -256,7 +245,7 @@ def test_damaged_legacy_format_pickle_is_not_called_unsafe(tmp_path: Path) -> No
     path = tmp_path / "diffusion_pytorch_model.bin"
     torch.save({"conv_in.weight": torch.randn(64, 64)}, path, _use_new_zipfile_serialization=False)
     assert load_state_dict_file(path)["conv_in.weight"].shape == (64, 64)
-    _damage(path, "truncated")
+    damage_file(path, "truncated")
     with pytest.raises(WeightsError, match="damaged") as info:
         load_state_dict_file(path)
     assert not isinstance(info.value, UnsafeCheckpointError)

@@ -36,13 +36,14 @@ _EXPORTS: dict[str, str] = {
     "WeightsError": "ddpm.errors",
     "UnsafeCheckpointError": "ddpm.errors",
     "CheckpointNotFoundError": "ddpm.errors",
+    "OverwriteError": "ddpm.errors",
 }
 
 __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:  # pragma: no cover
     from .errors import CheckpointNotFoundError, ConfigError, DDPMError, UnsafeCheckpointError, WeightsError
-    from .errors import UnsupportedConfigError
+    from .errors import OverwriteError, UnsupportedConfigError
     from .image_processing import make_image_grid
     from .models import UNet2DConfig, UNet2DModel
     from .outputs import ImagePipelineOutput, SchedulerOutput, UNet2DOutput

@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 
 C = TypeVar("C", bound="ConfigBase")
 
-__all__ = ["ConfigBase", "ConfigError", "config_to_dict"]
+__all__ = ["ConfigBase", "ConfigError", "config_to_dict", "read_json", "check", "check_keys", "show_value"]
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
@@ -106,6 +106,7 @@ class ConfigBase(Mapping[str, Any]):
             ConfigError: A value has the wrong type or is not allowed; the message names the key and the value.
         """
         data = {**config_to_dict(config), **overrides}
+        check_keys(data, source)
         names = set(cls._field_names())
         kwargs = {k: v for k, v in data.items() if k in names}
         ignored = sorted(k for k in data if k not in names and not k.startswith("_"))
@@ -155,15 +156,30 @@ class ConfigBase(Mapping[str, Any]):
         return f"{type(self).__name__}({inner})"
 
 
+#: The largest ``num_train_timesteps`` a config may hold (real models use 1000 to 4000). Larger values are refused,
+#: so that a hostile config cannot make building the noise schedule hang or exhaust memory.
+MAX_TRAIN_TIMESTEPS = 100_000
+
+#: The largest JSON file :func:`read_json` reads. Configs are a few KB; ``trained_betas`` for 100,000 timesteps is
+#: about 2 MB.
+MAX_JSON_BYTES = 16 * 2**20
+
+
 def read_json(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a JSON object from ``path``, raising :class:`ConfigError` that names the file on any problem."""
     path = Path(path)
     try:
+        size = path.stat().st_size
+        if size > MAX_JSON_BYTES:
+            raise ConfigError(
+                f"{path} is {size} bytes, too large for a config file (at most {MAX_JSON_BYTES}); it is not a config "
+                "ddpm wrote or can read"
+            )
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+        raise ConfigError(f"cannot read config file {path}: {exc}") from exc
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -171,6 +187,8 @@ def read_json(path: str | os.PathLike[str]) -> dict[str, Any]:
             f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}); "
             "re-download the file or fix it by hand"
         ) from None
+    except RecursionError:
+        raise ConfigError(f"{path} nests lists or objects too deeply to be a config file") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a JSON object (a dict of config keys), found {type(data).__name__}")
     return data
@@ -191,7 +209,8 @@ def _describe(tp: Any) -> str:
         return " or ".join(_describe(a) for a in get_args(tp))
     if origin is tuple:
         args = get_args(tp)
-        inner = _describe(args[0]) if args else "values"
+        plurals = {int: "integers", float: "numbers", str: "strings", bool: "booleans"}
+        inner = plurals.get(args[0], _describe(args[0])) if args else "values"
         return f"a list of {inner}"
     if tp is type(None):
         return "null"
@@ -265,11 +284,32 @@ def _check_value(key: str, value: Any, tp: Any, source: str | None) -> Any:
     try:
         return _coerce(value, tp)
     except _Mismatch:
-        raise ConfigError(f"{_where(source)}config key {key!r} has value {value!r}; expected {_describe(tp)}") from None
+        raise ConfigError(
+            f"{_where(source)}config key {key!r} has value {show_value(value)}; expected {_describe(tp)}"
+        ) from None
+    except RecursionError:
+        raise ConfigError(f"{_where(source)}config key {key!r} nests lists too deeply") from None
+
+
+def show_value(value: Any, limit: int = 120) -> str:
+    """``repr(value)`` for an error message, shortened to about ``limit`` characters (a hostile file may hold
+    megabytes in one value)."""
+    try:
+        text = repr(value)
+    except RecursionError:
+        return f"<a deeply nested {type(value).__name__}>"
+    return text if len(text) <= limit else f"{text[: limit - 20]}...{text[-12:]} ({len(text)} characters)"
+
+
+def check_keys(data: Mapping[Any, Any], source: str | os.PathLike[str] | None = None) -> None:
+    """Raise :class:`ConfigError` unless every key of ``data`` is a string (JSON keys always are)."""
+    bad = [k for k in data if not isinstance(k, str)]
+    if bad:
+        raise ConfigError(f"{_where(source)}config keys must be strings, got {show_value(bad)}")
 
 
 def check(condition: bool, config: ConfigBase, key: str, allowed: str) -> None:
     """Raise :class:`ConfigError` naming ``key``, its value and ``allowed`` unless ``condition`` holds."""
     if not condition:
         value = getattr(config, key)
-        raise ConfigError(f"{_where(config._source())}config key {key!r} has value {value!r}; {allowed}")
+        raise ConfigError(f"{_where(config._source())}config key {key!r} has value {show_value(value)}; {allowed}")

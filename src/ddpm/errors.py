@@ -13,6 +13,7 @@ __all__ = [
     "WeightsError",
     "CheckpointNotFoundError",
     "UnsafeCheckpointError",
+    "OverwriteError",
 ]
 
 
@@ -44,3 +45,10 @@ class UnsafeCheckpointError(WeightsError):
 
 class CheckpointNotFoundError(DDPMError, FileNotFoundError):
     """A model id is neither a local folder nor available (from the cache, or online when allowed)."""
+
+
+class OverwriteError(DDPMError, FileExistsError):
+    """``save_pretrained`` refused to write into a folder that holds another kind of model (or is a file).
+
+    Pass ``overwrite=True`` to replace the files anyway.
+    """

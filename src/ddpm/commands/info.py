@@ -45,16 +45,16 @@ def describe(model: str, revision: str | None = None) -> dict[str, Any]:
     import torch
 
     from .. import hub
-    from ..config import read_json
-    from ..errors import CheckpointNotFoundError
+    from ..config import read_json, show_value
+    from ..errors import CheckpointNotFoundError, ConfigError
     from ..models import UNet2DConfig, UNet2DModel
     from ..models.loading import find_weights_file
-    from ..pipelines.pipeline import MODEL_INDEX_NAME, scheduler_classes
+    from ..pipelines.pipeline import MODEL_INDEX_NAME, parse_model_index, scheduler_classes
 
     options = hub.HubOptions(revision=revision)
     files: list[Path] = []
     index_path = hub.find_file(model, MODEL_INDEX_NAME, options=options)
-    index = read_json(index_path) if index_path is not None else None
+    index = parse_model_index(read_json(index_path), index_path) if index_path is not None else None
     if index_path is not None:
         files.append(index_path)
 
@@ -78,14 +78,16 @@ def describe(model: str, revision: str | None = None) -> dict[str, Any]:
     if sched_path is not None:
         files.append(sched_path)
         raw = read_json(sched_path)
-        name = index["scheduler"][1] if index and isinstance(index.get("scheduler"), list) else raw.get("_class_name")
+        name = index.scheduler if index else raw.get("_class_name")
+        if not isinstance(name, (str, type(None))):
+            raise ConfigError(f"{sched_path}: _class_name has value {show_value(name)}; expected a scheduler class name")
         cls = scheduler_classes().get(name or "DDPMScheduler")
-        config = cls.from_config(raw).config.to_dict() if cls is not None else raw
+        config = cls.from_config(cls.config_class.from_dict(raw, source=sched_path)).config.to_dict() if cls else raw
         scheduler = {"class": name or "DDPMScheduler", "supported": cls is not None, "config": config}
 
     return {
         "model": model,
-        "pipeline": (index or {}).get("_class_name"),
+        "pipeline": index.pipeline if index else None,
         "unet": {"class": "UNet2DModel", "parameters": n_params, "config": unet_config.to_dict()},
         "scheduler": scheduler,
         "weights_cached": weights is not None,

@@ -17,13 +17,17 @@ import logging
 import os
 import pickle
 import pickletools
+import re
+import warnings
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
+from ..config import show_value
 from ..errors import UnsafeCheckpointError, WeightsError
 from ..hub import HubOptions, find_file, not_found_error
 
@@ -35,6 +39,7 @@ __all__ = [
     "LEGACY_KEY_RENAMES",
     "find_weights_file",
     "load_state_dict_file",
+    "load_pickle",
     "rename_legacy_keys",
     "load_into",
 ]
@@ -46,7 +51,7 @@ PICKLE_WEIGHTS_NAME = "diffusion_pytorch_model.bin"
 LEGACY_KEY_RENAMES: dict[str, str] = {"query": "to_q", "key": "to_k", "value": "to_v", "proj_attn": "to_out.0"}
 
 _PROJECTIONS = ("to_q", "to_k", "to_v", "to_out.0")
-_MAX_LISTED = 25
+_MAX_LISTED = 12
 
 
 def find_weights_file(
@@ -118,7 +123,11 @@ def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor
         state = _read_safetensors(path)
     else:
         state = _read_pickle(path)
-    bad = [f"{k!r} ({type(v).__name__})" for k, v in state.items() if not (isinstance(k, str) and torch.is_tensor(v))]
+    bad = [
+        f"{show_value(k, 80)} ({type(v).__name__})"
+        for k, v in state.items()
+        if not (isinstance(k, str) and torch.is_tensor(v))
+    ]
     if bad:
         raise WeightsError(
             f"{path} is not a flat mapping of tensor names to tensors; these entries are not tensors: "
@@ -135,27 +144,58 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     except (KeyboardInterrupt, MemoryError):
         raise
     except Exception as exc:  # safetensors raises its own SafetensorError, OSError or ValueError on bad files
-        raise _damaged(path, f"not readable as safetensors: {_first_line(str(exc))}") from None
+        raise _damaged(path, f"not readable as safetensors: {_first_line(str(exc))}") from exc
 
 
 def _read_pickle(path: Path) -> dict[str, torch.Tensor]:
-    with open(path, "rb") as f:
-        is_zip = f.read(4) == b"PK\x03\x04"  # torch.save's zip container can be memory-mapped
+    obj = load_pickle(path)
+    if not isinstance(obj, Mapping):
+        raise WeightsError(f"{path} holds a {type(obj).__name__}, not a mapping of tensor names to tensors")
+    return dict(obj)
+
+
+def load_pickle(path: str | os.PathLike[str], *, what: str = "weights file") -> Any:
+    """Read a ``torch.save`` file with ``torch.load(weights_only=True)``, turning every failure into our errors.
+
+    Only tensors, numbers, strings and plain containers can come out: a pickle that names any other Python object
+    (``os.system``, a class with ``__reduce__``...) is refused before that object is looked up, so none of its code
+    runs.
+
+    Args:
+        path: The file (``.bin``, ``.pt``, ``.ckpt``...).
+        what: What the file is, for the messages (``"weights file"``, ``"training checkpoint"``).
+
+    Returns:
+        The unpickled object, on the CPU.
+
+    Raises:
+        UnsafeCheckpointError: The pickle references objects other than tensors and plain containers.
+        WeightsError: The file is missing, empty, truncated or otherwise not a readable ``torch.save`` file.
+    """
+    path = Path(path)
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
+        if path.stat().st_size == 0:
+            raise WeightsError(f"{what} {path} is empty (0 bytes); delete it and download it again")
+        with open(path, "rb") as f:
+            is_zip = f.read(4) == b"PK\x03\x04"  # torch.save's zip container can be memory-mapped
+    except OSError as exc:
+        raise WeightsError(f"cannot read {what} {path}: {exc}") from exc
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns about pickle protocols before refusing; we explain below
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
     except (KeyboardInterrupt, MemoryError):
         raise
     except Exception as exc:  # truncated or corrupt zip / pickle streams surface as RuntimeError, EOFError, ...
         if isinstance(exc, pickle.UnpicklingError) and _is_well_formed_pickle(path, is_zip):
+            culprit = re.search(r"GLOBAL ([\w.]+)", str(exc))
+            names = f" (it names {culprit.group(1)})" if culprit else ""
             raise UnsafeCheckpointError(
-                f"{path} is a pickle that references Python objects other than tensors, so it was refused unread "
-                "(torch.load(weights_only=True)); nothing in it ran. If you trust its source, convert it to "
-                "safetensors in a separate, sandboxed step, or ask its publisher for a .safetensors file."
+                f"{path} is a pickle that references Python objects other than tensors{names}, so it was refused "
+                "unread by torch.load(weights_only=True); nothing in it ran. Use a .safetensors file instead: ask its "
+                "publisher for one, or, only if you trust the file's source, convert it in a separate, sandboxed step."
             ) from None
-        raise _damaged(path, f"{type(exc).__name__}: {_first_line(str(exc))}") from None
-    if not isinstance(obj, Mapping):
-        raise WeightsError(f"{path} holds a {type(obj).__name__}, not a mapping of tensor names to tensors")
-    return dict(obj)
+        raise _damaged(path, _torch_load_detail(exc), what) from exc
 
 
 def _is_well_formed_pickle(path: Path, is_zip: bool) -> bool:
@@ -264,13 +304,27 @@ def load_into(
     model.load_state_dict(converted, strict=True, assign=True)
 
 
-def _damaged(path: Path, detail: str) -> WeightsError:
-    return WeightsError(f"weights file {path} is damaged ({detail}); delete it and download it again")
+def _damaged(path: Path, detail: str, what: str = "weights file") -> WeightsError:
+    return WeightsError(f"{what} {path} is damaged ({detail}); delete it and download it again")
 
 
 def _listing(items: list[str]) -> str:
     shown = ", ".join(items[:_MAX_LISTED])
     return shown + (f", ... and {len(items) - _MAX_LISTED} more" if len(items) > _MAX_LISTED else "")
+
+
+def _torch_load_detail(exc: Exception) -> str:
+    """The informative part of a ``torch.load`` failure, without torch's advice to retry with weights_only=False."""
+    text = str(exc)
+    if "weights_only" in text:
+        specific = [
+            line.strip()
+            for line in text.splitlines()
+            if "Unsupported" in line or "unsupported" in line or "WeightsUnpickler error:" in line
+        ]
+        detail = specific[-1] if specific else "not a pickle torch.load(weights_only=True) can read"
+        return f"{type(exc).__name__}: {detail.replace('WeightsUnpickler error: ', '')}"
+    return f"{type(exc).__name__}: {_first_line(text).split('. ')[0]}"
 
 
 def _first_line(text: str) -> str:

@@ -16,7 +16,7 @@ from torch import nn
 
 from ..config import ConfigBase
 from ..hub import HubOptions, find_file, not_found_error
-from ..io import atomic_write
+from ..io import Writer, atomic_write_files, check_save_folder, remove_stale_temporaries
 from .loading import SAFETENSORS_WEIGHTS_NAME, find_weights_file, load_into, load_state_dict_file, rename_legacy_keys
 
 __all__ = ["ModelMixin", "resolve_dtype"]
@@ -128,26 +128,46 @@ class ModelMixin(nn.Module):
         load_into(model, state, source=weights_path, dtype=dtype or torch.float32)
         return model.eval()
 
-    def save_pretrained(self, folder: str | os.PathLike[str]) -> Path:
-        """Write ``config.json`` and ``diffusion_pytorch_model.safetensors`` to ``folder`` (each atomically).
+    def save_pretrained(self, folder: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+        """Write ``config.json`` and ``diffusion_pytorch_model.safetensors`` to ``folder``, all or nothing.
 
-        diffusers' ``from_pretrained`` reads the result, and so does :meth:`from_pretrained`.
+        Both files are written to temporary names first and renamed into place together, so an interrupted save
+        leaves the previous model intact. diffusers' ``from_pretrained`` reads the result, and so does
+        :meth:`from_pretrained`.
 
         Args:
-            folder: The folder to write (created if missing); existing files of these names are replaced.
+            folder: The folder to write (created if missing). A model of the same class there is replaced.
+            overwrite: Also replace another kind of model: by default a folder whose ``config.json`` names another
+                class, or that holds a pipeline (``model_index.json``; save into its ``unet/`` instead), is refused.
 
         Returns:
             The folder.
+
+        Raises:
+            OverwriteError: ``folder`` holds another kind of model (and ``overwrite`` is False), or is a file.
         """
+        files = self._save_plan(folder, overwrite=overwrite)
+        remove_stale_temporaries(files)
+        atomic_write_files(files)
+        return Path(folder)
+
+    def _save_plan(self, folder: str | os.PathLike[str], *, overwrite: bool = False) -> dict[Path, Writer]:
+        """Check ``folder`` (see :meth:`save_pretrained`) and return the files to write there, unwritten."""
         from safetensors.torch import save_file
 
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
+        config = self.config
+        folder = check_save_folder(
+            folder,
+            what=f"a {type(self).__name__}",
+            owned={config.config_name: lambda name: name == config._class_name},
+            foreign={"model_index.json": "a pipeline; save the model into its unet/ folder"},
+            overwrite=overwrite,
+        )
         state = {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items()}
-        weights_path = folder / SAFETENSORS_WEIGHTS_NAME
-        atomic_write(weights_path, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
-        self.config.save_json(folder)
-        return folder
+        return {
+            folder / SAFETENSORS_WEIGHTS_NAME: lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}),
+            folder / config.config_name: lambda tmp: tmp.write_text(config.to_json_string(), encoding="utf-8"),
+        }
 
 
 def _find_config(

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from ..config import ConfigBase, check
+from ..config import MAX_TRAIN_TIMESTEPS, ConfigBase, check, show_value
 from ..errors import ConfigError, UnsupportedConfigError
 from ..outputs import UNet2DOutput
 from .embeddings import TimestepEmbedding, timestep_embedding
@@ -30,6 +30,13 @@ from .resnet import ACTIVATIONS, make_activation
 from .unet_blocks import DOWN_BLOCK_TYPES, MID_BLOCK_TYPES, UP_BLOCK_TYPES, BlockSettings, UNetMidBlock2D, block_class
 
 __all__ = ["UNet2DConfig", "UNet2DModel"]
+
+# Upper bounds of the size keys: far above any real model, low enough that a hand-edited or hostile config.json
+# fails with a ConfigError instead of hanging or overflowing while the network is built.
+MAX_WIDTH = 65536  # channels, groups
+MAX_LEVELS = 16  # resolution levels (a 2**15 spatial divisor)
+MAX_LAYERS_PER_BLOCK = 64
+MAX_SAMPLE_SIZE = 65536
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,7 +133,7 @@ class UNet2DConfig(ConfigBase):
         value = getattr(self, key)
         where = f"{self._source()}: " if self._source() else ""
         return UnsupportedConfigError(
-            f"{where}config key {key!r} has value {value!r}, which diffusers knows but ddpm does not implement; "
+            f"{where}config key {key!r} has value {show_value(value)}, which diffusers knows but ddpm does not implement; "
             f"supported: {supported}"
         )
 
@@ -158,13 +165,18 @@ class UNet2DConfig(ConfigBase):
                 if cls is None or cls.__name__ not in allowed:
                     raise ConfigError(
                         f"{self._source() + ': ' if self._source() else ''}config key {key!r} contains "
-                        f"{name!r}, a block type ddpm does not implement; allowed: {', '.join(allowed)}"
+                        f"{show_value(name)}, a block type ddpm does not implement; allowed: {', '.join(allowed)}"
                     )
 
     def _check_shapes(self) -> None:
         n = len(self.block_out_channels)
-        check(n >= 1, self, "block_out_channels", "expected at least one level")
-        check(all(c > 0 for c in self.block_out_channels), self, "block_out_channels", "expected positive integers")
+        check(1 <= n <= MAX_LEVELS, self, "block_out_channels", f"expected 1 to {MAX_LEVELS} levels")
+        check(
+            all(0 < c <= MAX_WIDTH for c in self.block_out_channels),
+            self,
+            "block_out_channels",
+            f"expected positive integers up to {MAX_WIDTH}",
+        )
         for key in ("down_block_types", "up_block_types"):
             check(
                 len(getattr(self, key)) == n,
@@ -172,19 +184,26 @@ class UNet2DConfig(ConfigBase):
                 key,
                 f"expected one entry per level, i.e. {n} like block_out_channels={list(self.block_out_channels)}",
             )
-        for key in ("in_channels", "out_channels", "layers_per_block", "norm_num_groups"):
-            check(getattr(self, key) > 0, self, key, "expected a positive integer")
-        for key in ("time_embedding_dim", "attention_head_dim", "attn_norm_num_groups", "num_train_timesteps"):
+        for key, most in (
+            ("in_channels", MAX_WIDTH), ("out_channels", MAX_WIDTH), ("norm_num_groups", MAX_WIDTH),
+            ("layers_per_block", MAX_LAYERS_PER_BLOCK),
+        ):  # fmt: skip
+            check(0 < getattr(self, key) <= most, self, key, f"expected a positive integer up to {most}")
+        for key, most in (
+            ("time_embedding_dim", 4 * MAX_WIDTH), ("attention_head_dim", MAX_WIDTH),
+            ("attn_norm_num_groups", MAX_WIDTH), ("num_train_timesteps", MAX_TRAIN_TIMESTEPS),
+        ):  # fmt: skip
             value = getattr(self, key)
-            check(value is None or value > 0, self, key, "expected null or a positive integer")
+            check(value is None or 0 < value <= most, self, key, f"expected null or a positive integer up to {most}")
+        check(abs(self.freq_shift) <= MAX_WIDTH, self, "freq_shift", f"expected an integer in [-{MAX_WIDTH}, {MAX_WIDTH}]")
         check(self.norm_eps > 0, self, "norm_eps", "expected a positive number")
         check(self.mid_block_scale_factor != 0, self, "mid_block_scale_factor", "expected a non-zero number")
         check(0.0 <= self.dropout < 1.0, self, "dropout", "expected a probability in [0, 1)")
         check(self.downsample_padding in (0, 1), self, "downsample_padding", "expected 0 or 1")
         if self.sample_size is not None:
             sizes = self.sample_size if isinstance(self.sample_size, tuple) else (self.sample_size,)
-            check(len(sizes) in (1, 2) and all(s > 0 for s in sizes), self, "sample_size",
-                  "expected null, a positive integer or [height, width]")
+            check(len(sizes) in (1, 2) and all(0 < s <= MAX_SAMPLE_SIZE for s in sizes), self, "sample_size",
+                  f"expected null, a positive integer or [height, width], each at most {MAX_SAMPLE_SIZE}")
         half = self.block_out_channels[0] // 2
         check(half - self.freq_shift != 0, self, "freq_shift",
               f"must differ from block_out_channels[0] // 2 = {half} (it divides by their difference)")
@@ -323,8 +342,8 @@ class UNet2DModel(ModelMixin):
             ``UNet2DOutput(sample)`` with the prediction, shape (B, out_channels, H, W), contiguous.
 
         Raises:
-            ValueError: The sample's shape, channel count or dtype is wrong, or a timestep is not finite or does
-                not broadcast to the batch.
+            ValueError: The sample's shape, channel count, dtype or device is wrong, or a timestep is not finite or
+                does not broadcast to the batch.
             TypeError: ``sample`` is not a tensor or ``timestep`` is not a number or tensor.
         """
         self._check_sample(sample)
@@ -372,11 +391,18 @@ class UNet2DModel(ModelMixin):
                 f"sample spatial size {height}x{width} is not divisible by {divisor} (2**{cfg.num_downsamplers}, one "
                 f"halving per downsampler); resize or pad it to a multiple of {divisor}"
             )
-        dtype = self.dtype
-        if sample.dtype != dtype and not _autocast_enabled(sample.device.type):
+        weight = self.conv_in.weight
+        if sample.device != weight.device:
             raise ValueError(
-                f"sample has dtype {sample.dtype} but the model's parameters are {dtype}; pass "
-                f"sample.to({dtype}) or convert the model with .to({sample.dtype})"
+                f"sample is on {sample.device} but the model is on {weight.device}; move one of them, e.g. "
+                f"sample.to({str(weight.device)!r}) or model.to({str(sample.device)!r})"
+            )
+        if not sample.is_floating_point():
+            raise ValueError(f"sample has dtype {sample.dtype}; pass floating-point images, e.g. sample.to({weight.dtype})")
+        if sample.dtype != weight.dtype and not _autocast_enabled(sample.device.type):
+            raise ValueError(
+                f"sample has dtype {sample.dtype} but the model's parameters are {weight.dtype}; pass "
+                f"sample.to({weight.dtype}) or convert the model with .to({sample.dtype})"
             )
 
     @staticmethod

@@ -21,6 +21,7 @@ generator gives the same images in both libraries.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import os
@@ -31,10 +32,10 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 import torch
 
 from .. import hub
-from ..config import read_json
+from ..config import check_keys, read_json, show_value
 from ..errors import ConfigError
 from ..image_processing import check_output_type, postprocess
-from ..io import atomic_write_text
+from ..io import Writer, atomic_write_files, check_save_folder, remove_stale_temporaries
 from ..outputs import ImagePipelineOutput
 from ..utils import Generators, randn_tensor
 
@@ -43,7 +44,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DiffusionPipeline", "StepCallback", "MODEL_INDEX_NAME"]
+__all__ = ["DiffusionPipeline", "StepCallback", "MODEL_INDEX_NAME", "ModelIndex", "parse_model_index"]
 
 P = TypeVar("P", bound="DiffusionPipeline")
 
@@ -298,6 +299,10 @@ class DiffusionPipeline:
         """
         # 1. check the inputs before any work
         steps = self._check_call_inputs(batch_size, generator, num_inference_steps, output_type)
+        if isinstance(callback_on_step_end_tensor_inputs, str):
+            raise TypeError(
+                f"callback_on_step_end_tensor_inputs must be a list of names, e.g. [{callback_on_step_end_tensor_inputs!r}]"
+            )
         unknown = [n for n in callback_on_step_end_tensor_inputs if n not in CALLBACK_TENSOR_INPUTS]
         if unknown:
             raise ValueError(
@@ -439,7 +444,10 @@ class DiffusionPipeline:
         Raises:
             CheckpointNotFoundError: The id is neither a folder nor available from the cache or the Hub; offline,
                 the message says how to make it available.
-            ConfigError: ``model_index.json`` names a component class ddpm does not implement.
+            ConfigError: A config file (``model_index.json``, ``config.json``, ``scheduler_config.json``) is not
+                valid JSON, holds a bad value, or names a class ddpm does not implement; the message names the file.
+            WeightsError: The UNet weights are damaged or do not fit its config.
+            UnsafeCheckpointError: The UNet weights are a pickle that references code; nothing in it ran.
         """
         options = hub.HubOptions(revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token)
         index = _read_model_index(repo_id_or_path, options)
@@ -468,75 +476,81 @@ class DiffusionPipeline:
         return DDPMPipeline
 
     @classmethod
-    def _class_for_index(cls, index: Mapping[str, Any]) -> type[Any]:
+    def _class_for_index(cls, index: ModelIndex) -> type[Any]:
         """Calling the base class picks the pipeline class ``model_index.json`` names; subclasses stay themselves."""
-        for name in ("unet", "scheduler"):
-            entry = index.get(name)
-            if not (isinstance(entry, (list, tuple)) and len(entry) == 2 and entry[1]):
-                raise ConfigError(
-                    f"{MODEL_INDEX_NAME}: the {name!r} entry is {entry!r}; expected [library, class name], "
-                    f'e.g. ["diffusers", "{"UNet2DModel" if name == "unet" else "DDPMScheduler"}"]'
-                )
-        if index["unet"][1] != "UNet2DModel":
-            raise ConfigError(
-                f"{MODEL_INDEX_NAME}: the unet is a {index['unet'][1]}, and ddpm implements only UNet2DModel"
-            )
-        extra = sorted(k for k, v in index.items() if not k.startswith("_") and k not in ("unet", "scheduler"))
-        if extra:
-            logger.debug("%s: ignoring components %s", MODEL_INDEX_NAME, ", ".join(extra))
+        if index.unet != "UNet2DModel":
+            raise ConfigError(f"{index.source}: the unet is a {index.unet}, and ddpm implements only UNet2DModel")
         if cls is not DiffusionPipeline:
             return cls
         from . import PIPELINES
 
-        name = index.get("_class_name", "DDPMPipeline")
         by_name = {c.__name__: c for c in PIPELINES.values()}
-        if name not in by_name:
+        if index.pipeline not in by_name:
             raise ConfigError(
-                f"{MODEL_INDEX_NAME}: _class_name {name!r} is not a ddpm pipeline; load it with one of "
+                f"{index.source}: _class_name {index.pipeline!r} is not a ddpm pipeline; load it with one of "
                 f"{', '.join(sorted(by_name))}"
             )
-        return by_name[name]
+        return by_name[index.pipeline]
 
     @classmethod
     def _scheduler_class_for(
-        cls, repo_id_or_path: str | os.PathLike[str], index: Mapping[str, Any] | None, options: hub.HubOptions
+        cls, repo_id_or_path: str | os.PathLike[str], index: ModelIndex | None, options: hub.HubOptions
     ) -> type[Any]:
         classes = scheduler_classes()
         if cls.scheduler_type is not None:
             return classes[cls.scheduler_type]
         if index is not None:
-            name = index["scheduler"][1]
+            name, source = index.scheduler, index.source
         else:
             path = hub.find_file(repo_id_or_path, "scheduler_config.json", subfolder="scheduler", options=options)
             name = read_json(path).get("_class_name", "DDPMScheduler") if path is not None else "DDPMScheduler"
-        if name not in classes or not name.endswith("Scheduler"):
+            source = str(path)
+        if not isinstance(name, str) or name not in classes or not name.endswith("Scheduler"):
             supported = ", ".join(n for n in classes if n.endswith("Scheduler"))
             raise ConfigError(
-                f"{repo_id_or_path}: the scheduler is a {name}, which ddpm does not implement (supported: "
+                f"{source}: the scheduler is {show_value(name)}, which ddpm does not implement (supported: "
                 f"{supported}); load it with DDIMPipeline or PNDMPipeline to convert its config"
             )
         return classes[name]
 
-    def save_pretrained(self, save_directory: str | os.PathLike[str]) -> Path:
+    def save_pretrained(self, save_directory: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
         """Save the pipeline as ``model_index.json`` + ``unet/`` + ``scheduler/``, a layout diffusers loads too.
 
-        Every file is written atomically; ``model_index.json`` is written last, so a folder that has it is complete.
+        All files are written to temporary names first and renamed into place together, ``model_index.json`` last:
+        an interrupted save leaves the previous pipeline intact, and a folder with ``model_index.json`` is complete.
 
         Args:
-            save_directory: The folder to write (created if needed; files in it are replaced).
+            save_directory: The folder to write (created if needed). A ddpm pipeline saved there is replaced.
+            overwrite: Also replace another kind of model: by default a folder with a ``model_index.json`` of
+                another pipeline class, a bare model folder (``config.json`` without ``model_index.json``), or
+                ``unet/`` / ``scheduler/`` folders holding other models are refused.
 
         Returns:
             The folder.
+
+        Raises:
+            OverwriteError: The folder holds another kind of model (and ``overwrite`` is False), or is a file.
         """
         from .. import __version__
-
-        folder = Path(save_directory)
-        folder.mkdir(parents=True, exist_ok=True)
-        self.unet.save_pretrained(folder / "unet")
-        self.scheduler.save_pretrained(folder / "scheduler")
         from . import PIPELINES
 
         known = {c.__name__ for c in PIPELINES.values()}
+        folder = Path(save_directory)
+        bare_model = folder.is_dir() and not (folder / MODEL_INDEX_NAME).exists()
+        folder = check_save_folder(
+            folder,
+            what=f"a {type(self).__name__}",
+            owned={MODEL_INDEX_NAME: lambda name: name in known},
+            foreign={"config.json": "a model without model_index.json, not a pipeline"} if bare_model else {},
+            overwrite=overwrite,
+        )
+        files: dict[Path, Writer] = {}
+        for name, part in (("unet", self.unet), ("scheduler", self.scheduler)):
+            plan = getattr(part, "_save_plan", None)
+            if plan is not None:
+                files.update(plan(folder / name, overwrite=overwrite))
+            else:  # a component of another library (e.g. a diffusers scheduler) saves itself, before the rest
+                part.save_pretrained(folder / name)
         index = {
             "_class_name": type(self).__name__ if type(self).__name__ in known else "DDPMPipeline",
             "_ddpm_version": __version__,
@@ -544,7 +558,10 @@ class DiffusionPipeline:
             "scheduler": ["diffusers", type(self.scheduler).__name__],
             "unet": ["diffusers", type(self.unet).__name__],
         }
-        atomic_write_text(folder / MODEL_INDEX_NAME, _to_json(index))
+        text = _to_json(index)
+        files[folder / MODEL_INDEX_NAME] = lambda tmp: tmp.write_text(text, encoding="utf-8")  # last: completes it
+        remove_stale_temporaries(files)
+        atomic_write_files(files)
         return folder
 
 
@@ -554,11 +571,69 @@ def _to_json(data: Mapping[str, Any]) -> str:
     return json.dumps(dict(data), indent=2, sort_keys=True) + "\n"
 
 
-def _read_model_index(repo_id_or_path: str | os.PathLike[str], options: hub.HubOptions) -> dict[str, Any] | None:
-    """``model_index.json`` as a dict, or None when the repo has none (then it must have a UNet config)."""
+@dataclasses.dataclass(frozen=True)
+class ModelIndex:
+    """What a ``model_index.json`` says, checked: the pipeline class and the class of each component.
+
+    Attributes:
+        pipeline: ``_class_name``, the pipeline class (``"DDPMPipeline"`` when the key is absent).
+        unet: The class of the ``unet`` component.
+        scheduler: The class of the ``scheduler`` component.
+        source: The file, for error messages.
+    """
+
+    pipeline: str
+    unet: str
+    scheduler: str
+    source: str = MODEL_INDEX_NAME
+
+
+def parse_model_index(data: Mapping[str, Any], source: str | os.PathLike[str] = MODEL_INDEX_NAME) -> ModelIndex:
+    """Check the content of a ``model_index.json`` and return what ddpm needs from it.
+
+    Keys ddpm does not use (other components, ``_diffusers_version``) are ignored.
+
+    Args:
+        data: The parsed JSON object.
+        source: The file it came from, named in errors.
+
+    Raises:
+        ConfigError: ``data`` is not an object, ``_class_name`` is not a string, or the ``unet`` or ``scheduler``
+            entry is not ``[library, class name]``; the message names the file, the key and the value.
+    """
+    source = str(source)
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{source} must hold a JSON object, found {type(data).__name__}")
+    check_keys(data, source)
+    pipeline = data.get("_class_name", "DDPMPipeline")
+    if not isinstance(pipeline, str):
+        raise ConfigError(f"{source}: _class_name has value {show_value(pipeline)}; expected a pipeline class name")
+    classes = {}
+    for name, example in (("unet", "UNet2DModel"), ("scheduler", "DDPMScheduler")):
+        entry = data.get(name)
+        if not (
+            isinstance(entry, (list, tuple))
+            and len(entry) == 2
+            and (entry[0] is None or isinstance(entry[0], str))
+            and isinstance(entry[1], str)
+            and entry[1]
+        ):
+            raise ConfigError(
+                f"{source}: the {name!r} entry is {show_value(entry)}; expected [library, class name], "
+                f'e.g. ["diffusers", "{example}"]'
+            )
+        classes[name] = entry[1]
+    extra = sorted(k for k in data if not k.startswith("_") and k not in classes)
+    if extra:
+        logger.debug("%s: ignoring components %s", source, ", ".join(extra))
+    return ModelIndex(pipeline=pipeline, unet=classes["unet"], scheduler=classes["scheduler"], source=source)
+
+
+def _read_model_index(repo_id_or_path: str | os.PathLike[str], options: hub.HubOptions) -> ModelIndex | None:
+    """The checked ``model_index.json``, or None when the repo has none (then it must have a UNet config)."""
     path = hub.find_file(repo_id_or_path, MODEL_INDEX_NAME, options=options)
     if path is not None:
-        return read_json(path)
+        return parse_model_index(read_json(path), source=path)
     if hub.find_file(repo_id_or_path, "config.json", subfolder="unet", options=options) is None:
         raise hub.not_found_error(
             repo_id_or_path, [MODEL_INDEX_NAME, "config.json"], subfolder="unet", options=options, what="a pipeline"
@@ -570,7 +645,12 @@ def _read_model_index(repo_id_or_path: str | os.PathLike[str], options: hub.HubO
 def _check_generators(generator: Generators, batch_size: int, device: torch.device) -> None:
     if generator is None:
         return
-    gens = [generator] if isinstance(generator, torch.Generator) else list(generator)  # type: ignore[arg-type]
+    if not isinstance(generator, (torch.Generator, list, tuple)):
+        raise TypeError(
+            f"generator must be a torch.Generator or a list of them, got {type(generator).__name__}: "
+            f"{show_value(generator)}; e.g. torch.Generator().manual_seed(0)"
+        )
+    gens = [generator] if isinstance(generator, torch.Generator) else list(generator)
     if not isinstance(generator, torch.Generator) and len(gens) != batch_size:
         raise ValueError(
             f"got a list of {len(gens)} generators for batch_size={batch_size}; pass exactly one generator per "
@@ -578,7 +658,7 @@ def _check_generators(generator: Generators, batch_size: int, device: torch.devi
         )
     for i, g in enumerate(gens):
         if not isinstance(g, torch.Generator):
-            raise TypeError(f"generator[{i}] is a {type(g).__name__}, not a torch.Generator")
+            raise TypeError(f"generator[{i}] is {show_value(g)} ({type(g).__name__}), not a torch.Generator")
         if g.device.type not in ("cpu", device.type):
             raise ValueError(
                 f"a {g.device.type} generator cannot draw noise for a pipeline on {device}; use a CPU generator "

@@ -33,8 +33,10 @@ from typing import Any, ClassVar, Literal, TypeVar, get_args
 import numpy as np
 import torch
 
-from ..config import ConfigBase, check, config_to_dict, read_json
+from ..config import MAX_TRAIN_TIMESTEPS, ConfigBase, check, check_keys, config_to_dict, read_json, show_value
+from ..errors import ConfigError
 from ..hub import HubOptions, require_file
+from ..io import Writer, atomic_write_files, check_save_folder, remove_stale_temporaries
 from ..outputs import SchedulerOutput
 from ..utils import Generators, extract, randn_tensor
 from .schedules import BetaSchedule, alphas_cumprod_from_betas, make_betas
@@ -64,6 +66,8 @@ PREDICTION_TYPES: tuple[str, ...] = get_args(PredictionType)
 TIMESTEP_SPACINGS: tuple[str, ...] = get_args(TimestepSpacing)
 
 S = TypeVar("S", bound="Scheduler")
+
+_FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 
 
 # ---------------------------------------------------------------------------------------------------------- configs
@@ -111,6 +115,18 @@ class SchedulerConfig(ConfigBase):
 
     def validate(self) -> None:
         check(self.num_train_timesteps >= 1, self, "num_train_timesteps", "it must be at least 1")
+        check(
+            self.num_train_timesteps <= MAX_TRAIN_TIMESTEPS,
+            self,
+            "num_train_timesteps",
+            f"it must be at most {MAX_TRAIN_TIMESTEPS} (real models use 1000 to 4000)",
+        )
+        check(
+            self.num_train_timesteps >= 2 or not self.rescale_betas_zero_snr,
+            self,
+            "num_train_timesteps",
+            "rescale_betas_zero_snr=True needs at least 2 timesteps (it pins the first and the last one)",
+        )
         if self.trained_betas is not None:
             check(
                 len(self.trained_betas) == self.num_train_timesteps,
@@ -139,7 +155,14 @@ class SchedulerConfig(ConfigBase):
           ``set_alpha_to_one=True``, PNDM to False.
         """
         data = {**config_to_dict(config), **overrides}
-        for name in set(data.pop("_use_default_values", None) or ()) - set(overrides):
+        check_keys(data, source)
+        defaulted = data.pop("_use_default_values", None) or ()
+        if not (isinstance(defaulted, (list, tuple)) and all(isinstance(k, str) for k in defaulted)):
+            raise ConfigError(
+                f"{source or 'the config'}: _use_default_values has value {show_value(defaulted)}; expected a list of "
+                "config key names"
+            )
+        for name in set(defaulted) - set(overrides):
             data.pop(name, None)
         for key, value in data.items():
             if isinstance(value, (np.ndarray, torch.Tensor)):
@@ -190,9 +213,10 @@ class ClippingSchedulerConfig(SchedulerConfig):
 
     def validate(self) -> None:
         super().validate()
-        check(self.clip_sample_range > 0, self, "clip_sample_range", "it must be > 0")
         check(0.0 < self.dynamic_thresholding_ratio <= 1.0, self, "dynamic_thresholding_ratio", "it must be in (0, 1]")
-        check(self.sample_max_value > 0, self, "sample_max_value", "it must be > 0")
+        for key in ("clip_sample_range", "sample_max_value"):  # clamp bounds: positive, representable in float32
+            check(getattr(self, key) > 0, self, key, "it must be > 0")
+            check(getattr(self, key) <= _FLOAT32_MAX, self, key, f"it must be at most {_FLOAT32_MAX:.4g} (float32)")
 
 
 # ------------------------------------------------------------------------------------------------ timestep spacing
@@ -448,9 +472,34 @@ class Scheduler:
         config = cls._build_config(read_json(path), overrides, source=path)
         return cls(config=config, **init_kwargs)
 
-    def save_pretrained(self, save_directory: str | os.PathLike[str]) -> Path:
-        """Write ``save_directory/scheduler_config.json`` atomically (diffusers reads it too) and return its path."""
-        return self.config.save_json(save_directory)
+    def save_pretrained(self, save_directory: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+        """Write ``save_directory/scheduler_config.json`` atomically (diffusers reads it too) and return its path.
+
+        Args:
+            save_directory: The folder (created if missing). Any scheduler's config there is replaced.
+            overwrite: Also write into a pipeline folder (``model_index.json``; save into its ``scheduler/``
+                instead) or over a ``scheduler_config.json`` that is not a scheduler's; refused by default.
+
+        Raises:
+            OverwriteError: The folder holds another kind of model (and ``overwrite`` is False), or is a file.
+        """
+        files = self._save_plan(save_directory, overwrite=overwrite)
+        remove_stale_temporaries(files)
+        atomic_write_files(files)
+        return next(iter(files))
+
+    def _save_plan(self, save_directory: str | os.PathLike[str], *, overwrite: bool = False) -> dict[Path, Writer]:
+        """Check the folder (see :meth:`save_pretrained`) and return the file to write there, unwritten."""
+        name = self.config_class.config_name
+        folder = check_save_folder(
+            save_directory,
+            what=f"a {type(self).__name__}",
+            owned={name: lambda class_name: class_name.endswith("Scheduler")},
+            foreign={"model_index.json": "a pipeline; save the scheduler into its scheduler/ folder"},
+            overwrite=overwrite,
+        )
+        text = self.config.to_json_string()
+        return {folder / name: lambda tmp: tmp.write_text(text, encoding="utf-8")}
 
     # ------------------------------------------------------------------------------------------------ the schedule
     def _final_alpha_bar(self) -> float:

@@ -1,0 +1,606 @@
+"""The catalogue of hostile files and bad input, with the exception and the words each one must produce.
+
+``tests/test_hostile.py`` runs every case. Run this file to print the table of what users see (the notes and
+``docs/errors.md`` are made from it)::
+
+    PYTHONPATH=src python tests/bad_inputs.py > /tmp/table.md
+
+Each case gets a fresh copy of a tiny, valid pipeline folder (flat google/ddpm-* layout: ``model_index.json``,
+``config.json``, ``diffusion_pytorch_model.safetensors``, ``scheduler_config.json``) and breaks one thing.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import io
+import json
+import os
+import pickle
+import shutil
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if __name__ == "__main__":  # the same environment as tests/conftest.py
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TQDM_DISABLE", "1")
+
+import torch
+
+from ddpm import (
+    CheckpointNotFoundError,
+    ConfigError,
+    DDIMScheduler,
+    DDPMPipeline,
+    DDPMScheduler,
+    OverwriteError,
+    PNDMScheduler,
+    UnsafeCheckpointError,
+    UnsupportedConfigError,
+    UNet2DModel,
+    WeightsError,
+)
+from ddpm.pipelines import DiffusionPipeline
+from helpers import CIFAR10_SCHEDULER_CONFIG, MODEL_INDEX, TINY_UNET_CONFIG, damage_file, perturb_
+
+WEIGHTS = "diffusion_pytorch_model.safetensors"
+BIN = "diffusion_pytorch_model.bin"
+MARKER = "payload-ran"
+
+
+# ---------------------------------------------------------------------------------------------- malicious pickles
+
+
+class ShellPayload:
+    """Unpickling this runs ``touch <marker>`` through ``os.system``: what a malicious checkpoint does."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (os.system, (f"touch '{self.marker}'",))
+
+
+class OpenPayload:
+    """Unpickling this creates ``marker`` through ``open(marker, "w")``."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (builtins.open, (str(self.marker), "w"))
+
+
+def write_malicious_bin(path: Path, marker: Path, how: str = "zip") -> None:
+    """A weights file whose unpickling would create ``marker``: torch.save (zip or legacy format) or plain pickle."""
+    state = {"conv_in.weight": ShellPayload(marker), "conv_in.bias": OpenPayload(marker)}
+    if how == "zip":
+        torch.save(state, path)
+    elif how == "legacy":
+        torch.save(state, path, _use_new_zipfile_serialization=False)
+    elif how == "pickle":
+        with open(path, "wb") as f:
+            pickle.dump(state, f, protocol=2)
+    else:
+        raise ValueError(how)
+
+
+# ---------------------------------------------------------------------------------------------- the tiny repo
+
+
+def build_template(folder: Path) -> Path:
+    """A valid flat repo with a tiny UNet (ours, seeded and perturbed) and the cifar10 scheduler config."""
+    torch.manual_seed(0)
+    unet = perturb_(UNet2DModel.from_config(TINY_UNET_CONFIG), seed=0).eval()
+    unet.save_pretrained(folder)
+    (folder / "scheduler_config.json").write_text(json.dumps(CIFAR10_SCHEDULER_CONFIG, indent=2))
+    (folder / "model_index.json").write_text(json.dumps(MODEL_INDEX, indent=2))
+    return folder
+
+
+@dataclass
+class Ctx:
+    """What a case works with: ``repo``, a fresh copy of the template, and ``tmp``, an empty scratch folder."""
+
+    repo: Path
+    tmp: Path
+    _pipe: Any = field(default=None, repr=False)
+
+    @property
+    def marker(self) -> Path:
+        return self.tmp / MARKER
+
+    @property
+    def pipe(self) -> Any:
+        if self._pipe is None:
+            self._pipe = DDPMPipeline.from_pretrained(self.repo)
+            self._pipe.set_progress_bar_config(disable=True)
+        return self._pipe
+
+    @property
+    def unet(self) -> Any:
+        return self.pipe.unet
+
+    def edit_json(self, name: str, **changes: Any) -> Path:
+        path = self.repo / name
+        path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+        return path
+
+    def write(self, name: str, data: bytes | str) -> Path:
+        path = self.repo / name
+        path.write_bytes(data if isinstance(data, bytes) else data.encode())
+        return path
+
+    def weights_as_bin(self, how: str = "zip") -> Path:
+        """Replace the safetensors file by the same tensors in a torch.save ``.bin``."""
+        from safetensors.torch import load_file
+
+        state = load_file(self.repo / WEIGHTS)
+        (self.repo / WEIGHTS).unlink()
+        torch.save(state, self.repo / BIN, _use_new_zipfile_serialization=how == "zip")
+        return self.repo / BIN
+
+    def damage(self, name: str, how: str) -> Path:
+        return damage_file(self.repo / name, how)
+
+
+def load_unet(ctx: Ctx) -> Any:
+    return UNet2DModel.from_pretrained(ctx.repo)
+
+
+def load_pipeline(ctx: Ctx) -> Any:
+    return DDPMPipeline.from_pretrained(ctx.repo)
+
+
+def run_cli(ctx: Ctx, *argv: str) -> tuple[int, str]:
+    """``ddpm <argv>`` in-process: (exit status, stderr)."""
+    from ddpm.cli import main
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        status = main([expand(a, ctx) for a in argv])
+    return status, err.getvalue()
+
+
+# ---------------------------------------------------------------------------------------------- the catalogue
+
+
+@dataclass(frozen=True)
+class Case:
+    """One bad input.
+
+    Attributes:
+        id: Short, unique, used as the pytest id.
+        area: The table section.
+        what: The bad input, in words.
+        run: Does what a user would do; must raise ``error`` (or, for CLI cases, return ``(status, stderr)``).
+        error: The exception class expected (for CLI cases: None, and the exit status must be 1).
+        says: Fragments the message must contain; ``{repo}`` and ``{tmp}`` are replaced by the case's folders.
+    """
+
+    id: str
+    area: str
+    what: str
+    run: Callable[[Ctx], Any]
+    error: type[BaseException] | None
+    says: tuple[str, ...] = ()
+
+
+def _unsafe(how: str, loader: Callable[[Ctx], Any]) -> Callable[[Ctx], Any]:
+    def run(ctx: Ctx) -> Any:
+        (ctx.repo / WEIGHTS).unlink()
+        write_malicious_bin(ctx.repo / BIN, ctx.marker, how)
+        return loader(ctx)
+
+    return run
+
+
+def _config_case(id: str, what: str, changes: dict[str, Any], *says: str, error: type = ConfigError) -> Case:
+    def run(ctx: Ctx) -> Any:
+        ctx.edit_json("config.json", **changes)
+        return load_unet(ctx)
+
+    return Case(id, "UNet config.json", what, run, error, ("{repo}/config.json", *says))
+
+
+def _scheduler_case(id: str, what: str, changes: dict[str, Any], *says: str) -> Case:
+    def run(ctx: Ctx) -> Any:
+        ctx.edit_json("scheduler_config.json", **changes)
+        return DDPMScheduler.from_pretrained(ctx.repo)
+
+    return Case(id, "scheduler_config.json", what, run, ConfigError, ("{repo}/scheduler_config.json", *says))
+
+
+def _index_case(id: str, what: str, content: Any, *says: str, loader: Callable[[Ctx], Any] | None = None) -> Case:
+    def run(ctx: Ctx) -> Any:
+        ctx.write("model_index.json", content if isinstance(content, str) else json.dumps(content))
+        return (loader or (lambda c: DiffusionPipeline.from_pretrained(c.repo)))(ctx)
+
+    return Case(id, "model_index.json", what, run, ConfigError, ("{repo}/model_index.json", *says))
+
+
+def _runtime(id: str, area: str, what: str, run: Callable[[Ctx], Any], error: type, *says: str) -> Case:
+    return Case(id, area, what, run, error, says)
+
+
+def _x(*shape: int, **kwargs: Any) -> torch.Tensor:
+    return torch.randn(*shape, **kwargs)
+
+
+class NaNUNet(torch.nn.Module):
+    """Wraps a UNet and returns NaN from the third call on: a model that blows up mid-sampling."""
+
+    def __init__(self, unet: Any) -> None:
+        super().__init__()
+        self.unet, self.config, self.calls = unet, unet.config, 0
+
+    def forward(self, sample: torch.Tensor, t: Any) -> Any:
+        self.calls += 1
+        out = self.unet(sample, t)
+        return type(out)(sample=out.sample * float("nan")) if self.calls >= 3 else out
+
+
+def _nan_pipeline(ctx: Ctx) -> Any:
+    pipe = DDPMPipeline(unet=NaNUNet(ctx.unet), scheduler=ctx.pipe.scheduler)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe(num_inference_steps=5, check_finite=True)
+
+
+def _set_timesteps(n: Any, cls: type = DDPMScheduler) -> Callable[[Ctx], Any]:
+    return lambda ctx: cls().set_timesteps(n)
+
+
+def _step_with(model_output: torch.Tensor, timestep: Any, *, set_steps: bool = True) -> Callable[[Ctx], Any]:
+    def run(ctx: Ctx) -> Any:
+        s = DDPMScheduler()
+        if set_steps:
+            s.set_timesteps(10)
+        return s.step(model_output, timestep, _x(1, 3, 8, 8))
+
+    return run
+
+
+def _save_case(id: str, what: str, run: Callable[[Ctx], Any], *says: str) -> Case:
+    return Case(id, "saving", what, run, OverwriteError, ("refusing to save" if not says else says[0], *says[1:]))
+
+
+def _save_into(setup: Callable[[Path], None], save: Callable[[Ctx, Path], Any]) -> Callable[[Ctx], Any]:
+    """Prepare ``<tmp>/target`` with ``setup``, then save something into it."""
+
+    def run(ctx: Ctx) -> Any:
+        target = ctx.tmp / "target"
+        target.mkdir()
+        setup(target)
+        return save(ctx, target)
+
+    return run
+
+
+def _save_unet_into(setup: Callable[[Path], None]) -> Callable[[Ctx], Any]:
+    return _save_into(setup, lambda ctx, target: ctx.unet.save_pretrained(target))
+
+
+def _save_pipeline_into(setup: Callable[[Path], None]) -> Callable[[Ctx], Any]:
+    return _save_into(setup, lambda ctx, target: ctx.pipe.save_pretrained(target))
+
+
+def _save_scheduler_into(setup: Callable[[Path], None]) -> Callable[[Ctx], Any]:
+    return _save_into(setup, lambda ctx, target: DDPMScheduler().save_pretrained(target))
+
+
+def _write_json(name: str, data: Any) -> Callable[[Path], None]:
+    def setup(folder: Path) -> None:
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(data))
+
+    return setup
+
+
+UNSAFE_SAYS = ("{repo}/" + BIN, "refused", "nothing in it ran", "safetensors")
+
+CASES: list[Case] = [
+    # --- pickles carrying code
+    Case("pickle-zip-unet", "pickled weights carrying code", "`.bin` (torch.save zip) whose unpickling runs "
+         "`os.system`: `UNet2DModel.from_pretrained`", _unsafe("zip", load_unet), UnsafeCheckpointError,
+         (*UNSAFE_SAYS, "posix.system")),
+    Case("pickle-legacy-unet", "pickled weights carrying code", "the same in torch's legacy (non-zip) format",
+         _unsafe("legacy", load_unet), UnsafeCheckpointError, UNSAFE_SAYS),
+    Case("pickle-plain-unet", "pickled weights carrying code", "a plain `pickle.dump` (protocol 2) of the same",
+         _unsafe("pickle", load_unet), UnsafeCheckpointError, UNSAFE_SAYS),
+    Case("pickle-zip-pipeline", "pickled weights carrying code", "malicious `.bin`: `DDPMPipeline.from_pretrained`",
+         _unsafe("zip", load_pipeline), UnsafeCheckpointError, UNSAFE_SAYS),
+    Case("pickle-zip-diffusionpipeline", "pickled weights carrying code",
+         "malicious `.bin`: `DiffusionPipeline.from_pretrained`",
+         _unsafe("zip", lambda c: DiffusionPipeline.from_pretrained(c.repo)), UnsafeCheckpointError, UNSAFE_SAYS),
+    Case("pickle-zip-cli", "pickled weights carrying code", "malicious `.bin`: `ddpm sample FOLDER` (exit status 1)",
+         _unsafe("zip", lambda c: run_cli(c, "sample", "{repo}", "--steps", "1", "--out", "{tmp}/out",
+                                          "--no-progress")),
+         None, ("ddpm sample: error:", *UNSAFE_SAYS)),
+    # --- damaged weights
+    *[
+        Case(f"weights-{fmt}-{how.replace(' ', '-')}", "damaged weights",
+             f"{how} `{name}`",
+             (lambda c, fmt=fmt, how=how, name=name: (
+                 c.weights_as_bin() if fmt == "bin" else None, c.damage(name, how), load_unet(c))),
+             WeightsError, ("{repo}/" + name, "empty" if how == "empty" else "damaged", "download it again"))
+        for fmt, name in (("safetensors", WEIGHTS), ("bin", BIN))
+        for how in ("truncated", "garbage", "empty") + (("huge header",) if fmt == "safetensors" else ())
+    ],
+    Case("weights-bin-list", "damaged weights", "`.bin` holding a list of tensors instead of a dict",
+         lambda c: (c.weights_as_bin(), torch.save([torch.zeros(1)], c.repo / BIN), load_unet(c)),
+         WeightsError, ("{repo}/" + BIN, "holds a list")),
+    Case("weights-bin-non-tensor", "damaged weights", "`.bin` whose dict holds a non-tensor (`\"epoch\": 3`)",
+         lambda c: (c.weights_as_bin(), torch.save({"epoch": 3, "conv_in.bias": torch.zeros(32)}, c.repo / BIN),
+                    load_unet(c)),
+         WeightsError, ("{repo}/" + BIN, "'epoch' (int)")),
+    # --- tensors that do not fit
+    Case("weights-mismatch", "weights that do not fit the config",
+         "one tensor missing, one unexpected, one of the wrong shape",
+         lambda c: _mismatch(c), WeightsError,
+         ("{repo}/" + WEIGHTS, "missing (1): conv_out.bias (3,)", "unexpected (1): extra.weight (2, 2)",
+          "wrong shape (1): conv_in.weight: file (32, 3, 5, 5), model (32, 3, 3, 3)")),
+    Case("weights-other-config", "weights that do not fit the config",
+         "weights of another config (`layers_per_block` 1 → 3): dozens of tensors missing",
+         lambda c: (c.edit_json("config.json", layers_per_block=3), load_unet(c)), WeightsError,
+         ("{repo}/" + WEIGHTS, "missing (", "... and ", " more", "is the config.json beside them the right one?")),
+    # --- config.json
+    Case("config-not-json", "UNet config.json", "`config.json` that is not JSON (`{\"in_channels\": 3,`)",
+         lambda c: (c.write("config.json", '{"in_channels": 3,'), load_unet(c)), ConfigError,
+         ("{repo}/config.json", "is not valid JSON", "line 1")),
+    Case("config-empty", "UNet config.json", "empty `config.json`",
+         lambda c: (c.write("config.json", ""), load_unet(c)), ConfigError, ("{repo}/config.json", "not valid JSON")),
+    Case("config-list", "UNet config.json", "`config.json` holding a list", lambda c: (c.write("config.json", "[3]"),
+         load_unet(c)), ConfigError, ("{repo}/config.json", "must hold a JSON object", "found list")),
+    Case("config-not-utf8", "UNet config.json", "`config.json` that is not UTF-8 text",
+         lambda c: (c.write("config.json", b"\xff\xfe{\x00"), load_unet(c)), ConfigError,
+         ("{repo}/config.json", "cannot read")),
+    Case("config-deep", "UNet config.json", "`config.json` nesting lists 100,000 deep",
+         lambda c: (c.write("config.json", "[" * 100_000 + "]" * 100_000), load_unet(c)), ConfigError,
+         ("{repo}/config.json", "too deeply")),
+    Case("config-huge", "UNet config.json", "a 17 MB `config.json`",
+         lambda c: (c.write("config.json", b" " * (17 * 2**20)), load_unet(c)), ConfigError,
+         ("{repo}/config.json", "too large for a config file")),
+    _config_case("config-string-for-list", "a string where a list of ints belongs",
+                 {"block_out_channels": "32,64"}, "'block_out_channels'", "'32,64'", "expected a list of integers"),
+    _config_case("config-negative-channels", "a negative channel count", {"in_channels": -3},
+                 "'in_channels'", "-3", "expected a positive integer"),
+    _config_case("config-negative-block", "a negative entry in `block_out_channels`", {"block_out_channels": [32, -64]},
+                 "'block_out_channels'", "(32, -64)", "expected positive integers"),
+    _config_case("config-zero-groups", "zero GroupNorm groups", {"norm_num_groups": 0}, "'norm_num_groups'", "0",
+                 "expected a positive integer"),
+    _config_case("config-groups-divide", "groups that do not divide the channels", {"norm_num_groups": 24},
+                 "'norm_num_groups'", "24", "divisible"),
+    _config_case("config-list-lengths", "block lists of different lengths",
+                 {"down_block_types": ["DownBlock2D", "AttnDownBlock2D", "DownBlock2D"]}, "'down_block_types'",
+                 "expected one entry per level, i.e. 2"),
+    _config_case("config-block-type", "an unknown block type", {"up_block_types": ["AttnUpBlock2D", "UpBlock3D"]},
+                 "'up_block_types'", "'UpBlock3D'", "allowed: UpBlock2D, AttnUpBlock2D"),
+    _config_case("config-bool-for-int", "`true` where an integer belongs", {"layers_per_block": True},
+                 "'layers_per_block'", "True", "expected an integer"),
+    _config_case("config-fraction-for-int", "`1.5` where an integer belongs", {"layers_per_block": 1.5},
+                 "'layers_per_block'", "1.5", "expected an integer"),
+    _config_case("config-nan", "`NaN` for `norm_eps`", {"norm_eps": float("nan")}, "'norm_eps'", "nan",
+                 "expected a number"),
+    _config_case("config-huge-int", "a huge `layers_per_block` (10**6; would hang building the network)",
+                 {"layers_per_block": 10**6}, "'layers_per_block'", "1000000", "up to 64"),
+    _config_case("config-overflow", "an `in_channels` beyond int64 (10**30)", {"in_channels": 10**30},
+                 "'in_channels'", "up to 65536"),
+    _config_case("config-null", "`null` for `in_channels`", {"in_channels": None}, "'in_channels'", "None",
+                 "expected an integer"),
+    _config_case("config-dict", "an object where a string belongs", {"act_fn": {"name": "silu"}}, "'act_fn'",
+                 "{'name': 'silu'}", "expected a string"),
+    _config_case("config-long-value", "a 1 MB string value (the message stays short)", {"act_fn": "x" * 2**20},
+                 "'act_fn'", "characters)"),
+    _config_case("config-unsupported", "a diffusers option ddpm does not implement",
+                 {"time_embedding_type": "fourier"}, "'time_embedding_type'", "'fourier'", "does not implement",
+                 error=UnsupportedConfigError),
+    # --- scheduler_config.json
+    Case("scheduler-not-json", "scheduler_config.json", "`scheduler_config.json` that is not JSON",
+         lambda c: (c.write("scheduler_config.json", "beta_start = 0.0001"), DDPMScheduler.from_pretrained(c.repo)),
+         ConfigError, ("{repo}/scheduler_config.json", "is not valid JSON")),
+    _scheduler_case("scheduler-beta-schedule", "an unknown `beta_schedule`", {"beta_schedule": "cosine"},
+                    "'beta_schedule'", "'cosine'", "'linear', 'scaled_linear', 'squaredcos_cap_v2', 'sigmoid'"),
+    _scheduler_case("scheduler-zero-steps", "`num_train_timesteps: 0`", {"num_train_timesteps": 0},
+                    "'num_train_timesteps'", "0", "at least 1"),
+    _scheduler_case("scheduler-huge-steps", "`num_train_timesteps: 10**12` (would exhaust memory)",
+                    {"num_train_timesteps": 10**12}, "'num_train_timesteps'", "at most 100000"),
+    _scheduler_case("scheduler-beta-range", "`beta_end: 1.5`", {"beta_end": 1.5}, "'beta_end'", "1.5", "(0, 1)"),
+    _scheduler_case("scheduler-beta-string", "`beta_start: \"0.0001\"` (a string)", {"beta_start": "0.0001"},
+                    "'beta_start'", "'0.0001'", "expected a number"),
+    _scheduler_case("scheduler-trained-betas", "`trained_betas` of the wrong length", {"trained_betas": [0.1, 0.2]},
+                    "'trained_betas'", "num_train_timesteps=1000 values, not 2"),
+    _scheduler_case("scheduler-prediction", "an unknown `prediction_type`", {"prediction_type": "noise"},
+                    "'prediction_type'", "'noise'", "'epsilon', 'sample', 'v_prediction'"),
+    _scheduler_case("scheduler-variance", "an unknown `variance_type`", {"variance_type": "fixed"},
+                    "'variance_type'", "'fixed'", "'fixed_small'"),
+    _scheduler_case("scheduler-zero-snr-one-step", "`rescale_betas_zero_snr` with one timestep (0/0)",
+                    {"rescale_betas_zero_snr": True, "num_train_timesteps": 1, "trained_betas": None},
+                    "'num_train_timesteps'", "at least 2 timesteps"),
+    _scheduler_case("scheduler-defaults-list", "`_use_default_values: 5`", {"_use_default_values": 5},
+                    "_use_default_values", "expected a list of config key names"),
+    # --- model_index.json
+    _index_case("index-not-json", "`model_index.json` that is not JSON", "{'_class_name': 'DDPMPipeline'}",
+                "is not valid JSON"),
+    _index_case("index-pipeline-class", "an unknown pipeline class", {**MODEL_INDEX, "_class_name": "StableDiffusionPipeline"},
+                "'StableDiffusionPipeline' is not a ddpm pipeline", "DDIMPipeline, DDPMPipeline, PNDMPipeline"),
+    _index_case("index-unet-class", "an unknown UNet class", {**MODEL_INDEX, "unet": ["diffusers", "UNet2DConditionModel"]},
+                "UNet2DConditionModel", "only UNet2DModel"),
+    _index_case("index-scheduler-class", "an unknown scheduler class",
+                {**MODEL_INDEX, "scheduler": ["diffusers", "EulerDiscreteScheduler"]}, "'EulerDiscreteScheduler'",
+                "supported: DDPMScheduler, DDIMScheduler, PNDMScheduler"),
+    _index_case("index-entry-shape", "a component entry that is not `[library, class]`",
+                {**MODEL_INDEX, "scheduler": "DDPMScheduler"}, "'scheduler' entry is 'DDPMScheduler'",
+                'expected [library, class name]'),
+    _index_case("index-class-list", "`_class_name` that is a list", {**MODEL_INDEX, "_class_name": ["DDPMPipeline"]},
+                "_class_name has value ['DDPMPipeline']"),
+    _index_case("index-info", "a malformed entry, read by `ddpm info`", {**MODEL_INDEX, "scheduler": ["diffusers"]},
+                "'scheduler' entry is ['diffusers']",
+                loader=lambda c: __import__("ddpm.commands.info", fromlist=["describe"]).describe(str(c.repo))),
+    # --- runtime: the UNet
+    _runtime("unet-channels", "UNet input", "4 channels into a 3-channel UNet", lambda c: c.unet(_x(1, 4, 16, 16), 10),
+             ValueError, "4 channels", "in_channels=3"),
+    _runtime("unet-spatial", "UNet input", "a 15×16 image (not divisible by 2)", lambda c: c.unet(_x(1, 3, 15, 16), 10),
+             ValueError, "15x16", "not divisible by 2"),
+    _runtime("unet-ndim", "UNet input", "a 3-D tensor", lambda c: c.unet(_x(3, 16, 16), 10), ValueError,
+             "(B, C, H, W)", "(3, 16, 16)"),
+    _runtime("unet-numpy", "UNet input", "a numpy array", lambda c: c.unet(_x(1, 3, 16, 16).numpy(), 10), TypeError,
+             "torch.Tensor", "ndarray"),
+    _runtime("unet-int-dtype", "UNet input", "an integer image tensor",
+             lambda c: c.unet(torch.zeros(1, 3, 16, 16, dtype=torch.uint8), 10), ValueError, "torch.uint8",
+             "floating-point"),
+    _runtime("unet-dtype", "UNet input", "float64 input into a float32 UNet",
+             lambda c: c.unet(_x(1, 3, 16, 16, dtype=torch.float64), 10), ValueError, "torch.float64",
+             "torch.float32"),
+    _runtime("unet-device", "UNet input", "input on another device than the weights (`meta` here)",
+             lambda c: c.unet(_x(1, 3, 16, 16, device="meta"), 10), ValueError, "sample is on meta",
+             "model is on cpu"),
+    _runtime("unet-nan-timestep", "UNet input", "timestep `nan`", lambda c: c.unet(_x(1, 3, 16, 16), float("nan")),
+             ValueError, "timestep must be finite", "nan"),
+    _runtime("unet-inf-timestep", "UNet input", "timestep tensor holding `inf`",
+             lambda c: c.unet(_x(2, 3, 16, 16), torch.tensor([1.0, float("inf")])), ValueError, "non-finite", "inf"),
+    _runtime("unet-timestep-shape", "UNet input", "3 timesteps for a batch of 2",
+             lambda c: c.unet(_x(2, 3, 16, 16), torch.tensor([1, 2, 3])), ValueError, "(3,)", "batch of 2"),
+    _runtime("unet-timestep-type", "UNet input", "timestep `\"10\"` (a string)", lambda c: c.unet(_x(1, 3, 16, 16), "10"),
+             TypeError, "number or a tensor", "'10'"),
+    # --- runtime: schedulers
+    _runtime("sched-zero-steps", "scheduler input", "`set_timesteps(0)`", _set_timesteps(0), ValueError,
+             "num_inference_steps=0", "at least 1"),
+    _runtime("sched-too-many-steps", "scheduler input", "`set_timesteps(1001)` with 1000 training steps",
+             _set_timesteps(1001), ValueError, "1001", "at most 1000"),
+    _runtime("sched-fraction-steps", "scheduler input", "`set_timesteps(2.5)`", _set_timesteps(2.5), TypeError,
+             "must be an int"),
+    _runtime("sched-pndm-steps", "scheduler input", "`PNDMScheduler.set_timesteps(3)`", _set_timesteps(3, PNDMScheduler),
+             ValueError, "at least 4", "skip_prk_steps=True"),
+    _runtime("sched-step-first", "scheduler input", "`step()` before `set_timesteps()`",
+             _step_with(_x(1, 3, 8, 8), 999, set_steps=False), RuntimeError, "set_timesteps"),
+    _runtime("sched-wrong-timestep", "scheduler input", "`step()` with a timestep out of order",
+             _step_with(_x(1, 3, 8, 8), 500), ValueError, "timestep 500", "expects timestep 900 at step 0"),
+    _runtime("sched-output-shape", "scheduler input", "model output of another shape than the sample",
+             _step_with(_x(1, 3, 4, 4), 900), ValueError, "(1, 3, 4, 4)", "(1, 3, 8, 8)"),
+    _runtime("sched-eta", "scheduler input", "`DDIMScheduler(eta=2)`", lambda c: DDIMScheduler(eta=2.0), ValueError,
+             "eta", "[0, 1]"),
+    # --- runtime: pipelines
+    _runtime("pipe-batch-zero", "pipeline call", "`batch_size=0`", lambda c: c.pipe(batch_size=0), ValueError,
+             "batch_size must be at least 1"),
+    _runtime("pipe-batch-float", "pipeline call", "`batch_size=2.0`", lambda c: c.pipe(batch_size=2.0), TypeError,
+             "batch_size must be an int"),
+    _runtime("pipe-steps-zero", "pipeline call", "`num_inference_steps=0`", lambda c: c.pipe(num_inference_steps=0),
+             ValueError, "num_inference_steps must be at least 1"),
+    _runtime("pipe-steps-too-many", "pipeline call", "`num_inference_steps=5000`",
+             lambda c: c.pipe(num_inference_steps=5000), ValueError, "num_inference_steps=5000", "at most 1000"),
+    _runtime("pipe-output-type", "pipeline call", "`output_type=\"jpg\"`",
+             lambda c: c.pipe(num_inference_steps=1, output_type="jpg"), ValueError, "'jpg'", "'pil', 'np', 'pt'"),
+    _runtime("pipe-generator-int", "pipeline call", "`generator=42`",
+             lambda c: c.pipe(num_inference_steps=1, generator=42), TypeError, "torch.Generator", "42"),
+    _runtime("pipe-generator-count", "pipeline call", "2 generators for `batch_size=3`",
+             lambda c: c.pipe(batch_size=3, num_inference_steps=1, generator=[torch.Generator()] * 2), ValueError,
+             "list of 2 generators for batch_size=3"),
+    _runtime("pipe-generator-item", "pipeline call", "a list holding a seed instead of a generator",
+             lambda c: c.pipe(num_inference_steps=1, generator=[0]), TypeError, "generator[0]", "not a torch.Generator"),
+    _runtime("pipe-eta-ddpm", "pipeline call", "`eta=0.5` with a DDPM scheduler",
+             lambda c: c.pipe(num_inference_steps=1, eta=0.5), ValueError, "eta=0.5", "DDIMScheduler"),
+    _runtime("pipe-eta-nan", "pipeline call", "`eta=nan`", lambda c: c.pipe(num_inference_steps=1, eta=float("nan")),
+             ValueError, "eta must be a finite number"),
+    _runtime("pipe-callback-inputs", "pipeline call", "`callback_on_step_end_tensor_inputs=\"latents\"` (a string)",
+             lambda c: c.pipe(num_inference_steps=1, callback_on_step_end=lambda *a: None,
+                              callback_on_step_end_tensor_inputs="latents"), TypeError, "list of names"),
+    _runtime("pipe-nan", "pipeline call", "the UNet returns NaN from its 3rd call, `check_finite=True`",
+             _nan_pipeline, FloatingPointError, "NaN or infinite", "at step 2 of 5", "(timestep 400)"),
+    # --- saving
+    _save_case("save-unet-into-pipeline", "`unet.save_pretrained` into a pipeline folder",
+               _save_unet_into(_write_json("model_index.json", MODEL_INDEX)), "refusing to save a UNet2DModel",
+               "model_index.json (a pipeline; save the model into its unet/ folder)", "overwrite=True"),
+    _save_case("save-unet-over-other-model", "`unet.save_pretrained` over another model's `config.json`",
+               _save_unet_into(_write_json("config.json", {"_class_name": "AutoencoderKL"})),
+               "config.json (_class_name 'AutoencoderKL')"),
+    _save_case("save-unet-over-unreadable", "`unet.save_pretrained` over a `config.json` that is not JSON",
+               _save_unet_into(lambda f: (f / "config.json").write_text("{")),
+               "config.json (no readable _class_name)"),
+    _save_case("save-scheduler-into-pipeline", "`scheduler.save_pretrained` into a pipeline folder",
+               _save_scheduler_into(_write_json("model_index.json", MODEL_INDEX)), "refusing to save a DDPMScheduler",
+               "save the scheduler into its scheduler/ folder"),
+    _save_case("save-pipeline-into-unet", "`pipe.save_pretrained` into a bare UNet folder",
+               _save_pipeline_into(_write_json("config.json", {"_class_name": "UNet2DModel"})),
+               "refusing to save a DDPMPipeline", "config.json (a model without model_index.json, not a pipeline)"),
+    _save_case("save-pipeline-over-other", "`pipe.save_pretrained` over another pipeline class",
+               _save_pipeline_into(_write_json("model_index.json", {"_class_name": "StableDiffusionPipeline"})),
+               "model_index.json (_class_name 'StableDiffusionPipeline')"),
+    _save_case("save-pipeline-other-unet", "`pipe.save_pretrained` where `unet/` holds another model",
+               _save_pipeline_into(_write_json("unet/config.json", {"_class_name": "UNet2DConditionModel"})),
+               "refusing to save a UNet2DModel to {tmp}/target/unet:", "config.json (_class_name 'UNet2DConditionModel')"),
+    _save_case("save-to-file", "`save_pretrained` to a path that is a file",
+               lambda c: ((c.tmp / "file").write_text("x"), c.unet.save_pretrained(c.tmp / "file")),
+               "cannot save a UNet2DModel to {tmp}/file: it is a file"),
+    # --- missing things
+    Case("missing-folder", "missing files", "a local path that does not exist",
+         lambda c: UNet2DModel.from_pretrained(c.tmp / "nope"), CheckpointNotFoundError, ("no such folder",)),
+    Case("missing-weights", "missing files", "a folder without weights",
+         lambda c: ((c.repo / WEIGHTS).unlink(), load_unet(c)), CheckpointNotFoundError,
+         ("no diffusion_pytorch_model.safetensors or diffusion_pytorch_model.bin",)),
+]
+
+
+def _mismatch(ctx: Ctx) -> Any:
+    from safetensors.torch import load_file, save_file
+
+    path = ctx.repo / WEIGHTS
+    state = load_file(path)
+    del state["conv_out.bias"]
+    state["extra.weight"] = torch.zeros(2, 2)
+    state["conv_in.weight"] = torch.zeros(32, 3, 5, 5)
+    save_file(state, str(path))
+    return load_unet(ctx)
+
+
+# ---------------------------------------------------------------------------------------------- running a case
+
+
+def new_ctx(template: Path, tmp: Path) -> Ctx:
+    repo = tmp / "repo"
+    shutil.copytree(template, repo)
+    scratch = tmp / "scratch"
+    scratch.mkdir()
+    return Ctx(repo=repo, tmp=scratch)
+
+
+def expand(text: str, ctx: Ctx) -> str:
+    """``text`` with ``{repo}`` and ``{tmp}`` replaced by the case's folders."""
+    return text.replace("{repo}", str(ctx.repo)).replace("{tmp}", str(ctx.tmp))
+
+
+def outcome(case: Case, ctx: Ctx) -> tuple[type[BaseException] | None, str]:
+    """Run ``case``: (exception class or None, the message the user sees)."""
+    try:
+        result = case.run(ctx)
+    except Exception as exc:  # noqa: BLE001 - the class is what the caller checks
+        return type(exc), str(exc)
+    if case.error is None:  # CLI: (status, stderr)
+        status, stderr = result
+        return None, f"exit status {status}; stderr: {stderr.strip()}"
+    return None, f"no error (returned {type(result).__name__})"
+
+
+def markdown_table(template: Path, scratch: Path) -> str:
+    """Every case as a markdown table: area, bad input, exception, message (folders shown as ``<repo>``/``<tmp>``)."""
+    rows = ["| area | bad input | exception | what the user sees |", "|---|---|---|---|"]
+    for i, case in enumerate(CASES):
+        ctx = new_ctx(template, scratch / f"{i:03d}")
+        error, message = outcome(case, ctx)
+        message = message.replace(str(ctx.repo), "<repo>").replace(str(ctx.tmp), "<tmp>")
+        message = message.replace("|", "\\|").replace("\n", "<br>")
+        name = error.__name__ if error else "(CLI)"
+        rows.append(f"| {case.area} | {case.what} | `{name}` | {message} |")
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    import tempfile
+
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        template = build_template(Path(tmp) / "template")
+        sys.stdout.write(markdown_table(template, Path(tmp)))
