@@ -29,6 +29,7 @@ from ddpm import (
     OverwriteError,
     UnsafeCheckpointError,
     UNet2DModel,
+    WeightsError,
 )
 from ddpm.models.loading import load_pickle, load_state_dict_file
 from ddpm.pipelines import DiffusionPipeline
@@ -133,6 +134,41 @@ def test_plain_tensor_pickles_still_load(how: str, template: Path, tmp_path: Pat
     ctx = new_ctx(template, tmp_path)
     ctx.weights_as_bin(how)
     assert _same_model(UNet2DModel.from_pretrained(ctx.repo), UNet2DModel.from_pretrained(template))
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "zip", "legacy"])
+def test_randomly_corrupted_weights_files_give_only_our_errors(fmt: str, tmp_path: Path) -> None:
+    """Seeded byte flips, cuts and insertions: each damaged file loads or raises a WeightsError (no crash, no other
+    exception type, never a segfault)."""
+    import random
+
+    from safetensors.torch import save_file
+
+    state = {"a.weight": torch.randn(4, 3), "b.bias": torch.arange(5.0), "c": torch.zeros(2, 2, dtype=torch.float16)}
+    path = tmp_path / ("w.safetensors" if fmt == "safetensors" else "w.bin")
+    if fmt == "safetensors":
+        save_file(state, str(path))
+    else:
+        torch.save(state, path, _use_new_zipfile_serialization=fmt == "zip")
+    original, rng, outcomes = path.read_bytes(), random.Random(0), set()
+    for _ in range(60):
+        data = bytearray(original)
+        i = rng.randrange(len(data))
+        how = rng.choice(["flip", "cut", "insert"])
+        if how == "flip":
+            data[i] = rng.randrange(256)
+        elif how == "cut":
+            del data[i:]
+        else:
+            data[i:i] = rng.randbytes(rng.randint(1, 8))
+        path.write_bytes(bytes(data))
+        try:
+            load_state_dict_file(path)
+            outcomes.add("loaded")
+        except WeightsError as exc:
+            assert str(path) in str(exc)
+            outcomes.add(type(exc).__name__)
+    assert "WeightsError" in outcomes
 
 
 # ---------------------------------------------------------------------------------------------- interrupted saves
