@@ -81,9 +81,9 @@ def write_malicious_bin(path: Path, marker: Path, how: str = "zip") -> None:
         torch.save(state, path)
     elif how == "legacy":
         torch.save(state, path, _use_new_zipfile_serialization=False)
-    elif how == "pickle":
+    elif how in ("pickle", "pickle5"):  # protocol 2 (what torch's legacy format uses) or 5 (framed, STACK_GLOBAL)
         with open(path, "wb") as f:
-            pickle.dump(state, f, protocol=2)
+            pickle.dump(state, f, protocol=2 if how == "pickle" else 5)
     else:
         raise ValueError(how)
 
@@ -311,6 +311,8 @@ CASES: list[Case] = [
          _unsafe("legacy", load_unet), UnsafeCheckpointError, UNSAFE_SAYS),
     Case("pickle-plain-unet", "pickled weights carrying code", "a plain `pickle.dump` (protocol 2) of the same",
          _unsafe("pickle", load_unet), UnsafeCheckpointError, UNSAFE_SAYS),
+    Case("pickle-plain5-unet", "pickled weights carrying code", "a plain `pickle.dump` with protocol 5",
+         _unsafe("pickle5", load_unet), UnsafeCheckpointError, (*UNSAFE_SAYS, "posix.system")),
     Case("pickle-zip-pipeline", "pickled weights carrying code", "malicious `.bin`: `DDPMPipeline.from_pretrained`",
          _unsafe("zip", load_pipeline), UnsafeCheckpointError, UNSAFE_SAYS),
     Case("pickle-zip-diffusionpipeline", "pickled weights carrying code",

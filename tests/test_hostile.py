@@ -99,7 +99,7 @@ def test_bad_input_fails_loudly_with_a_message_that_says_what_and_where(
 # ---------------------------------------------------------------------------------------------- pickles
 
 
-@pytest.mark.parametrize("how", ["zip", "legacy", "pickle"])
+@pytest.mark.parametrize("how", ["zip", "legacy", "pickle", "pickle5"])
 def test_malicious_pickle_is_refused_by_every_reader_and_its_payload_never_runs(how: str, tmp_path: Path) -> None:
     marker = tmp_path / "payload-ran"
     path = tmp_path / "evil.bin"
