@@ -10,10 +10,11 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 
 # google/ddpm-cifar10-32 config.json (exact keys and values).
@@ -185,6 +186,47 @@ def pil_levels(images: Any) -> Any:
     import numpy as np
 
     return np.stack([np.asarray(img, dtype=np.int64) for img in images])
+
+
+# ---------------------------------------------------------------------------------------------------- training
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Run a test on one intra-op thread: tiny models only lose time to thread synchronisation, more so on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# An 8x8 grayscale UNet small enough to train for a few steps in a test (still covers attention blocks).
+TRAIN_TINY_UNET_CONFIG: dict[str, Any] = {
+    "sample_size": 8,
+    "in_channels": 1,
+    "out_channels": 1,
+    "block_out_channels": [8, 16],
+    "layers_per_block": 1,
+    "norm_num_groups": 4,
+    "down_block_types": ["DownBlock2D", "AttnDownBlock2D"],
+    "up_block_types": ["AttnUpBlock2D", "UpBlock2D"],
+}
+
+
+def tiny_trainer(out: str | os.PathLike[str], *, n_images: int = 24, seed: int = 0, **config: Any) -> Any:
+    """A Trainer for TRAIN_TINY_UNET_CONFIG on random 8x8 digits-like images, fp32, no progress bar or grids."""
+    from ddpm.models import UNet2DModel
+    from ddpm.schedulers import DDPMScheduler
+    from ddpm.training import TensorImageDataset, Trainer, TrainingConfig
+
+    torch.manual_seed(seed)
+    unet = UNet2DModel.from_config(TRAIN_TINY_UNET_CONFIG)
+    g = torch.Generator().manual_seed(1234)
+    images = torch.randint(0, 256, (n_images, 1, 8, 8), dtype=torch.uint8, generator=g)
+    defaults: dict[str, Any] = {
+        "max_steps": 6, "batch_size": 4, "warmup_steps": 2, "precision": "fp32", "progress": False, "log_every": 1,
+        "sample_every": 0, "checkpoint_every": 0, "checkpoint_minutes": 0.0, "num_samples": 4, "sample_steps": 2,
+    }
+    cfg = TrainingConfig(**{**defaults, **config})
+    return Trainer(unet, DDPMScheduler(num_train_timesteps=100), TensorImageDataset(images), cfg, out, device="cpu")
 
 
 def damage_file(path: str | os.PathLike[str], how: str) -> Path:

@@ -30,6 +30,8 @@ __all__ = ["COMMAND_MODULES", "build_parser", "main"]
 COMMAND_MODULES: tuple[str, ...] = (
     "ddpm.commands.sample",
     "ddpm.commands.info",
+    "ddpm.training.cli",
+    "ddpm.evaluation.cli",
 )
 
 

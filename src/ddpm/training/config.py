@@ -1,0 +1,109 @@
+"""The training configuration: every knob of :class:`~ddpm.training.Trainer`, with its default, in one place."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+from ..config import ConfigBase, check
+
+__all__ = ["TrainingConfig", "PRECISIONS", "RESUMABLE_CHANGES"]
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+#: Keys a resumed run may change. All but ``max_steps`` leave the weights unchanged; a new ``max_steps`` lengthens or
+#: shortens the run, and the cosine learning-rate decay follows the new end from the resumed step on.
+RESUMABLE_CHANGES = frozenset(
+    {"max_steps", "max_minutes", "sample_every", "checkpoint_every", "checkpoint_minutes", "log_every", "num_workers",
+     "progress"}
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingConfig(ConfigBase):
+    """Hyper-parameters of a training run (saved as ``training_config.json`` in the output folder).
+
+    Args:
+        max_steps: Optimisation steps of the whole run; the cosine learning-rate decay ends here.
+        batch_size: Global batch per optimisation step, over all processes and accumulation micro-batches. Must
+            divide by ``world_size × grad_accumulation``.
+        grad_accumulation: Micro-batches summed per optimisation step (to fit a large batch in little memory).
+        learning_rate: Peak AdamW learning rate, reached after ``warmup_steps``.
+        warmup_steps: Steps of linear warm-up from 0.
+        min_lr_ratio: The learning rate at ``max_steps``, as a fraction of the peak (cosine decay in between).
+        adam_beta1: AdamW β1.
+        adam_beta2: AdamW β2.
+        adam_eps: AdamW ε.
+        weight_decay: AdamW decoupled weight decay.
+        grad_clip: Clip the global gradient norm to this value (0 turns clipping off).
+        use_ema: Keep an EMA of the weights; the saved pipeline then holds the EMA weights.
+        ema_max_decay: Upper bound of the EMA decay.
+        ema_min_decay: Lower bound of the EMA decay.
+        ema_inv_gamma: EMA warm-up time scale (see :mod:`ddpm.training.ema`).
+        ema_power: EMA warm-up exponent.
+        precision: ``"bf16"`` autocast (CPU and CUDA), ``"fp16"`` autocast with a gradient scaler (CUDA only),
+            ``"fp32"``, or ``"auto"`` (bf16 where the device supports it, else fp32). The loss is always computed
+            in float32 and the weights stay float32.
+        channels_last: Use the channels-last memory format (faster on some GPUs, often slower on CPUs).
+        random_flip: Flip training images left-right with probability 1/2 (off for digits).
+        seed: Seed of the initial weights' RNG, the data order, the noise and the timesteps.
+        log_every: Steps between JSONL log lines.
+        sample_every: Steps between sample grids (0: only at the end).
+        sample_steps: DDIM steps for the sample grids.
+        num_samples: Images per sample grid.
+        checkpoint_every: Steps between checkpoints (0: only at the end and by ``checkpoint_minutes``).
+        checkpoint_minutes: Also checkpoint when this many minutes passed since the last one (0: off).
+        max_minutes: Stop (after saving) when this much wall time has passed in this invocation (0: no limit).
+        num_workers: DataLoader worker processes (0 loads in the main process).
+        progress: Show a tqdm progress bar with the loss.
+    """
+
+    max_steps: int = 10_000
+    batch_size: int = 64
+    grad_accumulation: int = 1
+    learning_rate: float = 5e-4
+    warmup_steps: int = 500
+    min_lr_ratio: float = 0.0
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_eps: float = 1e-8
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    use_ema: bool = True
+    ema_max_decay: float = 0.999
+    ema_min_decay: float = 0.0
+    ema_inv_gamma: float = 1.0
+    ema_power: float = 0.75
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    channels_last: bool = False
+    random_flip: bool = False
+    seed: int = 0
+    log_every: int = 50
+    sample_every: int = 1000
+    sample_steps: int = 20
+    num_samples: int = 16
+    checkpoint_every: int = 1000
+    checkpoint_minutes: float = 10.0
+    max_minutes: float = 0.0
+    num_workers: int = 0
+    progress: bool = True
+
+    _class_name = "TrainingConfig"
+    config_name = "training_config.json"
+
+    def validate(self) -> None:
+        for key in ("max_steps", "batch_size", "grad_accumulation", "sample_steps", "num_samples", "log_every"):
+            check(getattr(self, key) >= 1, self, key, "expected a positive integer")
+        for key in ("warmup_steps", "sample_every", "checkpoint_every", "num_workers", "seed"):
+            check(getattr(self, key) >= 0, self, key, "expected an integer >= 0")
+        for key in ("grad_clip", "checkpoint_minutes", "max_minutes", "weight_decay"):
+            check(getattr(self, key) >= 0, self, key, "expected a number >= 0")
+        check(self.learning_rate > 0, self, "learning_rate", "expected a positive number")
+        check(0.0 <= self.min_lr_ratio <= 1.0, self, "min_lr_ratio", "expected a number in [0, 1]")
+        check(0.0 <= self.ema_min_decay <= self.ema_max_decay, self, "ema_min_decay",
+              "expected 0 <= ema_min_decay <= ema_max_decay")
+        check(self.ema_max_decay < 1.0, self, "ema_max_decay", "expected a number below 1")
+        check(self.ema_inv_gamma > 0, self, "ema_inv_gamma", "expected a positive number")
+        check(self.ema_power > 0, self, "ema_power", "expected a positive number")
+        for key in ("adam_beta1", "adam_beta2"):
+            check(0.0 <= getattr(self, key) < 1.0, self, key, "expected a number in [0, 1)")

@@ -1,0 +1,656 @@
+"""The DDPM trainer: denoising objective, AdamW with warm-up and cosine decay, EMA, mixed precision, exact resume, DDP.
+
+Objective (Ho et al. 2020, Algorithm 1 and Eq. 14): draw a clean image ``x_0``, a timestep ``t ~ U{0, …, T-1}``
+and noise ``ε ~ N(0, I)``, form
+
+    x_t = sqrt(ᾱ_t) · x_0 + sqrt(1 - ᾱ_t) · ε                       (Eq. 4, the scheduler's ``add_noise``)
+
+and minimise ``‖target - f_θ(x_t, t)‖²`` where the target follows the scheduler's ``prediction_type``: ``ε``
+("epsilon", Eq. 14), ``x_0`` ("sample"), or ``v = sqrt(ᾱ_t) · ε - sqrt(1 - ᾱ_t) · x_0`` ("v_prediction",
+Salimans & Ho 2022, the scheduler's ``get_velocity``). The loss is computed in float32 even under autocast.
+
+Determinism: every random number a step uses (which images, the timesteps, the noise, the flips) is a function of
+``(seed, step)`` only; see :class:`~ddpm.training.data.StepBatchSampler` and :func:`step_generator`. A resumed run
+therefore repeats the uninterrupted one, and ``torchrun --nproc-per-node N`` with the same global batch computes
+the same update as one process (up to float summation order). The global RNG states are saved and restored too,
+for anything else that draws from them (dropout).
+
+Output folder::
+
+    out/
+      model_index.json, unet/, scheduler/   the pipeline (EMA weights when use_ema), loads with from_pretrained
+      checkpoint.pt                         raw + EMA weights, optimiser, step, RNG states: what --resume reads
+      training_config.json                  the TrainingConfig
+      log.jsonl                             one JSON object per logged step
+      samples/step_XXXXXXX.png              sample grids (EMA weights; ``_raw`` grids from the raw weights)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import logging
+import math
+import os
+import random
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import DDPMError
+from ..io import atomic_write, atomic_write_text
+from .config import RESUMABLE_CHANGES, TrainingConfig
+from .data import StepBatchSampler, to_model_range
+from .ema import EMA
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "Trainer",
+    "TrainingError",
+    "diffusion_loss",
+    "learning_rate_at",
+    "step_generator",
+    "save_pipeline_folder",
+    "CHECKPOINT_NAME",
+]
+
+CHECKPOINT_NAME = "checkpoint.pt"
+_CHECKPOINT_FORMAT = "ddpm-training-checkpoint-v1"
+
+
+class TrainingError(DDPMError, RuntimeError):
+    """Training cannot start or continue (bad setup, incompatible resume, non-finite loss)."""
+
+
+# ---------------------------------------------------------------------------------------------------- the objective
+def diffusion_loss(
+    model: Callable[..., Any],
+    noise_scheduler: Any,
+    x0: torch.Tensor,
+    noise: torch.Tensor,
+    timesteps: torch.Tensor,
+    *,
+    autocast: contextlib.AbstractContextManager[Any] | None = None,
+) -> torch.Tensor:
+    """The denoising loss of one batch, a float32 scalar.
+
+    Args:
+        model: ``model(x_t, t)`` returns an object with ``.sample`` (a UNet2DModel, possibly DDP-wrapped).
+        noise_scheduler: Supplies ``add_noise``, ``get_velocity`` and ``config.prediction_type``.
+        x0: Clean images in [-1, 1], shape (B, C, H, W), float32.
+        noise: ε, same shape as ``x0``.
+        timesteps: Integer timesteps, shape (B,).
+        autocast: The mixed-precision context for the forward pass (the loss itself runs outside it).
+
+    Returns:
+        The mean squared error between the model output and the target chosen by ``prediction_type``.
+    """
+    prediction_type = noise_scheduler.config.prediction_type
+    x_t = noise_scheduler.add_noise(x0, noise, timesteps)  # Eq. 4, float32
+    if prediction_type == "epsilon":
+        target = noise
+    elif prediction_type == "sample":
+        target = x0
+    elif prediction_type == "v_prediction":
+        target = noise_scheduler.get_velocity(x0, noise, timesteps)
+    else:
+        raise TrainingError(
+            f"scheduler prediction_type {prediction_type!r} cannot be trained; expected 'epsilon', 'sample' or "
+            "'v_prediction'"
+        )
+    with autocast or contextlib.nullcontext():
+        prediction = model(x_t, timesteps).sample
+    return torch.nn.functional.mse_loss(prediction.float(), target.float())
+
+
+def learning_rate_at(step: int, config: TrainingConfig) -> float:
+    """Linear warm-up from 0 over ``warmup_steps``, then cosine decay to ``min_lr_ratio × learning_rate``.
+
+    ``step`` counts completed optimisation steps, so the first update uses ``learning_rate_at(0)`` scaled by
+    1/warmup (it is never exactly 0 unless ``warmup_steps`` is huge).
+    """
+    peak = config.learning_rate
+    if config.warmup_steps and step < config.warmup_steps:
+        return peak * (step + 1) / config.warmup_steps
+    span = max(1, config.max_steps - config.warmup_steps)
+    progress = min(1.0, (step - config.warmup_steps) / span)
+    floor = config.min_lr_ratio
+    return peak * (floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
+def step_generator(seed: int, step: int) -> torch.Generator:
+    """The CPU generator of optimisation step ``step``: timesteps, noise and flips of the whole global batch."""
+    return torch.Generator().manual_seed((seed << 32) + step + 1)
+
+
+# ---------------------------------------------------------------------------------------------------- RNG states
+def _rng_state() -> dict[str, Any]:
+    """The global RNG states as tensors and numbers (``torch.load(weights_only=True)`` reads them back)."""
+    np_state = np.random.get_state()
+    py_version, py_internal, py_gauss = random.getstate()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy_keys": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
+        "numpy_pos": int(np_state[2]),
+        "numpy_has_gauss": int(np_state[3]),
+        "numpy_gauss": float(np_state[4]),
+        "python_version": int(py_version),
+        "python_internal": torch.tensor(py_internal, dtype=torch.int64),
+        "python_gauss": float("nan") if py_gauss is None else float(py_gauss),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    keys = state["numpy_keys"].numpy().astype(np.uint32)
+    np.random.set_state(("MT19937", keys, state["numpy_pos"], state["numpy_has_gauss"], state["numpy_gauss"]))
+    gauss = state["python_gauss"]
+    internal = tuple(int(v) for v in state["python_internal"].tolist())
+    random.setstate((state["python_version"], internal, None if math.isnan(gauss) else gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ---------------------------------------------------------------------------------------------------- saving
+def save_pipeline_folder(folder: str | os.PathLike[str], unet: nn.Module, noise_scheduler: Any) -> Path:
+    """Write a diffusers-layout pipeline folder (``model_index.json``, ``unet/``, ``scheduler/``).
+
+    The folder loads with ``ddpm.DDPMPipeline.from_pretrained`` and with diffusers' ``DDPMPipeline``.
+    """
+    from ..pipelines import DDPMPipeline
+
+    return DDPMPipeline(unet=unet, scheduler=noise_scheduler).save_pretrained(folder)
+
+
+def _config_dict(obj: Any) -> dict[str, Any]:
+    from ..config import config_to_dict
+
+    return {k: v for k, v in config_to_dict(obj).items() if not k.startswith("_")}
+
+
+# ---------------------------------------------------------------------------------------------------- distributed
+class _Dist:
+    """This process's place in a ``torchrun`` job (or a lone process)."""
+
+    def __init__(self) -> None:
+        self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.enabled = self.world_size > 1
+        self.owns_group = False
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def setup(self, device: torch.device) -> None:
+        if not self.enabled:
+            return
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            backend = "nccl" if device.type == "cuda" else "gloo"
+            dist.init_process_group(backend=backend, device_id=device if device.type == "cuda" else None)
+            self.owns_group = True
+
+    def all_reduce_sum(self, values: torch.Tensor) -> torch.Tensor:
+        if self.enabled:
+            import torch.distributed as dist
+
+            dist.all_reduce(values, op=dist.ReduceOp.SUM)
+        return values
+
+    def barrier(self) -> None:
+        if self.enabled:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    def teardown(self) -> None:
+        if self.owns_group:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+            self.owns_group = False
+
+
+def _pick_device(requested: str | torch.device | None, dist: _Dist) -> torch.device:
+    if requested is None or str(requested) == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", dist.local_rank)
+        return torch.device("cpu")
+    device = torch.device(requested)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise TrainingError(f"device {requested!r} asked for, but CUDA is not available; use --device cpu")
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", dist.local_rank)
+    return device
+
+
+def _resolve_precision(precision: str, device: torch.device) -> str:
+    if precision == "auto":
+        if device.type == "cuda":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return "bf16"
+    if precision == "fp16" and device.type != "cuda":
+        raise TrainingError(
+            "precision 'fp16' (with a gradient scaler) needs a CUDA device; use 'bf16' or 'fp32' on CPU"
+        )
+    if precision in ("fp32", "bf16", "fp16"):
+        return precision
+    raise TrainingError(f"unknown precision {precision!r}; expected one of auto, fp32, bf16, fp16")
+
+
+# ---------------------------------------------------------------------------------------------------- the trainer
+class Trainer:
+    """Trains a UNet2DModel on a dataset of uint8 images with the DDPM objective.
+
+    Args:
+        unet: The model to train (a fresh ``UNet2DModel`` or a pretrained one to fine-tune). Trained in float32.
+        noise_scheduler: The scheduler that defines the forward process (``add_noise``) and is saved with the
+            pipeline, e.g. ``DDPMScheduler(num_train_timesteps=1000)``.
+        dataset: Items are uint8 tensors of shape (C, H, W) matching ``unet.config`` (see :mod:`ddpm.training.data`).
+        config: The hyper-parameters.
+        out_dir: The output folder (see the module docstring).
+        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+
+    Raises:
+        TrainingError: The batch size does not divide over the processes and accumulation steps, or the data does
+            not fit the model.
+
+    Example::
+
+        trainer = Trainer(unet, DDPMScheduler(), load_training_data("mnist", 32), TrainingConfig(max_steps=2000), "out")
+        trainer.train()          # or trainer.train(resume=True) to continue from out/checkpoint.pt
+    """
+
+    def __init__(
+        self,
+        unet: nn.Module,
+        noise_scheduler: Any,
+        dataset: torch.utils.data.Dataset,
+        config: TrainingConfig,
+        out_dir: str | os.PathLike[str],
+        *,
+        device: str | torch.device | None = "auto",
+    ) -> None:
+        self.config = config
+        self.out_dir = Path(out_dir)
+        self.dist = _Dist()
+        self.device = _pick_device(device, self.dist)
+        self.precision = _resolve_precision(config.precision, self.device)
+        per_step = self.dist.world_size * config.grad_accumulation
+        if config.batch_size % per_step:
+            raise TrainingError(
+                f"batch_size {config.batch_size} does not divide into {self.dist.world_size} process(es) × "
+                f"{config.grad_accumulation} accumulation step(s); choose a multiple of {per_step}"
+            )
+        self.micro_batch = config.batch_size // per_step
+        self.dataset = dataset
+        self.noise_scheduler = noise_scheduler
+        self._check_data(unet)
+
+        self.unet = unet.to(self.device, dtype=torch.float32)
+        if config.channels_last:
+            self.unet = self.unet.to(memory_format=torch.channels_last)
+        self.unet.train()
+        self.ema = (
+            EMA(
+                self.unet,
+                inv_gamma=config.ema_inv_gamma,
+                power=config.ema_power,
+                min_decay=config.ema_min_decay,
+                max_decay=config.ema_max_decay,
+            )
+            if config.use_ema
+            else None
+        )
+        self.optimizer = torch.optim.AdamW(
+            self.unet.parameters(),
+            lr=learning_rate_at(0, config),
+            betas=(config.adam_beta1, config.adam_beta2),
+            eps=config.adam_eps,
+            weight_decay=config.weight_decay,
+        )
+        self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
+        self.step = 0
+        self.elapsed_before = 0.0  # wall seconds spent by earlier invocations (resume)
+        self._model: nn.Module = self.unet  # DDP-wrapped in train()
+
+    # ------------------------------------------------------------------ checks
+    def _check_data(self, unet: nn.Module) -> None:
+        if len(self.dataset) == 0:  # type: ignore[arg-type]
+            raise TrainingError("the dataset is empty")
+        item = self.dataset[0]
+        cfg = unet.config
+        expected = (cfg.in_channels, cfg.sample_size, cfg.sample_size)
+        if not isinstance(item, torch.Tensor) or item.dtype != torch.uint8 or tuple(item.shape) != expected:
+            got = f"{item.dtype} {tuple(item.shape)}" if isinstance(item, torch.Tensor) else type(item).__name__
+            raise TrainingError(
+                f"the dataset gives {got} images, the UNet expects uint8 (C, H, W) = {expected} "
+                f"(in_channels={cfg.in_channels}, sample_size={cfg.sample_size}); match --resolution and --color to "
+                "the model"
+            )
+
+    # ------------------------------------------------------------------ precision
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+    # ------------------------------------------------------------------ checkpoints
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out_dir / CHECKPOINT_NAME
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything an exact resume needs; tensors, numbers and strings only."""
+        return {
+            "format": _CHECKPOINT_FORMAT,
+            "step": self.step,
+            "elapsed_seconds": self.elapsed_before + self._elapsed(),
+            "model": {k: v.detach().clone() for k, v in self.unet.state_dict().items()},
+            "ema": self.ema.state_dict() if self.ema is not None else {},
+            "optimizer": self.optimizer.state_dict(),
+            # The optimiser state is indexed by parameter position; the names make it loadable into a model (another
+            # implementation of the same architecture) that registers its parameters in another order.
+            "param_names": [name for name, _ in self.unet.named_parameters()],
+            "grad_scaler": self.scaler.state_dict() if self.scaler is not None else {},
+            "rng": _rng_state(),
+            "training_config": json.dumps(self.config.to_dict(), sort_keys=True),
+            "unet_config": json.dumps(_config_dict(self.unet.config), sort_keys=True),
+            "scheduler_config": json.dumps(_config_dict(self.noise_scheduler.config), sort_keys=True),
+            "world_size": self.dist.world_size,
+        }
+
+    def save_checkpoint(self) -> None:
+        """Write ``checkpoint.pt`` (atomically) and the pipeline folder; rank 0 only, other ranks wait."""
+        if self.dist.is_main:
+            state = self.state_dict()
+            atomic_write(self.checkpoint_path, lambda tmp: torch.save(state, tmp))
+            self.save_pipeline(self.out_dir)
+        self.dist.barrier()
+
+    def load_checkpoint(self, path: str | os.PathLike[str] | None = None) -> None:
+        """Restore a checkpoint written by :meth:`save_checkpoint`.
+
+        Raises:
+            TrainingError: The file is missing or not a ddpm training checkpoint, or it was made with a different
+                model, scheduler or training config (other than the keys in ``RESUMABLE_CHANGES``).
+        """
+        path = Path(path) if path is not None else self.checkpoint_path
+        if not path.is_file():
+            raise TrainingError(f"--resume: no checkpoint at {path}; start without --resume to train from scratch")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - any unpickling failure means an unusable file
+            raise TrainingError(f"cannot read checkpoint {path}: {exc}") from None
+        if not isinstance(state, dict) or state.get("format") != _CHECKPOINT_FORMAT:
+            raise TrainingError(f"{path} is not a ddpm training checkpoint")
+        self._check_compatible(state, path)
+        self.unet.load_state_dict(state["model"])
+        if self.ema is not None:
+            if not state["ema"]:
+                raise TrainingError(f"{path} was trained without EMA; resume with use_ema off")
+            self.ema.load_state_dict(state["ema"])
+            self.ema.to(self.device)
+        self.optimizer.load_state_dict(self._reorder_optimizer_state(state, path))
+        if self.scaler is not None and state["grad_scaler"]:
+            self.scaler.load_state_dict(state["grad_scaler"])
+        _set_rng_state(state["rng"])
+        self.step = int(state["step"])
+        self.elapsed_before = float(state["elapsed_seconds"])
+
+    def _reorder_optimizer_state(self, state: dict[str, Any], path: Path) -> dict[str, Any]:
+        """The saved optimiser state with parameter indices mapped, by name, to this model's parameter order."""
+        saved_names = state.get("param_names") or list(state["ema"].get("shadow", {})) or list(state["model"])
+        current = {name: i for i, (name, _) in enumerate(self.unet.named_parameters())}
+        if set(saved_names) != set(current):
+            raise TrainingError(f"{path}: the optimiser state does not fit the model's parameters")
+        index = {old: current[name] for old, name in enumerate(saved_names)}
+        optimizer = state["optimizer"]
+        return {
+            "state": {index[int(k)]: v for k, v in optimizer["state"].items()},
+            # load_state_dict pairs a group's ids with the current parameters by position: list them in our order.
+            "param_groups": [
+                {**g, "params": sorted(index[int(i)] for i in g["params"])} for g in optimizer["param_groups"]
+            ],
+        }
+
+    def _check_compatible(self, state: dict[str, Any], path: Path) -> None:
+        problems = []
+        for key, current in (
+            ("unet_config", _config_dict(self.unet.config)),
+            ("scheduler_config", _config_dict(self.noise_scheduler.config)),
+        ):
+            saved = json.loads(state[key])
+            current = json.loads(json.dumps(current))  # tuples -> lists, as saved
+            # Keys only one side has are defaults of another implementation's config (diffusers' configs carry
+            # more keys than ddpm's); only keys both sides know must agree.
+            diff = sorted(k for k in set(saved) & set(current) if saved[k] != current[k])
+            if diff:
+                problems.append(f"{key} differs in {', '.join(diff)}")
+        saved_training = json.loads(state["training_config"])
+        now = self.config.to_dict()
+        diff = sorted(
+            k
+            for k in set(saved_training) | set(now)
+            if saved_training.get(k) != now.get(k) and k not in RESUMABLE_CHANGES
+        )
+        if diff:
+            detail = ", ".join(f"{k}: {saved_training.get(k)!r} -> {now.get(k)!r}" for k in diff)
+            problems.append(f"training config differs ({detail})")
+        if problems:
+            raise TrainingError(
+                f"cannot resume from {path}: " + "; ".join(problems) + ". Resume with the settings of the original run "
+                f"(only {', '.join(sorted(RESUMABLE_CHANGES))} may change) or start a new --out folder."
+            )
+
+    def save_pipeline(self, folder: str | os.PathLike[str]) -> Path:
+        """Write the pipeline folder with the EMA weights (raw weights without EMA), leaving training untouched."""
+        unet = copy.deepcopy(self.unet).to("cpu", memory_format=torch.contiguous_format).eval()
+        if self.ema is not None:
+            self.ema.copy_to(unet)
+        return save_pipeline_folder(folder, unet, self.noise_scheduler)
+
+    # ------------------------------------------------------------------ sampling
+    @torch.no_grad()
+    def sample_grid(self, use_ema: bool = True) -> Any:
+        """A grid of ``num_samples`` DDIM samples (``sample_steps`` steps, fixed seed) as a PIL image."""
+        from .sampling import ddim_grid
+
+        unet = copy.deepcopy(self.unet).to(memory_format=torch.contiguous_format).eval()
+        if use_ema and self.ema is not None:
+            self.ema.copy_to(unet)
+        return ddim_grid(unet, self.noise_scheduler, self.config.num_samples, self.config.sample_steps, seed=0)
+
+    def _save_samples(self) -> None:
+        folder = self.out_dir / "samples"
+        grids = [("", True)] + ([("_raw", False)] if self.ema is not None else [])
+        for suffix, use_ema in grids:
+            image = self.sample_grid(use_ema)
+            atomic_write(folder / f"step_{self.step:07d}{suffix}.png", lambda tmp: image.save(tmp, format="PNG"))
+
+    # ------------------------------------------------------------------ the loop
+    def _elapsed(self) -> float:
+        return time.monotonic() - self._t_start if hasattr(self, "_t_start") else 0.0
+
+    def _batches(self) -> Iterator[torch.Tensor]:
+        sampler = StepBatchSampler(
+            len(self.dataset),  # type: ignore[arg-type]
+            self.micro_batch,
+            accumulation=self.config.grad_accumulation,
+            world_size=self.dist.world_size,
+            rank=self.dist.rank,
+            seed=self.config.seed,
+            start_step=self.step,
+        )
+        self._sampler = sampler
+        loader = torch.utils.data.DataLoader(
+            self.dataset,
+            batch_sampler=sampler,
+            num_workers=self.config.num_workers,
+            persistent_workers=self.config.num_workers > 0,
+        )
+        return iter(loader)
+
+    def _step_inputs(self, generator: torch.Generator, shape: tuple[int, ...]) -> tuple[torch.Tensor, ...]:
+        """Timesteps (G,), noise (G, C, H, W) and flip mask (G,) for the whole global batch of this step."""
+        g = self.config.batch_size
+        t = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (g,), generator=generator)
+        noise = torch.randn((g, *shape), generator=generator)
+        flip = torch.rand(g, generator=generator) < 0.5
+        return t, noise, flip
+
+    def train(self, resume: bool = False, *, until_step: int | None = None) -> dict[str, float]:
+        """Run until ``max_steps`` (or ``max_minutes``); checkpoint, sample and log on the way.
+
+        Args:
+            resume: Continue from ``out_dir/checkpoint.pt``.
+            until_step: Stop (after saving a checkpoint) at this step, before ``max_steps``; the learning-rate
+                schedule still ends at ``max_steps``, so a later ``train(resume=True)`` continues the same run.
+
+        Returns:
+            ``{"step": ..., "loss": ..., "elapsed_seconds": ...}`` of the last logged step.
+
+        Raises:
+            TrainingError: Resume problems, or a non-finite loss (with the step and a hint).
+        """
+        cfg = self.config
+        self.dist.setup(self.device)
+        try:
+            if resume:
+                self.load_checkpoint()
+                if self.dist.is_main:
+                    self._truncate_log()
+            if self.dist.is_main:
+                self.out_dir.mkdir(parents=True, exist_ok=True)
+                cfg.save_json(self.out_dir)
+            if self.dist.enabled:
+                ids = [self.device.index] if self.device.type == "cuda" else None
+                self._model = nn.parallel.DistributedDataParallel(self.unet, device_ids=ids)
+            return self._loop(min(until_step, cfg.max_steps) if until_step is not None else cfg.max_steps)
+        finally:
+            self.dist.teardown()
+
+    def _truncate_log(self) -> None:
+        """Drop log lines of steps after the checkpoint: the resumed run logs them again."""
+        path = self.out_dir / "log.jsonl"
+        if path.is_file():
+            lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+            kept = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= self.step]
+            atomic_write_text(path, "".join(kept))
+
+    def _loop(self, last_step: int) -> dict[str, float]:
+        from tqdm.auto import tqdm
+
+        cfg = self.config
+        self._t_start = time.monotonic()
+        last_checkpoint = time.monotonic()
+        batches = self._batches()
+        shape = tuple(self.dataset[0].shape)
+        bar = tqdm(total=cfg.max_steps, initial=self.step, disable=not (cfg.progress and self.dist.is_main),
+                   desc="train", dynamic_ncols=True)
+        log_path = self.out_dir / "log.jsonl"
+        last: dict[str, float] = {"step": self.step, "loss": float("nan"), "elapsed_seconds": self.elapsed_before}
+        window_loss, window_steps, window_t = 0.0, 0, time.monotonic()
+        try:
+            while self.step < last_step:
+                loss, grad_norm, lr, decay = self._train_step(batches, shape)
+                self.step += 1
+                # One all-reduce per step: the mean loss over ranks, and rank 0's clock (time budget, checkpoint
+                # interval) for decisions every rank must take together (saving ends in a barrier).
+                main = self.dist.is_main
+                out_of_time = main and cfg.max_minutes > 0 and self._elapsed() >= cfg.max_minutes * 60
+                since_checkpoint = time.monotonic() - last_checkpoint
+                due_time = main and cfg.checkpoint_minutes > 0 and since_checkpoint >= cfg.checkpoint_minutes * 60
+                flags = self.dist.all_reduce_sum(torch.tensor([loss, out_of_time, due_time], dtype=torch.float64))
+                mean_loss = flags[0].item() / self.dist.world_size
+                stop, due_time = flags[1].item() > 0, flags[2].item() > 0
+                window_loss += mean_loss
+                window_steps += 1
+                if not math.isfinite(mean_loss):
+                    raise TrainingError(
+                        f"the loss became {mean_loss} at step {self.step}; lower --lr, use --precision bf16 or fp32, "
+                        "or check the data for NaN/inf"
+                    )
+                bar.update(1)
+                bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.2e}")
+                done = self.step >= last_step or stop
+                if self.step % cfg.log_every == 0 or done:
+                    now = time.monotonic()
+                    record = {
+                        "step": self.step,
+                        "loss": window_loss / window_steps,
+                        "lr": lr,
+                        "grad_norm": grad_norm,
+                        "ema_decay": decay,
+                        "images_per_second": window_steps * cfg.batch_size / max(now - window_t, 1e-9),
+                        "elapsed_seconds": self.elapsed_before + self._elapsed(),
+                    }
+                    window_loss, window_steps, window_t = 0.0, 0, now
+                    last = {k: record[k] for k in ("step", "loss", "elapsed_seconds")}
+                    if self.dist.is_main:
+                        with open(log_path, "a", encoding="utf-8") as f:
+                            f.write(json.dumps(record) + "\n")
+                if self.dist.is_main and (done or (cfg.sample_every and self.step % cfg.sample_every == 0)):
+                    self._save_samples()
+                if done or due_time or (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0):
+                    self.save_checkpoint()
+                    last_checkpoint = time.monotonic()
+                if stop:
+                    logger.info("stopping at step %d: --max-minutes %.1f reached", self.step, cfg.max_minutes)
+                    break
+        finally:
+            bar.close()
+        return last
+
+    def _train_step(self, batches: Iterator[torch.Tensor], shape: tuple[int, ...]) -> tuple[float, float, float, float]:
+        """One optimisation step over ``grad_accumulation`` micro-batches; returns (loss, grad norm, lr, EMA decay)."""
+        cfg = self.config
+        t_all, noise_all, flip_all = self._step_inputs(step_generator(cfg.seed, self.step), shape)
+        lr = learning_rate_at(self.step, cfg)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.zero_grad(set_to_none=True)
+        total = 0.0
+        for micro in range(cfg.grad_accumulation):
+            part = self._sampler.rank_slice(micro)
+            images = next(batches)
+            x0 = to_model_range(images).to(self.device, non_blocking=True)
+            if cfg.random_flip:
+                x0 = torch.where(flip_all[part].to(self.device).view(-1, 1, 1, 1), x0.flip(-1), x0)
+            noise = noise_all[part].to(self.device)
+            t = t_all[part].to(self.device)
+            if cfg.channels_last:
+                x0 = x0.contiguous(memory_format=torch.channels_last)
+                noise = noise.contiguous(memory_format=torch.channels_last)
+            last_micro = micro == cfg.grad_accumulation - 1
+            sync = contextlib.nullcontext() if last_micro or not self.dist.enabled else self._model.no_sync()
+            with sync:
+                loss = diffusion_loss(self._model, self.noise_scheduler, x0, noise, t, autocast=self._autocast())
+                scaled = loss / cfg.grad_accumulation
+                (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
+            total += loss.item() / cfg.grad_accumulation
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        max_norm = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.unet.parameters(), max_norm))
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        decay = self.ema.update(self.unet) if self.ema is not None else 0.0
+        return total, grad_norm, lr, decay
