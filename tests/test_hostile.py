@@ -33,22 +33,16 @@ from ddpm import (
 )
 from ddpm.models.loading import load_pickle, load_state_dict_file
 from ddpm.pipelines import DiffusionPipeline
+from helpers import one_thread  # noqa: F401 (fixture)
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 #: Areas where the input comes from a file; their errors must be ours (DDPMError subclasses).
 FILE_AREAS = {
     "pickled weights carrying code", "damaged weights", "weights that do not fit the config", "UNet config.json",
-    "scheduler_config.json", "model_index.json", "saving", "missing files",
+    "scheduler_config.json", "model_index.json", "saving", "missing files", "training checkpoint (--resume)",
 }  # fmt: skip
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Any:
-    """These tests run many tiny forwards: on a busy 2-core machine two intra-op threads make each ~50x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Many tiny forwards: on a busy 2-core machine two intra-op threads make each ~50x slower.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
