@@ -330,7 +330,7 @@ CASES: list[Case] = [
          UnsafeCheckpointError, ("{tmp}/run/checkpoint.pt", "refused", "nothing in it ran")),
     Case("checkpoint-truncated", "training checkpoint (--resume)", "a truncated `checkpoint.pt`",
          lambda c: (_trained(c), damage_file(c.tmp / "run" / "checkpoint.pt", "truncated"), _resume(c)),
-         WeightsError, ("training checkpoint {tmp}/run/checkpoint.pt is damaged", "download it again")),
+         WeightsError, ("training checkpoint {tmp}/run/checkpoint.pt is damaged", "start over without it")),
     Case("checkpoint-foreign", "training checkpoint (--resume)", "a `checkpoint.pt` that is a plain state dict",
          lambda c: (torch.save({"conv_in.weight": torch.zeros(1)}, _run_folder(c) / "checkpoint.pt"), _resume(c)),
          TrainingError, ("{tmp}/run/checkpoint.pt is not a ddpm training checkpoint",)),

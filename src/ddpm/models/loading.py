@@ -175,7 +175,7 @@ def load_pickle(path: str | os.PathLike[str], *, what: str = "weights file") -> 
     path = Path(path)
     try:
         if path.stat().st_size == 0:
-            raise WeightsError(f"{what} {path} is empty (0 bytes); delete it and download it again")
+            raise WeightsError(f"{what} {path} is empty (0 bytes); {_remedy(what)}")
         with open(path, "rb") as f:
             is_zip = f.read(4) == b"PK\x03\x04"  # torch.save's zip container can be memory-mapped
     except OSError as exc:
@@ -314,7 +314,13 @@ def load_into(
 
 
 def _damaged(path: Path, detail: str, what: str = "weights file") -> WeightsError:
-    return WeightsError(f"{what} {path} is damaged ({detail}); delete it and download it again")
+    return WeightsError(f"{what} {path} is damaged ({detail}); {_remedy(what)}")
+
+
+def _remedy(what: str) -> str:
+    if what == "weights file":
+        return "delete it and download it again"
+    return "restore it from a copy, or start over without it"
 
 
 def _listing(items: list[str]) -> str:
