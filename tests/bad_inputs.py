@@ -44,7 +44,9 @@ from ddpm import (
     WeightsError,
 )
 from ddpm.pipelines import DiffusionPipeline
-from helpers import CIFAR10_SCHEDULER_CONFIG, MODEL_INDEX, TINY_UNET_CONFIG, damage_file, perturb_
+from ddpm.training import TrainingError
+from ddpm.training.trainer import _CHECKPOINT_FORMAT as CHECKPOINT_FORMAT
+from helpers import CIFAR10_SCHEDULER_CONFIG, MODEL_INDEX, TINY_UNET_CONFIG, damage_file, perturb_, tiny_trainer
 
 WEIGHTS = "diffusion_pytorch_model.safetensors"
 BIN = "diffusion_pytorch_model.bin"
@@ -81,9 +83,9 @@ def write_malicious_bin(path: Path, marker: Path, how: str = "zip") -> None:
         torch.save(state, path)
     elif how == "legacy":
         torch.save(state, path, _use_new_zipfile_serialization=False)
-    elif how == "pickle":
+    elif how in ("pickle", "pickle5"):  # protocol 2 (what torch's legacy format uses) or 5 (framed, STACK_GLOBAL)
         with open(path, "wb") as f:
-            pickle.dump(state, f, protocol=2)
+            pickle.dump(state, f, protocol=2 if how == "pickle" else 5)
     else:
         raise ValueError(how)
 
@@ -311,6 +313,8 @@ CASES: list[Case] = [
          _unsafe("legacy", load_unet), UnsafeCheckpointError, UNSAFE_SAYS),
     Case("pickle-plain-unet", "pickled weights carrying code", "a plain `pickle.dump` (protocol 2) of the same",
          _unsafe("pickle", load_unet), UnsafeCheckpointError, UNSAFE_SAYS),
+    Case("pickle-plain5-unet", "pickled weights carrying code", "a plain `pickle.dump` with protocol 5",
+         _unsafe("pickle5", load_unet), UnsafeCheckpointError, (*UNSAFE_SAYS, "posix.system")),
     Case("pickle-zip-pipeline", "pickled weights carrying code", "malicious `.bin`: `DDPMPipeline.from_pretrained`",
          _unsafe("zip", load_pipeline), UnsafeCheckpointError, UNSAFE_SAYS),
     Case("pickle-zip-diffusionpipeline", "pickled weights carrying code",
@@ -320,6 +324,19 @@ CASES: list[Case] = [
          _unsafe("zip", lambda c: run_cli(c, "sample", "{repo}", "--steps", "1", "--out", "{tmp}/out",
                                           "--no-progress")),
          None, ("ddpm sample: error:", *UNSAFE_SAYS)),
+    Case("pickle-training-checkpoint", "pickled weights carrying code",
+         "malicious `checkpoint.pt`: `Trainer.train(resume=True)` (`ddpm train --resume`)",
+         lambda c: (write_malicious_bin(_run_folder(c) / "checkpoint.pt", c.marker), _resume(c)),
+         UnsafeCheckpointError, ("{tmp}/run/checkpoint.pt", "refused", "nothing in it ran")),
+    Case("checkpoint-truncated", "training checkpoint (--resume)", "a truncated `checkpoint.pt`",
+         lambda c: (_trained(c), damage_file(c.tmp / "run" / "checkpoint.pt", "truncated"), _resume(c)),
+         WeightsError, ("training checkpoint {tmp}/run/checkpoint.pt is damaged", "start over without it")),
+    Case("checkpoint-foreign", "training checkpoint (--resume)", "a `checkpoint.pt` that is a plain state dict",
+         lambda c: (torch.save({"conv_in.weight": torch.zeros(1)}, _run_folder(c) / "checkpoint.pt"), _resume(c)),
+         TrainingError, ("{tmp}/run/checkpoint.pt is not a ddpm training checkpoint",)),
+    Case("checkpoint-incomplete", "training checkpoint (--resume)", "a `checkpoint.pt` with the right format tag only",
+         lambda c: (torch.save({"format": CHECKPOINT_FORMAT}, _run_folder(c) / "checkpoint.pt"), _resume(c)),
+         TrainingError, ("incomplete ddpm training checkpoint", "lacks step, elapsed_seconds, model")),
     # --- damaged weights
     *[
         Case(f"weights-{fmt}-{how.replace(' ', '-')}", "damaged weights",
@@ -542,6 +559,21 @@ CASES: list[Case] = [
          lambda c: ((c.repo / WEIGHTS).unlink(), load_unet(c)), CheckpointNotFoundError,
          ("no diffusion_pytorch_model.safetensors or diffusion_pytorch_model.bin",)),
 ]
+
+
+def _run_folder(ctx: Ctx) -> Path:
+    folder = ctx.tmp / "run"
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
+def _trained(ctx: Ctx) -> Any:
+    """Two training steps of the tiny trainer in ``<tmp>/run``, which leave a real checkpoint.pt."""
+    return tiny_trainer(_run_folder(ctx), max_steps=4).train(until_step=2)
+
+
+def _resume(ctx: Ctx) -> Any:
+    return tiny_trainer(_run_folder(ctx), max_steps=4).train(resume=True)
 
 
 def _mismatch(ctx: Ctx) -> Any:

@@ -29,25 +29,20 @@ from ddpm import (
     OverwriteError,
     UnsafeCheckpointError,
     UNet2DModel,
+    WeightsError,
 )
 from ddpm.models.loading import load_pickle, load_state_dict_file
 from ddpm.pipelines import DiffusionPipeline
+from helpers import one_thread  # noqa: F401 (fixture)
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 #: Areas where the input comes from a file; their errors must be ours (DDPMError subclasses).
 FILE_AREAS = {
     "pickled weights carrying code", "damaged weights", "weights that do not fit the config", "UNet config.json",
-    "scheduler_config.json", "model_index.json", "saving", "missing files",
+    "scheduler_config.json", "model_index.json", "saving", "missing files", "training checkpoint (--resume)",
 }  # fmt: skip
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Any:
-    """These tests run many tiny forwards: on a busy 2-core machine two intra-op threads make each ~50x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Many tiny forwards: on a busy 2-core machine two intra-op threads make each ~50x slower.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +93,7 @@ def test_bad_input_fails_loudly_with_a_message_that_says_what_and_where(
 # ---------------------------------------------------------------------------------------------- pickles
 
 
-@pytest.mark.parametrize("how", ["zip", "legacy", "pickle"])
+@pytest.mark.parametrize("how", ["zip", "legacy", "pickle", "pickle5"])
 def test_malicious_pickle_is_refused_by_every_reader_and_its_payload_never_runs(how: str, tmp_path: Path) -> None:
     marker = tmp_path / "payload-ran"
     path = tmp_path / "evil.bin"
@@ -133,6 +128,41 @@ def test_plain_tensor_pickles_still_load(how: str, template: Path, tmp_path: Pat
     ctx = new_ctx(template, tmp_path)
     ctx.weights_as_bin(how)
     assert _same_model(UNet2DModel.from_pretrained(ctx.repo), UNet2DModel.from_pretrained(template))
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "zip", "legacy"])
+def test_randomly_corrupted_weights_files_give_only_our_errors(fmt: str, tmp_path: Path) -> None:
+    """Seeded byte flips, cuts and insertions: each damaged file loads or raises a WeightsError (no crash, no other
+    exception type, never a segfault)."""
+    import random
+
+    from safetensors.torch import save_file
+
+    state = {"a.weight": torch.randn(4, 3), "b.bias": torch.arange(5.0), "c": torch.zeros(2, 2, dtype=torch.float16)}
+    path = tmp_path / ("w.safetensors" if fmt == "safetensors" else "w.bin")
+    if fmt == "safetensors":
+        save_file(state, str(path))
+    else:
+        torch.save(state, path, _use_new_zipfile_serialization=fmt == "zip")
+    original, rng, outcomes = path.read_bytes(), random.Random(0), set()
+    for _ in range(60):
+        data = bytearray(original)
+        i = rng.randrange(len(data))
+        how = rng.choice(["flip", "cut", "insert"])
+        if how == "flip":
+            data[i] = rng.randrange(256)
+        elif how == "cut":
+            del data[i:]
+        else:
+            data[i:i] = rng.randbytes(rng.randint(1, 8))
+        path.write_bytes(bytes(data))
+        try:
+            load_state_dict_file(path)
+            outcomes.add("loaded")
+        except WeightsError as exc:
+            assert str(path) in str(exc)
+            outcomes.add(type(exc).__name__)
+    assert "WeightsError" in outcomes
 
 
 # ---------------------------------------------------------------------------------------------- interrupted saves

@@ -169,13 +169,14 @@ def read_json(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a JSON object from ``path``, raising :class:`ConfigError` that names the file on any problem."""
     path = Path(path)
     try:
-        size = path.stat().st_size
-        if size > MAX_JSON_BYTES:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_JSON_BYTES + 1)  # bounded: a device or a huge file cannot exhaust memory
+        if len(raw) > MAX_JSON_BYTES:
             raise ConfigError(
-                f"{path} is {size} bytes, too large for a config file (at most {MAX_JSON_BYTES}); it is not a config "
-                "ddpm wrote or can read"
+                f"{path} is larger than {MAX_JSON_BYTES} bytes, too large for a config file; it is not a config ddpm "
+                "wrote or can read"
             )
-        text = path.read_text(encoding="utf-8")
+        text = raw.decode("utf-8")
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
     except (OSError, UnicodeDecodeError) as exc:

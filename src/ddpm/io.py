@@ -128,7 +128,8 @@ def remove_stale_temporaries(paths: Collection[str | os.PathLike[str]]) -> None:
 def _class_name_in(path: Path) -> str | None:
     """The ``_class_name`` of a JSON config file; None when it is unreadable or has none."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        with open(path, "rb") as f:
+            data = json.loads(f.read(2**24))  # bounded, like ddpm.config.read_json
     except (OSError, UnicodeDecodeError, ValueError, RecursionError):
         return None
     name = data.get("_class_name") if isinstance(data, dict) else None

@@ -175,7 +175,7 @@ def load_pickle(path: str | os.PathLike[str], *, what: str = "weights file") -> 
     path = Path(path)
     try:
         if path.stat().st_size == 0:
-            raise WeightsError(f"{what} {path} is empty (0 bytes); delete it and download it again")
+            raise WeightsError(f"{what} {path} is empty (0 bytes); {_remedy(what)}")
         with open(path, "rb") as f:
             is_zip = f.read(4) == b"PK\x03\x04"  # torch.save's zip container can be memory-mapped
     except OSError as exc:
@@ -187,9 +187,10 @@ def load_pickle(path: str | os.PathLike[str], *, what: str = "weights file") -> 
     except (KeyboardInterrupt, MemoryError):
         raise
     except Exception as exc:  # truncated or corrupt zip / pickle streams surface as RuntimeError, EOFError, ...
-        if isinstance(exc, pickle.UnpicklingError) and _is_well_formed_pickle(path, is_zip):
-            culprit = re.search(r"GLOBAL ([\w.]+)", str(exc))
-            names = f" (it names {culprit.group(1)})" if culprit else ""
+        named = re.search(r"GLOBAL ([^\s]+)", str(exc))
+        foreign = _foreign_globals(path, is_zip) if isinstance(exc, pickle.UnpicklingError) else None
+        if foreign is not None and (foreign or named):
+            names = f" (it names {named.group(1) if named else foreign[0]})"
             raise UnsafeCheckpointError(
                 f"{path} is a pickle that references Python objects other than tensors{names}, so it was refused "
                 "unread by torch.load(weights_only=True); nothing in it ran. Use a .safetensors file instead: ask its "
@@ -198,11 +199,12 @@ def load_pickle(path: str | os.PathLike[str], *, what: str = "weights file") -> 
         raise _damaged(path, _torch_load_detail(exc), what) from exc
 
 
-def _is_well_formed_pickle(path: Path, is_zip: bool) -> bool:
-    """Whether the pickle stream(s) of a ``torch.save`` file parse completely, without executing anything.
+def _foreign_globals(path: Path, is_zip: bool) -> list[str] | None:
+    """The Python objects the pickle stream(s) of a ``torch.save`` file name outside torch's own, read without
+    executing anything; None when the streams do not even parse (a damaged file).
 
-    ``torch.load(weights_only=True)`` refuses both damaged files and well-formed pickles that reference forbidden
-    objects; only the second are unsafe. Parsing with :func:`pickletools.genops` reads opcodes and never runs them.
+    ``torch.load(weights_only=True)`` refuses damaged files and pickles that reference forbidden objects alike; only
+    the second are unsafe. :func:`pickletools.genops` reads opcodes and never runs them.
     """
     try:
         if is_zip:
@@ -213,14 +215,21 @@ def _is_well_formed_pickle(path: Path, is_zip: bool) -> bool:
         else:
             stream = io.BytesIO(path.read_bytes())
             pickles = 4  # the legacy format: magic number, protocol, system info, then the object
+        names: list[str] = []
         for _ in range(pickles):
             if stream.tell() == len(stream.getbuffer()):
                 break
-            for _ in pickletools.genops(stream):
-                pass
-        return True
+            strings: list[str] = []  # the last string pushes, the operands of STACK_GLOBAL
+            for opcode, arg, _ in pickletools.genops(stream):
+                if opcode.name == "GLOBAL":
+                    names.append(".".join(str(arg).split(" ", 1)))
+                elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
+                    names.append(f"{strings[-2]}.{strings[-1]}")
+                elif isinstance(arg, str) and "UNICODE" in opcode.name:
+                    strings.append(arg)
     except Exception:
-        return False
+        return None
+    return [n for n in names if not n.startswith(("torch", "collections.", "_codecs."))]
 
 
 def rename_legacy_keys(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -305,7 +314,13 @@ def load_into(
 
 
 def _damaged(path: Path, detail: str, what: str = "weights file") -> WeightsError:
-    return WeightsError(f"{what} {path} is damaged ({detail}); delete it and download it again")
+    return WeightsError(f"{what} {path} is damaged ({detail}); {_remedy(what)}")
+
+
+def _remedy(what: str) -> str:
+    if what == "weights file":
+        return "delete it and download it again"
+    return "restore it from a copy, or start over without it"
 
 
 def _listing(items: list[str]) -> str:

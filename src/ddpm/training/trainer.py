@@ -63,6 +63,11 @@ __all__ = [
 
 CHECKPOINT_NAME = "checkpoint.pt"
 _CHECKPOINT_FORMAT = "ddpm-training-checkpoint-v1"
+#: The entries :meth:`Trainer.load_checkpoint` reads (``param_names`` and ``world_size`` are optional).
+_CHECKPOINT_KEYS = (
+    "step", "elapsed_seconds", "model", "ema", "optimizer", "grad_scaler", "rng", "training_config", "unet_config",
+    "scheduler_config",
+)  # fmt: skip
 
 
 class TrainingError(DDPMError, RuntimeError):
@@ -388,16 +393,20 @@ class Trainer:
         Raises:
             TrainingError: The file is missing or not a ddpm training checkpoint, or it was made with a different
                 model, scheduler or training config (other than the keys in ``RESUMABLE_CHANGES``).
+            WeightsError: The file is damaged (truncated, corrupt).
+            UnsafeCheckpointError: The file is a pickle that references code; it was refused and nothing ran.
         """
+        from ..models.loading import load_pickle
+
         path = Path(path) if path is not None else self.checkpoint_path
         if not path.is_file():
             raise TrainingError(f"--resume: no checkpoint at {path}; start without --resume to train from scratch")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - any unpickling failure means an unusable file
-            raise TrainingError(f"cannot read checkpoint {path}: {exc}") from None
+        state = load_pickle(path, what="training checkpoint")  # torch.load(weights_only=True): no code runs
         if not isinstance(state, dict) or state.get("format") != _CHECKPOINT_FORMAT:
             raise TrainingError(f"{path} is not a ddpm training checkpoint")
+        missing = [k for k in _CHECKPOINT_KEYS if k not in state]
+        if missing:
+            raise TrainingError(f"{path} is an incomplete ddpm training checkpoint: it lacks {', '.join(missing)}")
         self._check_compatible(state, path)
         self.unet.load_state_dict(state["model"])
         if self.ema is not None:
