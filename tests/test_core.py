@@ -152,3 +152,15 @@ def test_append_dims_and_extract() -> None:
     table = torch.arange(10.0)
     out = extract(table, torch.tensor([3, 7]), (2, 3, 8, 8))
     assert out.shape == (2, 1, 1, 1) and out.flatten().tolist() == [3.0, 7.0]
+
+
+def test_saved_files_get_the_mode_an_ordinary_open_would(tmp_path: Path) -> None:
+    import os
+
+    mask = os.umask(0o022)
+    try:
+        target = tmp_path / "config.json"
+        atomic_write_text(target, "{}")
+        assert target.stat().st_mode & 0o777 == 0o644
+    finally:
+        os.umask(mask)

@@ -40,6 +40,11 @@ def _temporary_sibling(path: Path) -> Iterator[Path]:
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=_temporary_name_prefix(path), suffix=_TMP_SUFFIX, dir=path.parent)
+    try:
+        # mkstemp creates the file owner-only (0600); give it the mode an ordinary open() would: 0666 less the umask.
+        os.fchmod(fd, 0o666 & ~_current_umask())
+    except (AttributeError, OSError):  # pragma: no cover - platforms without fchmod
+        pass
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -47,6 +52,13 @@ def _temporary_sibling(path: Path) -> Iterator[Path]:
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+def _current_umask() -> int:
+    # The umask can only be read by setting it; set it straight back.
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _fsync(path: Path) -> None:
