@@ -17,7 +17,10 @@ from .errors import CheckpointNotFoundError
 __all__ = ["HubOptions", "find_file", "require_file", "is_offline", "BUNDLED_MODELS", "bundled_model_path"]
 
 #: Short names of models shipped inside the package, mapped to their folder under ``ddpm/pretrained``.
-BUNDLED_MODELS: dict[str, str] = {}
+BUNDLED_MODELS: dict[str, str] = {
+    # 32x32 MNIST digits, 2.7 M parameters, trained with ddpm.training; its card: pretrained/ddpm-mnist/README.md
+    "ddpm-mnist": "ddpm-mnist",
+}
 
 
 def bundled_model_path(name: str) -> Path | None:

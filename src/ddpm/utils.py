@@ -56,8 +56,8 @@ def randn_tensor(
 ) -> torch.Tensor:
     """Draw standard normal noise the way diffusers does, so the same seed gives the same numbers.
 
-    * A CPU generator with a CUDA target draws on the CPU and moves the result: a CPU seed gives the same noise on
-      any device.
+    * A CPU generator with a CUDA target draws on the CPU and moves the result (through pinned memory, without
+      making the host wait for the GPU): a CPU seed gives the same noise on any device.
     * A generator on the target device draws there directly.
     * A CUDA generator with a CPU target is an error.
     * A list of generators draws sample ``i`` (shape ``(1, *shape[1:])``) from generator ``i`` and concatenates, so
@@ -102,4 +102,9 @@ def randn_tensor(
         out = torch.cat(samples, dim=0)
     else:
         out = torch.randn(tuple(shape), generator=generator, device=draw_device, dtype=dtype)
+    if device.type == "cuda" and out.device.type == "cpu":
+        # Through pinned memory, asynchronously: a copy from ordinary memory would make the host wait for the GPU
+        # at every noise draw (each step of a stochastic sampler). The pinned block is not reused before the copy
+        # has run (PyTorch's pinned-memory cache records the copy on the stream).
+        return out.pin_memory().to(device, non_blocking=True)
     return out.to(device)

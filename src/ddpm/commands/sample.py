@@ -21,6 +21,9 @@ from typing import Any
 
 from ._common import DEVICES, DTYPES, add_model_argument, env_int, resolve_device, resolve_dtype, resolve_model
 
+#: ``torch.compile`` modes of ``--compile`` (the same as ``ddpm.fast.COMPILE_MODES``, without importing torch).
+COMPILE_MODES: tuple[str, ...] = ("default", "max-autotune-no-cudagraphs", "reduce-overhead", "max-autotune")
+
 NAME = "sample"
 HELP = "generate images into a folder (one PNG per image, resumable, shardable with torchrun)"
 
@@ -28,6 +31,7 @@ EXAMPLES = """\
 examples:
   ddpm sample google/ddpm-cifar10-32 --scheduler ddim --steps 50 --num-images 64 --out samples --grid grid.png
   ddpm sample google/ddpm-ema-celebahq-256 --device cuda --dtype bf16 --num-images 1000 --batch-size 32
+  ddpm sample google/ddpm-ema-celebahq-256 --device cuda --fast --num-images 1000 --batch-size 64
   torchrun --nproc-per-node 4 -m ddpm sample google/ddpm-cifar10-32 --num-images 50000 --out fid-samples
 
 Image i is made from seed S+i alone: the files do not depend on --batch-size or the number of processes, and a
@@ -39,12 +43,21 @@ MANIFEST_NAME = "ddpm_sample.json"
 SCHEDULER_CHOICES: tuple[str, ...] = ("ddpm", "ddim", "pndm")
 #: At most this many images go into ``--grid`` unless ``--grid-size`` says otherwise.
 DEFAULT_GRID_SIZE = 64
+#: Values assumed for settings that manifests written by earlier versions do not record.
+MANIFEST_DEFAULTS: dict[str, Any] = {"fast": False}
 
 
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:  # also rejects nan
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
     return value
 
 
@@ -72,7 +85,34 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=_non_negative, default=0, metavar="S", help="image i uses seed S+i (default: 0)")
     parser.add_argument("--eta", type=float, default=None, metavar="E", help="DDIM eta: 0 deterministic, 1 DDPM-like")
     parser.add_argument("--device", choices=DEVICES, default="auto", help="where to run (default: auto = cuda if available)")
-    parser.add_argument("--dtype", choices=tuple(DTYPES), default="fp32", help="UNet precision (default: fp32)")
+    parser.add_argument(
+        "--dtype",
+        choices=tuple(DTYPES),
+        default=None,
+        help="UNet precision (default: fp32; with --fast, bf16 on CUDA and on CPUs with native bf16)",
+    )
+    parser.add_argument(
+        "--fast",
+        action="store_true",
+        help="fast path: half-precision UNet with fp32 scheduler math, channels_last, CUDA graphs on CUDA "
+        "(see docs/performance.md)",
+    )
+    parser.add_argument(
+        "--compile",
+        choices=("off", *COMPILE_MODES),
+        default="off",
+        help="with --fast: also torch.compile the UNet in this mode (default: off)",
+    )
+    parser.add_argument(
+        "--compile-budget",
+        type=_positive_seconds,
+        default=120.0,
+        metavar="S",
+        help="with --compile: run uncompiled if compiling takes longer than S seconds (default: 120)",
+    )
+    parser.add_argument(
+        "--threads", type=_positive, default=None, metavar="N", help="CPU threads for torch (default: torch's choice)"
+    )
     parser.add_argument("--out", type=Path, default=Path("samples"), metavar="DIR", help="output folder (default: samples)")
     parser.add_argument("--grid", type=Path, default=None, metavar="FILE", help="also save a grid of the images to FILE")
     parser.add_argument(
@@ -125,7 +165,7 @@ def _distributed(device: Any) -> Iterator[_Dist]:
             dist.destroy_process_group()
 
 
-def _settings(args: argparse.Namespace, model: str) -> dict[str, Any]:
+def _settings(args: argparse.Namespace, model: str, dtype: str) -> dict[str, Any]:
     from ..pipelines import PIPELINES
 
     steps = args.steps or PIPELINES[args.scheduler].default_num_inference_steps
@@ -136,7 +176,8 @@ def _settings(args: argparse.Namespace, model: str) -> dict[str, Any]:
         "steps": steps,
         "seed": args.seed,
         "eta": args.eta if args.eta is not None else (0.0 if args.scheduler == "ddim" else None),
-        "dtype": args.dtype,
+        "dtype": dtype,
+        "fast": args.fast,
     }
 
 
@@ -148,7 +189,8 @@ def _check_manifest(out: Path, settings: dict[str, Any], write: bool) -> None:
     path = out / MANIFEST_NAME
     if path.exists():
         old = read_json(path)
-        diffs = [f"{k}: {old.get(k)!r} -> {v!r}" for k, v in settings.items() if old.get(k) != v]
+        recorded = {**MANIFEST_DEFAULTS, **old}
+        diffs = [f"{k}: {recorded.get(k)!r} -> {v!r}" for k, v in settings.items() if recorded.get(k) != v]
         if diffs:
             raise ValueError(
                 f"{out} holds images made with other settings ({'; '.join(diffs)}); use another --out, or delete "
@@ -156,6 +198,14 @@ def _check_manifest(out: Path, settings: dict[str, Any], write: bool) -> None:
             )
     elif write:
         atomic_write_text(path, json.dumps(settings, indent=2, sort_keys=True) + "\n")
+
+
+def _fast_dtype_name(device: Any) -> str:
+    """The ``--dtype`` name of the fast path's default precision on ``device``."""
+    from ..fast import default_fast_dtype
+
+    names = {resolve_dtype(name): name for name in DTYPES}
+    return names[default_fast_dtype(device)]
 
 
 def _write_grid(out: Path, grid: Path, count: int) -> Path:
@@ -180,10 +230,17 @@ def run(args: argparse.Namespace) -> int:
     from ..pipelines import PIPELINES
     from ..pipelines.batch import sample_to_folder
 
-    dtype = resolve_dtype(args.dtype)
+    if args.compile != "off" and not args.fast:
+        raise ValueError(f"--compile {args.compile} needs --fast")
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
     device = resolve_device(args.device, env_int("LOCAL_RANK", env_int("RANK", 0)))
+    dtype_name = args.dtype or (_fast_dtype_name(device) if args.fast else "fp32")
+    dtype = resolve_dtype(dtype_name)
     out: Path = args.out.expanduser()
-    settings = _settings(args, model)
+    settings = _settings(args, model, dtype_name)
 
     with _distributed(device) as dist:
         main_process = dist.rank == 0
@@ -191,6 +248,9 @@ def run(args: argparse.Namespace) -> int:
         _check_manifest(out, settings, write=main_process)
 
         pipe = PIPELINES[args.scheduler].from_pretrained(model, torch_dtype=dtype).to(device)
+        if args.fast:
+            compile_mode = None if args.compile == "off" else args.compile
+            pipe.enable_fast_sampling(dtype, compile=compile_mode, compile_budget_s=args.compile_budget)
         show = main_process and not args.no_progress
         pipe.set_progress_bar_config(leave=False, desc="steps", **({} if show else {"disable": True}))
         report = sample_to_folder(

@@ -27,7 +27,7 @@ import math
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import torch
 
@@ -38,6 +38,9 @@ from ..image_processing import check_output_type, postprocess
 from ..io import Writer, atomic_write_files, check_save_folder, remove_stale_temporaries
 from ..outputs import ImagePipelineOutput
 from ..utils import Generators, randn_tensor
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..fast import UNetRunner
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +98,7 @@ class DiffusionPipeline:
         self.scheduler = scheduler
         self._progress_bar_config: dict[str, Any] = {}
         self._interrupt = False
+        self._fast: UNetRunner | None = None
 
     def __repr__(self) -> str:
         return (
@@ -148,6 +152,71 @@ class DiffusionPipeline:
             raise TypeError(f"pipe.to(): the UNet needs a floating-point dtype, got {dtype}")
         self.unet.to(device=device, dtype=dtype)
         return self
+
+    # ------------------------------------------------------------------ fast sampling
+    def enable_fast_sampling(
+        self: P,
+        dtype: torch.dtype | None = None,
+        *,
+        cuda_graph: bool = True,
+        compile: str | bool | None = False,
+        compile_budget_s: float | None = 120.0,
+        channels_last: bool = True,
+        tf32: bool = True,
+    ) -> P:
+        """Switch this pipeline to the fast path (see :mod:`ddpm.fast`); returns the pipeline.
+
+        Call it after ``pipe.to(device)``. It casts the UNet's weights to ``dtype`` (default: bf16 on CUDA and on a
+        CPU with native bf16, fp32 elsewhere) and puts the UNet in eval mode. Later calls then keep x_t, the noise
+        and every scheduler step in float32, cast only the UNet's input and output, and on CUDA replay the UNet as
+        a CUDA graph captured per batch shape, with no host synchronisation inside the loop. Images for a seed stay
+        those of the float32 pipeline up to the UNet's rounding. Calling it again replaces the settings;
+        :meth:`disable_fast_sampling` turns it off.
+
+        Args:
+            dtype: The UNet's dtype: ``torch.bfloat16`` (the default on CUDA), ``torch.float16`` or
+                ``torch.float32``; None picks ``ddpm.fast.default_fast_dtype(pipe.device)``.
+            cuda_graph: Capture and replay the UNet as a CUDA graph (CUDA only).
+            compile: Also ``torch.compile`` the UNet: a mode from ``ddpm.fast.COMPILE_MODES``, or True for
+                ``"max-autotune-no-cudagraphs"``. Off by default; the compile time is in ``pipe.fast_sampler.stats``.
+            compile_budget_s: The most seconds a compilation may take before the UNet runs uncompiled (None: no
+                limit).
+            channels_last: Keep convolution weights and activations channels_last (False: standard layout).
+            tf32: Allow TF32 math for a float32 UNet on CUDA (only while the UNet runs).
+
+        Returns:
+            The pipeline.
+
+        Raises:
+            TypeError: ``dtype`` is not a floating-point torch dtype, or a flag is not a bool.
+            ValueError: An unknown ``compile`` mode or a non-positive budget.
+        """
+        from ..fast import FastSamplingOptions, UNetRunner, default_fast_dtype
+
+        options = FastSamplingOptions(
+            dtype=dtype, cuda_graph=cuda_graph, compile=compile, compile_budget_s=compile_budget_s,
+            channels_last=channels_last, tf32=tf32,
+        )  # fmt: skip
+        layout = torch.channels_last if channels_last else torch.contiguous_format
+        self.unet.to(dtype=options.dtype or default_fast_dtype(self.device), memory_format=layout).eval()
+        self._fast = UNetRunner(
+            self.unet,
+            graph="auto" if cuda_graph else "off",
+            compile_mode=options.compile_mode,
+            compile_budget_s=compile_budget_s,
+            tf32=tf32,
+        )
+        return self
+
+    def disable_fast_sampling(self: P) -> P:
+        """Go back to the plain loop (the UNet keeps its dtype and layout); returns the pipeline."""
+        self._fast = None
+        return self
+
+    @property
+    def fast_sampler(self) -> UNetRunner | None:
+        """The fast path's UNet runner (its ``stats`` give capture and compile times), or None when it is off."""
+        return self._fast
 
     # ------------------------------------------------------------------ progress bar
     def set_progress_bar_config(self, **tqdm_kwargs: Any) -> None:
@@ -238,12 +307,14 @@ class DiffusionPipeline:
             raise ValueError(
                 f"callback_on_step_end_tensor_inputs: unknown {unknown}; choose from {list(CALLBACK_TENSOR_INPUTS)}"
             )
-        scheduler, unet = self.scheduler, self.unet
+        scheduler, unet, fast = self.scheduler, self.unet, self._fast
         device, dtype = self.device, self.dtype
+        if fast is not None:
+            dtype = fast.sample_dtype(dtype)  # x_t, the noise and the scheduler stay float32 for a half UNet
         self._interrupt = False
 
         with self._scheduler_overrides(eta=eta, use_clipped_model_output=use_clipped_model_output):
-            # 2. x_T ~ N(0, I), in the UNet's dtype; a CPU generator draws on the CPU, then moves
+            # 2. x_T ~ N(0, I), in the UNet's dtype (float32 on the fast path); a CPU generator draws on the CPU
             sample = randn_tensor(self._sample_shape(batch_size), generator, device, dtype)
             sample = sample * scheduler.init_noise_sigma
             # 3. the timesteps, e.g. 999, 979, ..., 19 for DDIM-50 with "leading" spacing
@@ -254,7 +325,8 @@ class DiffusionPipeline:
 
             for i, t in enumerate(self.progress_bar(timesteps, total=len(timesteps))):
                 # 4.1 predict the noise eps_theta(x_t, t)
-                model_output = unet(scheduler.scale_model_input(sample, t), t).sample
+                model_input = scheduler.scale_model_input(sample, t)
+                model_output = unet(model_input, t).sample if fast is None else fast(model_input, t)
                 # 4.2 x_t -> x_{t-1}
                 out = scheduler.step(model_output, t, sample, generator=generator)
                 sample = out.prev_sample

@@ -1,0 +1,48 @@
+"""benchmarks/gpu_sampling.py runs on CPU with small settings and reports every part it promises."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gpu_sampling_benchmark_runs_on_cpu_with_small_settings(tmp_path):
+    pytest.importorskip("diffusers")
+    benchmark = _load("gpu_sampling")
+    out = tmp_path / "results.json"
+    results = benchmark.main([
+        "--device", "cpu", "--config", "tiny", "--batch-sizes", "1,2", "--steps", "3", "--ddim-steps", "2",
+        "--ddim-batch-sizes", "1,2", "--dtypes", "fp32,bf16", "--repeats", "2", "--warmup", "1",
+        "--matmul-size", "128", "--fast-dtypes", "bf16,fp32", "--json", str(out),
+    ])  # fmt: skip
+    assert json.loads(out.read_text())["env"]["config"] == "tiny"
+    assert results["matmul"]["tflops"] > 0 and results["flops_per_image_step"] > 0
+    forward = {(r["dtype"], r["batch"], r["contender"]): r for r in results["forward"]}
+    contenders = ("diffusers", "ddpm", "ddpm fast")
+    assert set(forward) == {(d, b, c) for d in ("fp32", "bf16") for b in (1, 2) for c in contenders}
+    for row in forward.values():
+        assert row["median_ms"] > 0 and row["tflops"] > 0 and row["peak_memory_gib"] is None  # no CUDA memory on CPU
+    assert forward[("fp32", 2, "ddpm")]["max_abs_diff_to_diffusers"] < 1e-4  # the same weights in both libraries
+    runs = {(r["kind"], r["batch"], r["contender"]): r for r in results["sampling"]}
+    expected_runs = [("ddpm", 1), ("ddim", 1), ("ddim", 2)]
+    contenders = ("diffusers fp32", "ddpm fp32", "ddpm fast bf16", "ddpm fast fp32")
+    assert set(runs) == {(k, b, c) for k, b in expected_runs for c in contenders}
+    for kind, batch in expected_runs:
+        assert runs[(kind, batch, "ddpm fp32")]["psnr_db_vs_ddpm_fp32"] == math.inf
+        assert runs[(kind, batch, "diffusers fp32")]["psnr_db_vs_ddpm_fp32"] > 80  # same noise, same images
+        assert runs[(kind, batch, "ddpm fast fp32")]["psnr_db_vs_ddpm_fp32"] > 80  # the fast path's casts only
+        fast = runs[(kind, batch, "ddpm fast bf16")]
+        assert fast["psnr_db_vs_ddpm_fp32"] >= 35 and fast["mode"] == "eager" and fast["syncs_in_loop"] is None
