@@ -97,7 +97,8 @@ def typed_values(tp: Any) -> st.SearchStrategy[Any]:
     if tp is bool:
         return st.booleans()
     if tp is int:
-        return st.one_of(st.integers(min_value=-2, max_value=130), st.sampled_from([v for v in _EDGE_NUMBERS if isinstance(v, int)]))
+        edges = [v for v in _EDGE_NUMBERS if isinstance(v, int)]
+        return st.one_of(st.integers(min_value=-2, max_value=130), st.sampled_from(edges))
     if tp is float:
         return st.one_of(st.floats(min_value=-1.0, max_value=2.0), st.sampled_from([0.0, 1e-320, 1e300, 1.0, 0.02]))
     if tp is str:
@@ -164,9 +165,10 @@ def test_unet_config_loader_raises_only_our_errors_and_accepted_configs_run(data
 @pytest.mark.parametrize("cls", [DDPMScheduler, DDIMScheduler, PNDMScheduler], ids=lambda c: c.__name__)
 def test_scheduler_config_loader_raises_only_our_errors_and_accepted_configs_build(cls: type) -> None:
     extra = [*scheduler_config_keys(), *_PRIVATE]
+    hints = typing.get_type_hints(cls.config_class)
 
     @FUZZ
-    @given(configs(CIFAR10_SCHEDULER_CONFIG, extra, typing.get_type_hints(cls.config_class)), st.sampled_from([1, 2, 4, 10, 50]))
+    @given(configs(CIFAR10_SCHEDULER_CONFIG, extra, hints), st.sampled_from([1, 2, 4, 10, 50]))
     def check(data: dict[str, Any], steps: int) -> None:
         config = _ours_or_success(cls.config_class.from_dict, data, source="scheduler_config.json")
         if config is None:

@@ -288,7 +288,8 @@ def test_save_killed_by_sigkill_keeps_the_previous_model_and_the_next_save_clean
     folder = tmp_path / "model"
     old, before = _saved_model(template, folder)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
-    result = subprocess.run([sys.executable, "-c", _KILL_SCRIPT, str(folder)], env=env, capture_output=True, timeout=300)
+    command = [sys.executable, "-c", _KILL_SCRIPT, str(folder)]
+    result = subprocess.run(command, env=env, capture_output=True, timeout=300)
     assert result.returncode == -signal.SIGKILL, result.stderr.decode()
     after = _listing(folder)
     stale = sorted(set(after) - set(before))

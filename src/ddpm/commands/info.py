@@ -80,7 +80,9 @@ def describe(model: str, revision: str | None = None) -> dict[str, Any]:
         raw = read_json(sched_path)
         name = index.scheduler if index else raw.get("_class_name")
         if not isinstance(name, (str, type(None))):
-            raise ConfigError(f"{sched_path}: _class_name has value {show_value(name)}; expected a scheduler class name")
+            raise ConfigError(
+                f"{sched_path}: _class_name has value {show_value(name)}; expected a scheduler class name"
+            )
         cls = scheduler_classes().get(name or "DDPMScheduler")
         config = cls.from_config(cls.config_class.from_dict(raw, source=sched_path)).config.to_dict() if cls else raw
         scheduler = {"class": name or "DDPMScheduler", "supported": cls is not None, "config": config}

@@ -133,7 +133,8 @@ class UNet2DConfig(ConfigBase):
         value = getattr(self, key)
         where = f"{self._source()}: " if self._source() else ""
         return UnsupportedConfigError(
-            f"{where}config key {key!r} has value {show_value(value)}, which diffusers knows but ddpm does not implement; "
+            f"{where}config key {key!r} has value {show_value(value)}, which diffusers knows but ddpm does not "
+            "implement; "
             f"supported: {supported}"
         )
 
@@ -195,7 +196,9 @@ class UNet2DConfig(ConfigBase):
         ):  # fmt: skip
             value = getattr(self, key)
             check(value is None or 0 < value <= most, self, key, f"expected null or a positive integer up to {most}")
-        check(abs(self.freq_shift) <= MAX_WIDTH, self, "freq_shift", f"expected an integer in [-{MAX_WIDTH}, {MAX_WIDTH}]")
+        check(
+            abs(self.freq_shift) <= MAX_WIDTH, self, "freq_shift", f"expected an integer in [-{MAX_WIDTH}, {MAX_WIDTH}]"
+        )
         check(self.norm_eps > 0, self, "norm_eps", "expected a positive number")
         check(self.mid_block_scale_factor != 0, self, "mid_block_scale_factor", "expected a non-zero number")
         check(0.0 <= self.dropout < 1.0, self, "dropout", "expected a probability in [0, 1)")
@@ -398,7 +401,9 @@ class UNet2DModel(ModelMixin):
                 f"sample.to({str(weight.device)!r}) or model.to({str(sample.device)!r})"
             )
         if not sample.is_floating_point():
-            raise ValueError(f"sample has dtype {sample.dtype}; pass floating-point images, e.g. sample.to({weight.dtype})")
+            raise ValueError(
+                f"sample has dtype {sample.dtype}; pass floating-point images, e.g. sample.to({weight.dtype})"
+            )
         if sample.dtype != weight.dtype and not _autocast_enabled(sample.device.type):
             raise ValueError(
                 f"sample has dtype {sample.dtype} but the model's parameters are {weight.dtype}; pass "

@@ -300,9 +300,8 @@ class DiffusionPipeline:
         # 1. check the inputs before any work
         steps = self._check_call_inputs(batch_size, generator, num_inference_steps, output_type)
         if isinstance(callback_on_step_end_tensor_inputs, str):
-            raise TypeError(
-                f"callback_on_step_end_tensor_inputs must be a list of names, e.g. [{callback_on_step_end_tensor_inputs!r}]"
-            )
+            example = [callback_on_step_end_tensor_inputs]
+            raise TypeError(f"callback_on_step_end_tensor_inputs must be a list of names, e.g. {example!r}")
         unknown = [n for n in callback_on_step_end_tensor_inputs if n not in CALLBACK_TENSOR_INPUTS]
         if unknown:
             raise ValueError(

@@ -85,9 +85,9 @@ class PNDMScheduler(Scheduler):
         """
         if float(self.alphas_cumprod[spaced[0]]) == 0.0:
             raise ValueError(
-                f"PNDMScheduler cannot start at timestep {spaced[0]}: its ᾱ is 0 (rescale_betas_zero_snr=True, or betas "
-                "so large that ᾱ underflows), and the PNDM transfer divides by sqrt(ᾱ_t); use DDIMScheduler, or "
-                "timestep_spacing='leading' with rescale_betas_zero_snr"
+                f"PNDMScheduler cannot start at timestep {spaced[0]}: its ᾱ is 0 (rescale_betas_zero_snr=True, or "
+                "betas so large that ᾱ underflows), and the PNDM transfer divides by sqrt(ᾱ_t); use DDIMScheduler, "
+                "or timestep_spacing='leading' with rescale_betas_zero_snr"
             )
         if self.config.skip_prk_steps:
             return spaced[:1] + spaced[1:2] + spaced[1:]
