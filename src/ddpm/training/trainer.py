@@ -204,7 +204,9 @@ class _Dist:
         import torch.distributed as dist
 
         if not dist.is_initialized():
-            backend = "nccl" if device.type == "cuda" else "gloo"
+            # GPU tensors (DDP's gradient buckets) go over NCCL; the per-step flags and loss are CPU tensors, which
+            # NCCL cannot carry, so CUDA runs pair it with gloo for those.
+            backend = "cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo"
             dist.init_process_group(backend=backend, device_id=device if device.type == "cuda" else None)
             self.owns_group = True
 
@@ -326,6 +328,7 @@ class Trainer:
             betas=(config.adam_beta1, config.adam_beta2),
             eps=config.adam_eps,
             weight_decay=config.weight_decay,
+            fused=self.device.type == "cuda",  # one kernel for the whole update instead of a few per tensor
         )
         self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
         self.step = 0
