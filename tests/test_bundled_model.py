@@ -36,14 +36,21 @@ def test_ddpm_sample_without_a_model_uses_the_bundled_one(tmp_path):
         assert img.size == (32, 32)
 
 
-def test_bundled_model_draws_digits_of_every_class():
-    from ddpm.evaluation import evaluate_digits
+def test_bundled_model_meets_the_quality_targets_with_the_acceptance_command(tmp_path):
+    """Issue 6's acceptance, as the user runs it: `ddpm sample --scheduler ddim --steps 50 --num-images 100 --seed 0`
+    on the bundled model, scored by `ddpm evaluate`: precision and recall within 0.1 of real-vs-real, the Fréchet
+    distance within 2x, every class present and the class histogram about as balanced as 100 real digits."""
+    import json
 
-    pipe = DDIMPipeline.from_pretrained("ddpm-mnist")
-    pipe.set_progress_bar_config(disable=True)
-    images = pipe(batch_size=50, generator=torch.Generator().manual_seed(0), num_inference_steps=20,
-                  output_type="pt").images
-    generated, reference = evaluate_digits((images * 255).round().to(torch.uint8), reference_draws=2)
-    assert sum(c > 0 for c in generated.class_counts) >= 9
-    assert generated.precision > reference.precision - 0.25
-    assert generated.frechet_distance < 4 * reference.frechet_distance
+    out, report = tmp_path / "samples", tmp_path / "quality.json"
+    assert main(["sample", "--scheduler", "ddim", "--steps", "50", "--num-images", "100", "--seed", "0",
+                 "--batch-size", "100", "--out", str(out), "--no-progress"]) == 0
+    assert main(["evaluate", str(out), "--json", str(report)]) == 0
+    scores = json.loads(report.read_text())
+    generated, real = scores["generated"], scores["reference"]
+    assert generated["n"] == real["n"] == 100
+    assert abs(generated["precision"] - real["precision"]) <= 0.1, (generated, real)
+    assert abs(generated["recall"] - real["recall"]) <= 0.1, (generated, real)
+    assert generated["frechet_distance"] <= 2 * real["frechet_distance"], (generated, real)
+    assert min(generated["class_counts"]) >= 3
+    assert generated["uniform_tv"] <= 0.2
