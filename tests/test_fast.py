@@ -192,6 +192,8 @@ def test_enable_fast_sampling_checks_its_options(pipe):
         pipe.enable_fast_sampling(compile=True, compile_budget_s=0)
     with pytest.raises(TypeError, match="cuda_graph"):
         FastSamplingOptions(cuda_graph="yes")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="channels_last"):
+        FastSamplingOptions(channels_last="yes")  # type: ignore[arg-type]
     assert FastSamplingOptions(compile=True).compile_mode == "max-autotune-no-cudagraphs"
 
 

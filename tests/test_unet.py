@@ -272,6 +272,31 @@ def test_device_and_dtype_follow_to() -> None:
         assert model(_x(dtype=torch.float64), 3).sample.dtype == torch.float64
 
 
+def test_convolution_layout_follows_the_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    """channels_last on the CPU; moving to another device re-lays the convolutions out in its preferred layout (the
+    standard one on CUDA, where PyTorch's GroupNorm has no channels_last kernel); dtype changes and an explicit
+    memory_format on the same device keep what they give."""
+    import ddpm.models.unet_2d as unet_2d
+
+    assert unet_2d.preferred_memory_format("cpu") == unet_2d.preferred_memory_format("meta") == torch.channels_last
+    assert unet_2d.preferred_memory_format("cuda") == torch.contiguous_format
+    convs = lambda m: [mod.weight for mod in m.modules() if isinstance(mod, torch.nn.Conv2d)]  # noqa: E731
+    model = UNet2DModel.from_config(TINY_UNET_CONFIG)
+    assert all(w.is_contiguous(memory_format=torch.channels_last) for w in convs(model))
+    model.to(torch.bfloat16)
+    assert all(w.is_contiguous(memory_format=torch.channels_last) for w in convs(model))
+    model.to(memory_format=torch.contiguous_format)
+    assert all(w.is_contiguous() for w in convs(model))
+    model.to(memory_format=torch.channels_last)
+    # Without a GPU: "meta" stands in for CUDA (same preferred layout as CUDA's for this test).
+    cuda_like = lambda d: unet_2d.preferred_memory_format("cuda" if d.type == "meta" else d)  # noqa: E731
+    monkeypatch.setattr(unet_2d, "_layout_for", cuda_like)
+    moved = model.to("meta")
+    assert all(w.device.type == "meta" and w.is_contiguous() for w in convs(moved))
+    back = moved.to_empty(device="cpu")
+    assert all(w.is_contiguous(memory_format=torch.channels_last) for w in convs(back))
+
+
 def test_weight_changes_in_place_reach_the_folded_upsampler_weights(tiny: tuple[Any, UNet2DModel]) -> None:
     _, ours = tiny
     other = diffusers_unet(TINY_UNET_CONFIG, seed=11)

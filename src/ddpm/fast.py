@@ -7,7 +7,7 @@ Turned on for a pipeline with one call, :meth:`ddpm.pipelines.DiffusionPipeline.
   bf16 instructions; float32 elsewhere). The running sample x_t, the initial noise and every scheduler step stay in
   float32: only the UNet input is cast down, and its output is cast back up. So the noise drawn for a seed is the
   float32 reference's noise, and the only difference from the reference is the UNet's own rounding.
-* **Layout and kernels.** channels_last weights and activations, attention through
+* **Layout and kernels.** The device's faster layout (channels_last on the CPU, standard on CUDA), attention through
   ``torch.nn.functional.scaled_dot_product_attention`` (flash / memory-efficient kernels on CUDA), TF32 matrix
   products for a float32 UNet on CUDA (set only around the runner's own calls, then restored).
 * **CUDA graphs.** For one (batch, C, H, W), dtype and device the UNet forward is captured once into a CUDA graph
@@ -106,8 +106,9 @@ class FastSamplingOptions:
         compile: A ``torch.compile`` mode from :data:`COMPILE_MODES`, True for ``"max-autotune-no-cudagraphs"``,
             or False/None for no compilation.
         compile_budget_s: The most seconds a compilation may take (see the module docs); None for no limit.
-        channels_last: Keep convolution weights (and so activations) in channels_last layout; False converts them
-            to the standard layout.
+        channels_last: Convolution weights (and so activations) in channels_last layout (True) or the standard one
+            (False); None (default) picks the device's faster layout, ``preferred_memory_format``: channels_last on
+            the CPU, standard on CUDA (PyTorch's CUDA GroupNorm has no channels_last kernel).
         tf32: Allow TF32 matrix products and convolutions while a float32 UNet runs on CUDA.
     """
 
@@ -115,7 +116,7 @@ class FastSamplingOptions:
     cuda_graph: bool = True
     compile: str | bool | None = False
     compile_budget_s: float | None = 120.0
-    channels_last: bool = True
+    channels_last: bool | None = None
     tf32: bool = True
 
     def __post_init__(self) -> None:
@@ -130,9 +131,13 @@ class FastSamplingOptions:
         budget = self.compile_budget_s
         if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float)) or budget <= 0):
             raise ValueError(f"compile_budget_s must be a positive number of seconds or None, got {budget!r}")
-        for name in ("cuda_graph", "channels_last", "tf32"):
+        for name in ("cuda_graph", "tf32"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        if self.channels_last is not None and not isinstance(self.channels_last, bool):
+            raise TypeError(
+                f"channels_last must be True, False or None (the device's layout), got {self.channels_last!r}"
+            )
 
     @property
     def compile_mode(self) -> str | None:

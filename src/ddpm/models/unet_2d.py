@@ -5,10 +5,12 @@ its weights load unchanged and ours load in diffusers. Differences from diffuser
 
 * a float timestep is used as given; diffusers truncates Python floats to integers (``999.7`` → ``999``);
 * bad input (spatial size, channel count, dtype, non-finite timesteps) raises a ``ValueError`` that says what to do;
-* convolution weights are stored channels_last, so activations run in that layout too (measurably faster on CPU;
-  the output is returned in the standard layout); on CPU the upsampler runs as a sub-pixel convolution and the
-  1×1 shortcuts are accumulated in place. fp32 results agree with diffusers to ~1e-5 (up to ~6e-5 at 256×256, from
-  the different summation order of the channels_last GroupNorm and convolution kernels).
+* on the CPU, convolution weights are stored channels_last, so activations run in that layout too (measurably
+  faster there; the output is returned in the standard layout), the upsampler runs as a sub-pixel convolution and
+  the 1×1 shortcuts are accumulated in place. Moving the model to another device re-lays its convolution weights
+  out in that device's preferred layout (:func:`preferred_memory_format`): the standard one on CUDA, where
+  PyTorch's GroupNorm has no channels_last kernel. fp32 results agree with diffusers to ~1e-5 (up to ~6e-5 at
+  256×256, from the different summation order of the channels_last GroupNorm and convolution kernels).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from .modeling import ModelMixin
 from .resnet import ACTIVATIONS, make_activation
 from .unet_blocks import DOWN_BLOCK_TYPES, MID_BLOCK_TYPES, UP_BLOCK_TYPES, BlockSettings, UNetMidBlock2D, block_class
 
-__all__ = ["UNet2DConfig", "UNet2DModel"]
+__all__ = ["UNet2DConfig", "UNet2DModel", "preferred_memory_format"]
 
 # Upper bounds of the size keys: far above any real model, low enough that a hand-edited or hostile config.json
 # fails with a ConfigError instead of hanging or overflowing while the network is built.
@@ -238,6 +240,23 @@ class UNet2DConfig(ConfigBase):
             )
 
 
+def preferred_memory_format(device: torch.device | str) -> torch.memory_format:
+    """The activation layout the UNet runs fastest in on ``device``'s kind of processor.
+
+    channels_last on the CPU (oneDNN's convolutions and PyTorch's CPU GroupNorm both have NHWC kernels) and on
+    ``meta`` (where models are built before their weights are loaded onto the CPU); the standard layout elsewhere.
+    On CUDA, PyTorch's GroupNorm (through 2.11 at least) has no channels_last kernel: it copies its input to the
+    standard layout and returns that layout, and the next convolution copies it back. On an H200 that made the
+    channels_last UNet's batch-16 and batch-64 forwards 1.2 to 1.4 times slower than diffusers' standard-layout
+    one (``benchmarks/gpu_sampling.py``, see docs/performance.md).
+    """
+    return torch.channels_last if torch.device(device).type in ("cpu", "meta") else torch.contiguous_format
+
+
+def _layout_for(device: torch.device) -> torch.memory_format:
+    return preferred_memory_format(device)  # one indirection, so that tests can stand in for another device
+
+
 class UNet2DModel(ModelMixin):
     """The DDPM UNet: predicts the noise (or another target) for a noisy image batch at given timesteps.
 
@@ -319,11 +338,25 @@ class UNet2DModel(ModelMixin):
         self.conv_norm_out = nn.GroupNorm(config.norm_num_groups, channels[0], eps=config.norm_eps)
         self.conv_act = make_activation("silu")
         self.conv_out = nn.Conv2d(channels[0], config.out_channels, kernel_size=3, padding=1)
-        # Convolution weights live in channels_last layout: oneDNN would otherwise re-layout them on every CPU call
-        # with channels_last activations. Loading keeps this layout; results do not depend on it.
+        # Convolution weights live in the device's preferred layout (channels_last on the CPU: oneDNN would
+        # otherwise re-layout them on every call with channels_last activations). Loading keeps the layout, moving
+        # to another device re-lays them out (_apply); results do not depend on it.
+        self._relayout_convolutions()
+
+    def _relayout_convolutions(self) -> None:
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
-                module.weight.data = module.weight.data.contiguous(memory_format=torch.channels_last)
+                layout = _layout_for(module.weight.device)
+                module.weight.data = module.weight.data.contiguous(memory_format=layout)
+
+    def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
+        # .to(device), .cuda(), .cpu() end in the new device's preferred layout; a dtype change or an explicit
+        # .to(memory_format=...) on the same device keeps the layout it gives.
+        before = self.conv_in.weight.device
+        result = super()._apply(fn, recurse)
+        if self.conv_in.weight.device.type != before.type:
+            self._relayout_convolutions()
+        return result
 
     # ------------------------------------------------------------------ forward
     def forward(

@@ -161,7 +161,7 @@ class DiffusionPipeline:
         cuda_graph: bool = True,
         compile: str | bool | None = False,
         compile_budget_s: float | None = 120.0,
-        channels_last: bool = True,
+        channels_last: bool | None = None,
         tf32: bool = True,
     ) -> P:
         """Switch this pipeline to the fast path (see :mod:`ddpm.fast`); returns the pipeline.
@@ -181,7 +181,8 @@ class DiffusionPipeline:
                 ``"max-autotune-no-cudagraphs"``. Off by default; the compile time is in ``pipe.fast_sampler.stats``.
             compile_budget_s: The most seconds a compilation may take before the UNet runs uncompiled (None: no
                 limit).
-            channels_last: Keep convolution weights and activations channels_last (False: standard layout).
+            channels_last: Convolution weights and activations channels_last (True) or standard (False); None picks
+                the device's faster layout (channels_last on the CPU, standard on CUDA).
             tf32: Allow TF32 math for a float32 UNet on CUDA (only while the UNet runs).
 
         Returns:
@@ -192,12 +193,16 @@ class DiffusionPipeline:
             ValueError: An unknown ``compile`` mode or a non-positive budget.
         """
         from ..fast import FastSamplingOptions, UNetRunner, default_fast_dtype
+        from ..models.unet_2d import preferred_memory_format
 
         options = FastSamplingOptions(
             dtype=dtype, cuda_graph=cuda_graph, compile=compile, compile_budget_s=compile_budget_s,
             channels_last=channels_last, tf32=tf32,
         )  # fmt: skip
-        layout = torch.channels_last if channels_last else torch.contiguous_format
+        if channels_last is None:
+            layout = preferred_memory_format(self.device)
+        else:
+            layout = torch.channels_last if channels_last else torch.contiguous_format
         self.unet.to(dtype=options.dtype or default_fast_dtype(self.device), memory_format=layout).eval()
         self._fast = UNetRunner(
             self.unet,

@@ -44,7 +44,8 @@ class TrainingConfig(ConfigBase):
         precision: ``"bf16"`` autocast (CPU and CUDA), ``"fp16"`` autocast with a gradient scaler (CUDA only),
             ``"fp32"``, or ``"auto"`` (bf16 where the device supports it, else fp32). The loss is always computed
             in float32 and the weights stay float32.
-        channels_last: Use the channels-last memory format (faster on some GPUs, often slower on CPUs).
+        channels_last: Force channels-last activations on every device. The UNet already runs channels-last on
+            CPUs; on CUDA it runs in the standard layout, because PyTorch's CUDA GroupNorm has no channels-last kernel.
         random_flip: Flip training images left-right with probability 1/2 (off for digits).
         seed: Seed of the initial weights' RNG, the data order, the noise and the timesteps.
         log_every: Steps between JSONL log lines.
