@@ -94,7 +94,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--fast",
         action="store_true",
-        help="fast path: half-precision UNet with fp32 scheduler math, channels_last, CUDA graphs on CUDA "
+        help="fast path: half-precision UNet with fp32 scheduler math, CUDA graphs on CUDA "
         "(see docs/performance.md)",
     )
     parser.add_argument(
