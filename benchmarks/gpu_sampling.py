@@ -17,7 +17,12 @@ What it measures (each item prints as soon as it is done; ``--json FILE`` also w
    capture/compile time, and each run's images against ddpm's fp32 images (max |diff| and PSNR, images in [0, 1]).
    After a fast run, 5 more steps run with every step after the first under
    ``torch.cuda.set_sync_debug_mode("error")``: a host synchronisation inside the loop is reported (``syncs``).
-5. ``--diffusers-compiled``: diffusers as its speed guide recommends (fp16, channels_last, TF32,
+5. **profile** (opt-in, ``--parts ...,profile``): ``torch.profiler`` over ``--profile-repeats`` forwards at
+   ``--profile-batch`` in ``--profile-dtype`` for diffusers, ddpm in its device's layout and ddpm in the other
+   layout; prints each one's top kernels by device time (self time on CPU): where a slow forward spends it.
+6. ``--compare-layouts``: the forward part also times ddpm in the layout its device does not prefer (channels_last
+   on CUDA, NCHW on CPU), the check that ``preferred_memory_format`` picks the faster one.
+7. ``--diffusers-compiled``: diffusers as its speed guide recommends (fp16, channels_last, TF32,
    ``torch.compile(mode="reduce-overhead")``), with its compile time (the first call at each shape), in the
    forward and sampling parts.
 
@@ -25,7 +30,7 @@ The weights are diffusers' random initialisation, perturbed with a fixed seed (t
 libraries, or trained weights from ``--model DIR``. On CPU the "fast" runner is the eager fallback: half-precision
 UNet, float32 sample and scheduler.
 
-GPU run (H100/H200; about 5 to 7 minutes, estimated; see benchmarks/README.md for the wheels to carry):
+GPU run (H100/H200; 404 s on an H200 with --repeats 5; see benchmarks/README.md for the wheels to carry):
     python benchmarks/gpu_sampling.py --device cuda --json $OUT/gpu_sampling.json --diffusers-compiled
 CPU smoke test (CI, a few seconds):
     python benchmarks/gpu_sampling.py --device cpu --config tiny --batch-sizes 1,2 --steps 3 --ddim-steps 2 \
@@ -74,7 +79,8 @@ CONFIGS = {
     "cifar10-32": (CIFAR10_UNET_CONFIG, CIFAR10_SCHEDULER_CONFIG),
     "tiny": (TINY_UNET_CONFIG, CIFAR10_SCHEDULER_CONFIG),
 }
-PARTS = ("matmul", "forward", "ddpm", "ddim")
+PARTS = ("matmul", "forward", "ddpm", "ddim", "profile")
+DEFAULT_PARTS = ("matmul", "forward", "ddpm", "ddim")
 
 
 def _ints(text: str) -> list[int]:
@@ -104,7 +110,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "+ torch.compile(mode='reduce-overhead')")  # fmt: skip
     parser.add_argument("--matmul-size", type=int, default=None, help="n of the n×n×n bf16 peak product "
                         "(default 8192 on CUDA, 2048 on CPU)")  # fmt: skip
-    parser.add_argument("--parts", default=",".join(PARTS), help=f"which parts to run, from {','.join(PARTS)}")
+    parser.add_argument("--parts", default=",".join(DEFAULT_PARTS), help=f"which parts to run, from {','.join(PARTS)} "
+                        f"(default: {','.join(DEFAULT_PARTS)})")  # fmt: skip
+    parser.add_argument("--compare-layouts", action="store_true", help="forward part: also time ddpm in the layout "
+                        "its device does not prefer")  # fmt: skip
+    parser.add_argument("--profile-batch", type=int, default=None, help="profile part: batch (default 64 on CUDA, "
+                        "2 on CPU)")  # fmt: skip
+    parser.add_argument("--profile-dtype", choices=sorted(DTYPES), default="bf16", help="profile part: dtype")
+    parser.add_argument("--profile-repeats", type=int, default=3, help="profile part: profiled forwards")
+    parser.add_argument("--profile-rows", type=int, default=12, help="profile part: kernels listed per contender")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None, help="also write the results to this file")
@@ -202,6 +216,10 @@ def measure_forward(args: argparse.Namespace, clock: Clock, reference: torch.nn.
 
             contenders["diffusers compiled"] = run_compiled
         contenders["ddpm"] = lambda x, m=ours: m(x, t).sample
+        if args.compare_layouts:
+            other, label = _other_layout(device)
+            flipped = copy.deepcopy(ours).to(memory_format=other)
+            contenders[f"ddpm {label}"] = lambda x, m=flipped: m(x.contiguous(memory_format=other), t).sample
         runner = UNetRunner(ours, compile_mode=_compile_mode(args), compile_budget_s=args.compile_budget)
         contenders["ddpm fast"] = lambda x, r=runner: r(x, t)
         for batch in args.batch_sizes:
@@ -343,6 +361,68 @@ def measure_sampling(args: argparse.Namespace, clock: Clock, reference: torch.nn
     return rows
 
 
+def _other_layout(device: torch.device) -> tuple[torch.memory_format, str]:
+    """The layout ddpm's UNet does not use on ``device``, and its name."""
+    from ddpm.models.unet_2d import preferred_memory_format
+
+    if preferred_memory_format(device) == torch.channels_last:
+        return torch.contiguous_format, "NCHW"
+    return torch.channels_last, "NHWC"
+
+
+def measure_profile(args: argparse.Namespace, clock: Clock, reference: torch.nn.Module,
+                    config: dict[str, Any]) -> list[dict[str, Any]]:  # fmt: skip
+    """Top kernels by device time (self CPU time off CUDA) of a few forwards per contender."""
+    from torch.profiler import ProfilerActivity, profile
+
+    device = clock.device
+    dtype = DTYPES[args.profile_dtype]
+    batch = args.profile_batch or (64 if device.type == "cuda" else 2)
+    size = config["sample_size"]
+    x = torch.randn(batch, config["in_channels"], size, size, device=device, dtype=dtype)
+    t = torch.tensor([500], device=device)
+    ours = UNet2DModel.from_config(config).eval()
+    ours.load_state_dict(reference.state_dict())
+    ours.to(device, dtype)
+    other, label = _other_layout(device)
+    contenders = {
+        "diffusers": copy.deepcopy(reference).to(device, dtype),
+        "ddpm": ours,
+        f"ddpm {label}": copy.deepcopy(ours).to(memory_format=other),
+    }
+    on_cuda = device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_cuda else [])
+    sort_key = "self_device_time_total" if on_cuda else "self_cpu_time_total"
+    rows = []
+    print(f"\nprofile: {args.profile_dtype}, batch {batch}, {args.profile_repeats} forwards per contender "
+          f"(top {args.profile_rows} by {'device' if on_cuda else 'self CPU'} time)")  # fmt: skip
+    with torch.inference_mode():
+        for key, model in contenders.items():
+            inp = x.contiguous(memory_format=other) if key.endswith(label) else x
+            for _ in range(2):
+                model(inp, t)  # warm-up: cuDNN choices
+            clock.sync()
+            with profile(activities=activities) as prof:
+                for _ in range(args.profile_repeats):
+                    model(inp, t)
+                clock.sync()
+            events = prof.key_averages()
+            if on_cuda:  # the kernels themselves: an operator's device time is also its kernels' (no double count)
+                events = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]
+            total = sum(getattr(e, sort_key) for e in events) / args.profile_repeats / 1e3  # ms per forward
+            top = sorted(events, key=lambda e: getattr(e, sort_key), reverse=True)[: args.profile_rows]
+            print(f"\n  {key}: {total:.2f} ms of {'device' if on_cuda else 'self CPU'} time per forward")
+            kernels = []
+            for e in top:
+                ms = getattr(e, sort_key) / args.profile_repeats / 1e3
+                calls = e.count // args.profile_repeats
+                print(f"    {ms:9.3f} ms  {100 * ms / total if total else 0:5.1f} %  {calls:5d} calls  {e.key[:90]}")
+                kernels.append({"name": e.key, "ms_per_forward": ms, "calls_per_forward": calls})
+            rows.append({"contender": key, "dtype": args.profile_dtype, "batch": batch, "ms_per_forward": total,
+                         "top": kernels})  # fmt: skip
+    return rows
+
+
 def _call(pipe: Any, batch: int, steps: int, seed: int, tf32: bool = False, **kwargs: Any) -> Any:
     generator = torch.Generator("cpu").manual_seed(seed)
     with _tf32() if tf32 else contextlib.nullcontext():
@@ -450,6 +530,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for kind in ("ddpm", "ddim"):
         if kind in parts:
             results["sampling"] += measure_sampling(args, clock, reference, config, scheduler_config, kind)
+    if "profile" in parts:
+        results["profile"] = measure_profile(args, clock, reference, config)
     results["total_s"] = time.perf_counter() - start
     print(f"\ntotal {results['total_s']:.0f} s")
     if args.json:

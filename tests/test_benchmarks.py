@@ -19,6 +19,24 @@ def _load(name: str):
     return module
 
 
+def test_gpu_sampling_profiles_and_compares_layouts_on_cpu():
+    pytest.importorskip("diffusers")
+    benchmark = _load("gpu_sampling")
+    results = benchmark.main([
+        "--device", "cpu", "--config", "tiny", "--batch-sizes", "1", "--dtypes", "fp32", "--repeats", "1",
+        "--warmup", "0", "--parts", "forward,profile", "--compare-layouts", "--profile-repeats", "1",
+        "--profile-rows", "4",
+    ])  # fmt: skip
+    forward = {r["contender"]: r for r in results["forward"]}
+    assert set(forward) == {"diffusers", "ddpm", "ddpm NCHW", "ddpm fast"}  # NCHW: the layout the CPU does not use
+    assert forward["ddpm NCHW"]["max_abs_diff_to_diffusers"] < 1e-4
+    profiled = {r["contender"]: r for r in results["profile"]}
+    assert set(profiled) == {"diffusers", "ddpm", "ddpm NCHW"}
+    for row in profiled.values():
+        assert row["ms_per_forward"] > 0 and 0 < len(row["top"]) <= 4
+        assert any("conv" in kernel["name"] for kernel in row["top"])  # convolutions dominate a UNet
+
+
 def test_gpu_sampling_benchmark_runs_on_cpu_with_small_settings(tmp_path):
     pytest.importorskip("diffusers")
     benchmark = _load("gpu_sampling")
