@@ -289,8 +289,8 @@ def test_convolution_layout_follows_the_device(monkeypatch: pytest.MonkeyPatch) 
     assert all(w.is_contiguous() for w in convs(model))
     model.to(memory_format=torch.channels_last)
     # Without a GPU: "meta" stands in for CUDA (same preferred layout as CUDA's for this test).
-    cuda_like = lambda d: unet_2d.preferred_memory_format("cuda" if d.type == "meta" else d)  # noqa: E731
-    monkeypatch.setattr(unet_2d, "_layout_for", cuda_like)
+    preferred = unet_2d.preferred_memory_format
+    monkeypatch.setattr(unet_2d, "preferred_memory_format", lambda d: preferred("cuda" if d.type == "meta" else d))
     moved = model.to("meta")
     assert all(w.device.type == "meta" and w.is_contiguous() for w in convs(moved))
     back = moved.to_empty(device="cpu")

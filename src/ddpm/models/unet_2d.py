@@ -253,10 +253,6 @@ def preferred_memory_format(device: torch.device | str) -> torch.memory_format:
     return torch.channels_last if torch.device(device).type in ("cpu", "meta") else torch.contiguous_format
 
 
-def _layout_for(device: torch.device) -> torch.memory_format:
-    return preferred_memory_format(device)  # one indirection, so that tests can stand in for another device
-
-
 class UNet2DModel(ModelMixin):
     """The DDPM UNet: predicts the noise (or another target) for a noisy image batch at given timesteps.
 
@@ -346,7 +342,7 @@ class UNet2DModel(ModelMixin):
     def _relayout_convolutions(self) -> None:
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
-                layout = _layout_for(module.weight.device)
+                layout = preferred_memory_format(module.weight.device)
                 module.weight.data = module.weight.data.contiguous(memory_format=layout)
 
     def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
