@@ -60,7 +60,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from helpers import (  # noqa: E402
+from ddpm import DDIMScheduler, DDPMPipeline, DDPMScheduler, UNet2DModel
+from ddpm.fast import UNetRunner, compare_images, default_fast_dtype
+
+from helpers import (
     CELEBAHQ_SCHEDULER_CONFIG,
     CELEBAHQ_UNET_CONFIG,
     CIFAR10_SCHEDULER_CONFIG,
@@ -68,9 +71,6 @@ from helpers import (  # noqa: E402
     TINY_UNET_CONFIG,
     diffusers_unet,
 )
-
-from ddpm import DDIMScheduler, DDPMPipeline, DDPMScheduler, UNet2DModel  # noqa: E402
-from ddpm.fast import UNetRunner, compare_images, default_fast_dtype  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 _NAMES = {dtype: name for name, dtype in DTYPES.items()}
@@ -235,7 +235,7 @@ def measure_forward(args: argparse.Namespace, clock: Clock, reference: torch.nn.
                         first[key], _ = clock.time(lambda fn=fn: fn(x))  # compiles / captures for this shape
                         for _ in range(args.warmup):
                             fn(x)
-                    except Exception as exc:  # noqa: BLE001 - the optional baseline must not end the run
+                    except Exception as exc:
                         if key != "diffusers compiled":
                             raise
                         print(f"  {key}: dropped, it failed at batch {batch}: {type(exc).__name__}: {exc}")
@@ -323,7 +323,7 @@ def measure_sampling(args: argparse.Namespace, clock: Clock, reference: torch.nn
                 warm_s, _ = clock.time(lambda p=pipe: _call(p, batch, 2, args.seed, tf32=tf32))
                 clock.reset_peak()
                 seconds, out = clock.time(lambda p=pipe: _call(p, batch, steps, args.seed, tf32=tf32))
-            except Exception as exc:  # noqa: BLE001 - the optional baseline must not end the run
+            except Exception as exc:
                 if key != "diffusers compiled":
                     raise
                 print(f"  {key}: dropped, it failed: {type(exc).__name__}: {exc}")
@@ -342,7 +342,7 @@ def measure_sampling(args: argparse.Namespace, clock: Clock, reference: torch.nn
                            compile_error=stats.compile_error)  # fmt: skip
             rows.append(row)
         reference_images = images["ddpm fp32"]
-        for row in rows[-len(pipes):]:
+        for row in rows[-len(pipes) :]:
             candidate = images[row["contender"]]
             difference = compare_images(reference_images, candidate)
             worst = min(compare_images(reference_images[i], candidate[i]).psnr_db for i in range(batch))

@@ -69,8 +69,10 @@ def main() -> None:
             args.out.mkdir(parents=True, exist_ok=True)
             pil = numpy_to_pil(images[:100].permute(0, 2, 3, 1).float().numpy() / 255)  # (N, H, W, C) in [0, 1]
             make_image_grid(pil, rows=10, cols=10).save(args.out / f"{name}.png")
-    print(f"model {args.model}, N={args.num_images} per sampler, seeds {args.seed}..{args.seed + args.num_images - 1}, "
-          f"{torch.get_num_threads()} CPU thread(s)")
+    print(
+        f"model {args.model}, N={args.num_images} per sampler, seeds {args.seed}..{args.seed + args.num_images - 1}, "
+        f"{torch.get_num_threads()} CPU thread(s)"
+    )
     print(format_table([*rows, reference]))
     print("generation time: " + "; ".join(timings))
 

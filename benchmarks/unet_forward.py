@@ -33,9 +33,9 @@ os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")  # diffusers warns about .
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from helpers import CELEBAHQ_UNET_CONFIG, CIFAR10_UNET_CONFIG, diffusers_unet  # noqa: E402
+from ddpm.models import UNet2DModel
 
-from ddpm.models import UNet2DModel  # noqa: E402
+from helpers import CELEBAHQ_UNET_CONFIG, CIFAR10_UNET_CONFIG, diffusers_unet
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 CONFIGS = {"celebahq-256": CELEBAHQ_UNET_CONFIG, "cifar10-32": CIFAR10_UNET_CONFIG}

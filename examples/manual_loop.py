@@ -48,8 +48,9 @@ def main() -> None:
 
     pipe = DDIMPipeline(unet=unet, scheduler=scheduler)
     pipe.set_progress_bar_config(disable=True)
-    reference = pipe(generator=torch.Generator("cpu").manual_seed(args.seed), num_inference_steps=args.steps,
-                     output_type="np").images[0]
+    reference = pipe(
+        generator=torch.Generator("cpu").manual_seed(args.seed), num_inference_steps=args.steps, output_type="np"
+    ).images[0]
     print(f"max difference from DDIMPipeline with the same seed: {np.abs(reference - array).max():.2e}")
 
 

@@ -1,4 +1,4 @@
-"""The google/ddpm-ema-celebahq-256 model card's snippet, with ``from ddpm import`` instead of ``from diffusers import``.
+"""The google/ddpm-ema-celebahq-256 model card's snippet, with ``from ddpm import`` in place of ``from diffusers``.
 
     python examples/model_card.py                       # the real model: a 455 MB download, then 1000 UNet steps
     DDPM_MODEL=./my-model python examples/model_card.py # any other Hub id or pipeline folder
@@ -10,12 +10,14 @@ folder.
 import os
 
 # !pip install diffusers
-from ddpm import DDPMPipeline, DDIMPipeline, PNDMPipeline
+from ddpm import DDPMPipeline
 
 model_id = os.environ.get("DDPM_MODEL", "google/ddpm-ema-celebahq-256")
 
 # load model and scheduler
-ddpm = DDPMPipeline.from_pretrained(model_id)  # you can replace DDPMPipeline with DDIMPipeline or PNDMPipeline for faster inference
+ddpm = DDPMPipeline.from_pretrained(
+    model_id
+)  # you can replace DDPMPipeline with DDIMPipeline or PNDMPipeline for faster inference
 
 # run pipeline in inference (sample random noise and denoise)
 image = ddpm().images[0]

@@ -29,12 +29,18 @@ def main() -> None:
     pipe = DDPMPipeline.from_pretrained(args.model)
     pipe.set_progress_bar_config(leave=False)
     images = []
-    for scheduler_cls, steps in ((DDPMScheduler, args.ddpm_steps), (DDIMScheduler, args.steps), (PNDMScheduler, args.steps)):
+    for scheduler_cls, steps in (
+        (DDPMScheduler, args.ddpm_steps),
+        (DDIMScheduler, args.steps),
+        (PNDMScheduler, args.steps),
+    ):
         pipe.scheduler = scheduler_cls.from_config(pipe.scheduler.config)  # same noise schedule, another sampler
         start = time.perf_counter()
         image = pipe(generator=torch.Generator("cpu").manual_seed(args.seed), num_inference_steps=steps).images[0]
-        print(f"{scheduler_cls.__name__}: {steps} steps, {len(pipe.scheduler.timesteps)} UNet calls, "
-              f"{time.perf_counter() - start:.1f} s")
+        print(
+            f"{scheduler_cls.__name__}: {steps} steps, {len(pipe.scheduler.timesteps)} UNet calls, "
+            f"{time.perf_counter() - start:.1f} s"
+        )
         images.append(image)
     make_image_grid(images, rows=1, cols=3).save(args.out)
     print(f"DDPM | DDIM | PNDM saved to {args.out}")

@@ -6,6 +6,7 @@ key names of the google/ddpm-* repos (see ../shared/CHECKPOINTS.md), so the load
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -14,7 +15,6 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import pytest
 import torch
 
 # google/ddpm-cifar10-32 config.json (exact keys and values).
@@ -45,7 +45,12 @@ CELEBAHQ_UNET_CONFIG: dict[str, Any] = {
     **CIFAR10_UNET_CONFIG,
     "block_out_channels": [128, 128, 256, 256, 512, 512],
     "down_block_types": [
-        "DownBlock2D", "DownBlock2D", "DownBlock2D", "DownBlock2D", "AttnDownBlock2D", "DownBlock2D",
+        "DownBlock2D",
+        "DownBlock2D",
+        "DownBlock2D",
+        "DownBlock2D",
+        "AttnDownBlock2D",
+        "DownBlock2D",
     ],
     "up_block_types": ["UpBlock2D", "AttnUpBlock2D", "UpBlock2D", "UpBlock2D", "UpBlock2D", "UpBlock2D"],
     "sample_size": 256,
@@ -147,7 +152,9 @@ def write_flat_repo(
     if weights in ("safetensors", "both"):
         save_file(state, str(folder / "diffusion_pytorch_model.safetensors"))
     if scheduler_config is not None:
-        (folder / "scheduler_config.json").write_text(json.dumps(dict(scheduler_config), indent=2, sort_keys=True) + "\n")
+        (folder / "scheduler_config.json").write_text(
+            json.dumps(dict(scheduler_config), indent=2, sort_keys=True) + "\n"
+        )
     if model_index:
         (folder / "model_index.json").write_text(json.dumps(MODEL_INDEX, indent=2, sort_keys=True) + "\n")
     return folder
@@ -189,13 +196,17 @@ def pil_levels(images: Any) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------------- training
-@pytest.fixture
+@contextlib.contextmanager
 def one_thread() -> Iterator[None]:
-    """Run a test on one intra-op thread: tiny models only lose time to thread synchronisation, more so on a busy machine."""
-    threads = torch.get_num_threads()
+    """Run on one intra-op thread: tiny models and tensors only lose time to thread synchronisation (waking a second
+    thread for a 500-element op costs milliseconds on a busy 2-core machine). The folders whose tests are all tiny
+    apply it to every test from their conftest.py."""
+    before = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 # An 8x8 grayscale UNet small enough to train for a few steps in a test (still covers attention blocks).
@@ -222,8 +233,17 @@ def tiny_trainer(out: str | os.PathLike[str], *, n_images: int = 24, seed: int =
     g = torch.Generator().manual_seed(1234)
     images = torch.randint(0, 256, (n_images, 1, 8, 8), dtype=torch.uint8, generator=g)
     defaults: dict[str, Any] = {
-        "max_steps": 6, "batch_size": 4, "warmup_steps": 2, "precision": "fp32", "progress": False, "log_every": 1,
-        "sample_every": 0, "checkpoint_every": 0, "checkpoint_minutes": 0.0, "num_samples": 4, "sample_steps": 2,
+        "max_steps": 6,
+        "batch_size": 4,
+        "warmup_steps": 2,
+        "precision": "fp32",
+        "progress": False,
+        "log_every": 1,
+        "sample_every": 0,
+        "checkpoint_every": 0,
+        "checkpoint_minutes": 0.0,
+        "num_samples": 4,
+        "sample_steps": 2,
     }
     cfg = TrainingConfig(**{**defaults, **config})
     return Trainer(unet, DDPMScheduler(num_train_timesteps=100), TensorImageDataset(images), cfg, out, device="cpu")

@@ -5,7 +5,7 @@ generators. diffusers is given our ᾱ_t: ours is computed in float64 and rounde
 product in float32, and the two differ by up to ~4e-7 (relative); a long reverse chain amplifies that difference
 like any rounding difference (up to ~3e-4 after 1000 DDPM steps on random outputs). With the same ᾱ the step
 arithmetic must agree to 1e-5 (it agrees to the last bit). The schedules themselves are compared in
-tests/test_schedules.py.
+tests/schedulers/test_schedules.py.
 
 Where diffusers computes the previous timestep by a stride that does not match the schedule (DDIM and PNDM with
 ``linspace``, ``trailing`` when n does not divide T, PNDM's Runge-Kutta half steps when T // n is odd), the
@@ -15,12 +15,10 @@ what ddpm does.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import pytest
 import torch
 
 SHAPE = (2, 3, 8, 8)
@@ -160,22 +158,3 @@ def max_abs_diff(a: list[torch.Tensor | None], b: list[torch.Tensor | None]) -> 
     assert len(a) == len(b), (len(a), len(b))
     diffs = [(x - y).abs().max().item() for x, y in zip(a, b) if x is not None and y is not None]
     return max(diffs) if diffs else 0.0
-
-
-@contextlib.contextmanager
-def one_thread() -> Iterator[None]:
-    """Run tiny-tensor loops on one intra-op thread: on a busy 2-core machine, waking a second thread for each
-    500-element op costs milliseconds, which dominates loops over every step count."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-@pytest.fixture(autouse=True)
-def one_thread_per_test() -> Iterator[None]:
-    """:func:`one_thread` around every test of a module that imports this fixture."""
-    with one_thread():
-        yield

@@ -42,8 +42,15 @@ _EXPORTS: dict[str, str] = {
 __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .errors import CheckpointNotFoundError, ConfigError, DDPMError, UnsafeCheckpointError, WeightsError
-    from .errors import OverwriteError, UnsupportedConfigError
+    from .errors import (
+        CheckpointNotFoundError,
+        ConfigError,
+        DDPMError,
+        OverwriteError,
+        UnsafeCheckpointError,
+        UnsupportedConfigError,
+        WeightsError,
+    )
     from .image_processing import make_image_grid
     from .models import UNet2DConfig, UNet2DModel
     from .outputs import ImagePipelineOutput, SchedulerOutput, UNet2DOutput

@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 
 C = TypeVar("C", bound="ConfigBase")
 
-__all__ = ["ConfigBase", "ConfigError", "config_to_dict", "read_json", "check", "check_keys", "show_value"]
+__all__ = ["ConfigBase", "ConfigError", "check", "check_keys", "config_to_dict", "read_json", "show_value"]
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:

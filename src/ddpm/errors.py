@@ -7,13 +7,13 @@ for diffusers that catches those keeps working, while ``except ddpm.DDPMError`` 
 from __future__ import annotations
 
 __all__ = [
-    "DDPMError",
+    "CheckpointNotFoundError",
     "ConfigError",
+    "DDPMError",
+    "OverwriteError",
+    "UnsafeCheckpointError",
     "UnsupportedConfigError",
     "WeightsError",
-    "CheckpointNotFoundError",
-    "UnsafeCheckpointError",
-    "OverwriteError",
 ]
 
 

@@ -43,9 +43,9 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "COMPILE_MODES",
     "FastSamplingOptions",
+    "ImageDifference",
     "RunnerStats",
     "UNetRunner",
-    "ImageDifference",
     "compare_images",
     "cpu_supports_bf16",
     "default_fast_dtype",
@@ -346,7 +346,7 @@ class UNetRunner:
             with _deadline(self.compile_budget_s) as timer:
                 out = call()
                 _synchronize(out.device)
-        except Exception as exc:  # noqa: BLE001 - a compile that fails or overruns falls back to the plain UNet
+        except Exception as exc:
             elapsed = time.perf_counter() - start
             if timer.fired:
                 why = f"torch.compile stopped after {elapsed:.1f} s, past compile_budget_s={self.compile_budget_s}"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .errors import CheckpointNotFoundError
 
-__all__ = ["HubOptions", "find_file", "require_file", "is_offline", "BUNDLED_MODELS", "bundled_model_path"]
+__all__ = ["BUNDLED_MODELS", "HubOptions", "bundled_model_path", "find_file", "is_offline", "require_file"]
 
 #: Short names of models shipped inside the package, mapped to their folder under ``ddpm/pretrained``.
 BUNDLED_MODELS: dict[str, str] = {
@@ -57,7 +57,9 @@ def _local_root(repo_id_or_path: str | os.PathLike[str]) -> Path | None:
     if path.is_dir():
         return path
     if path.exists():
-        raise CheckpointNotFoundError(f"{path} is a file, not a folder; from_pretrained expects a model folder or a Hub id")
+        raise CheckpointNotFoundError(
+            f"{path} is a file, not a folder; from_pretrained expects a model folder or a Hub id"
+        )
     text = str(repo_id_or_path)
     # A Hub id is "name" or "org/name"; anything else that does not exist is a mistyped local path.
     if isinstance(repo_id_or_path, Path) or text.startswith((".", "/", "~")) or text.count("/") > 1 or "\\" in text:

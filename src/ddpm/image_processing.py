@@ -28,11 +28,11 @@ __all__ = [
     "OUTPUT_TYPES",
     "OutputType",
     "check_output_type",
-    "postprocess",
-    "pt_to_numpy",
-    "numpy_to_pil",
     "grid_shape",
     "make_image_grid",
+    "numpy_to_pil",
+    "postprocess",
+    "pt_to_numpy",
     "save_image",
     "save_images",
 ]
@@ -151,14 +151,18 @@ def make_image_grid(
     if not images:
         raise ValueError("make_image_grid needs at least one image")
     if len(images) > rows * cols:
-        raise ValueError(f"{len(images)} images do not fit a grid of {rows} rows x {cols} columns ({rows * cols} cells)")
+        raise ValueError(
+            f"{len(images)} images do not fit a grid of {rows} rows x {cols} columns ({rows * cols} cells)"
+        )
     if resize is not None:
         size = (resize, resize) if isinstance(resize, int) else tuple(resize)
         images = [img.resize(size) for img in images]
     w, h = images[0].size
     for i, img in enumerate(images):
         if img.size != (w, h):
-            raise ValueError(f"image {i} is {img.size[0]}x{img.size[1]}, image 0 is {w}x{h}; pass resize=... to mix sizes")
+            raise ValueError(
+                f"image {i} is {img.size[0]}x{img.size[1]}, image 0 is {w}x{h}; pass resize=... to mix sizes"
+            )
     grid = Image.new("RGB", (cols * w, rows * h))
     for i, img in enumerate(images):
         row, col = divmod(i, cols)

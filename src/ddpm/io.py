@@ -20,7 +20,7 @@ from pathlib import Path
 
 from .errors import OverwriteError
 
-__all__ = ["atomic_write", "atomic_write_text", "atomic_write_files", "check_save_folder", "remove_stale_temporaries"]
+__all__ = ["atomic_write", "atomic_write_files", "atomic_write_text", "check_save_folder", "remove_stale_temporaries"]
 
 #: ``write(tmp_path)`` produces the complete file at ``tmp_path``.
 Writer = Callable[[Path], None]

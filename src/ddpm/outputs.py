@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["BaseOutput", "UNet2DOutput", "SchedulerOutput", "ImagePipelineOutput"]
+__all__ = ["BaseOutput", "ImagePipelineOutput", "SchedulerOutput", "UNet2DOutput"]
 
 
 class BaseOutput:

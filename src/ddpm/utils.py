@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["append_dims", "extract", "randn_tensor", "Generators"]
+__all__ = ["Generators", "append_dims", "extract", "randn_tensor"]
 
 #: What every ``generator=`` argument accepts: one generator, one per sample, or None for the global RNG.
 Generators = torch.Generator | Sequence[torch.Generator] | None

@@ -24,6 +24,7 @@ examples:
   HF_HUB_OFFLINE=1 ddpm info google/ddpm-ema-celebahq-256 --json
 """
 
+
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``info`` subcommand to ``subparsers`` (from ``ArgumentParser.add_subparsers``) and return it."""
     parser = subparsers.add_parser(

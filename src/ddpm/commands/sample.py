@@ -76,15 +76,25 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     add_model_argument(parser)
     parser.add_argument("--scheduler", choices=SCHEDULER_CHOICES, default="ddpm", help="sampler (default: ddpm)")
     parser.add_argument(
-        "--steps", type=_positive, default=None, metavar="N", help="denoising steps (default: 1000 for ddpm, 50 otherwise)"
+        "--steps",
+        type=_positive,
+        default=None,
+        metavar="N",
+        help="denoising steps (default: 1000 for ddpm, 50 otherwise)",
     )
     parser.add_argument("--num-images", type=_positive, default=1, metavar="N", help="images to generate (default: 1)")
     parser.add_argument(
-        "--batch-size", type=_positive, default=16, metavar="N", help="images per forward pass; memory only (default: 16)"
+        "--batch-size",
+        type=_positive,
+        default=16,
+        metavar="N",
+        help="images per forward pass; memory only (default: 16)",
     )
     parser.add_argument("--seed", type=_non_negative, default=0, metavar="S", help="image i uses seed S+i (default: 0)")
     parser.add_argument("--eta", type=float, default=None, metavar="E", help="DDIM eta: 0 deterministic, 1 DDPM-like")
-    parser.add_argument("--device", choices=DEVICES, default="auto", help="where to run (default: auto = cuda if available)")
+    parser.add_argument(
+        "--device", choices=DEVICES, default="auto", help="where to run (default: auto = cuda if available)"
+    )
     parser.add_argument(
         "--dtype",
         choices=tuple(DTYPES),
@@ -94,8 +104,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--fast",
         action="store_true",
-        help="fast path: half-precision UNet with fp32 scheduler math, CUDA graphs on CUDA "
-        "(see docs/performance.md)",
+        help="fast path: half-precision UNet with fp32 scheduler math, CUDA graphs on CUDA (see docs/performance.md)",
     )
     parser.add_argument(
         "--compile",
@@ -113,8 +122,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--threads", type=_positive, default=None, metavar="N", help="CPU threads for torch (default: torch's choice)"
     )
-    parser.add_argument("--out", type=Path, default=Path("samples"), metavar="DIR", help="output folder (default: samples)")
-    parser.add_argument("--grid", type=Path, default=None, metavar="FILE", help="also save a grid of the images to FILE")
+    parser.add_argument(
+        "--out", type=Path, default=Path("samples"), metavar="DIR", help="output folder (default: samples)"
+    )
+    parser.add_argument(
+        "--grid", type=Path, default=None, metavar="FILE", help="also save a grid of the images to FILE"
+    )
     parser.add_argument(
         "--grid-size",
         type=_positive,

@@ -12,16 +12,16 @@ from .metrics import frechet_distance, gaussian_stats, knn_radii, manifold_cover
 
 __all__ = [
     "DigitClassifier",
-    "digit_features",
-    "load_digit_classifier",
-    "train_digit_classifier",
     "QualityReport",
+    "digit_features",
     "evaluate_digits",
     "format_table",
-    "load_digit_folder",
     "frechet_distance",
     "gaussian_stats",
     "knn_radii",
+    "load_digit_classifier",
+    "load_digit_folder",
     "manifold_coverage",
     "precision_recall",
+    "train_digit_classifier",
 ]

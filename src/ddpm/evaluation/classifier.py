@@ -22,7 +22,7 @@ from torch import nn
 
 from ..errors import WeightsError
 
-__all__ = ["DigitClassifier", "CLASSIFIER_PATH", "load_digit_classifier", "train_digit_classifier", "digit_features"]
+__all__ = ["CLASSIFIER_PATH", "DigitClassifier", "digit_features", "load_digit_classifier", "train_digit_classifier"]
 
 CLASSIFIER_PATH = Path(__file__).with_name("digit_classifier.safetensors")
 FEATURE_DIM = 96
@@ -30,8 +30,12 @@ FEATURE_DIM = 96
 
 def _conv_block(c_in: int, c_out: int) -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
-        nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
+        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
     )
 
 

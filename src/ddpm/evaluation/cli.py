@@ -25,8 +25,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("images", type=Path, metavar="DIR", help="folder of generated images (searched recursively)")
-    p.add_argument("--real-split", choices=("heldout", "train"), default="heldout",
-                   help="real digits to compare with (default: heldout, never seen in training)")
+    p.add_argument(
+        "--real-split",
+        choices=("heldout", "train"),
+        default="heldout",
+        help="real digits to compare with (default: heldout, never seen in training)",
+    )
     p.add_argument("--k", type=int, default=3, help="nearest neighbours of the precision/recall manifolds (default: 3)")
     p.add_argument("--limit", type=int, default=None, metavar="N", help="score only the first N images")
     p.add_argument("--draws", type=int, default=5, help="random real reference sets averaged (default: 5)")
@@ -43,7 +47,12 @@ def run(args: argparse.Namespace) -> int:
     generated, reference = evaluate_digits(images, real_split=args.real_split, k=args.k, reference_draws=args.draws)
     print(format_table([generated, reference], args.real_split))
     if args.json is not None:
-        payload = {"images": str(args.images), "real_split": args.real_split, "k": args.k,
-                   "generated": generated.to_dict(), "reference": reference.to_dict()}
+        payload = {
+            "images": str(args.images),
+            "real_split": args.real_split,
+            "k": args.k,
+            "generated": generated.to_dict(),
+            "reference": reference.to_dict(),
+        }
         atomic_write_text(args.json, json.dumps(payload, indent=2) + "\n")
     return 0

@@ -18,7 +18,7 @@ import torch
 from .classifier import DigitClassifier, digit_features, load_digit_classifier
 from .metrics import frechet_distance, gaussian_stats, precision_recall
 
-__all__ = ["QualityReport", "evaluate_digits", "load_digit_folder", "format_table"]
+__all__ = ["QualityReport", "evaluate_digits", "format_table", "load_digit_folder"]
 
 _OTHER_SPLIT = {"heldout": "train", "train": "heldout"}
 
@@ -190,4 +190,3 @@ def format_table(reports: list[QualityReport], real_split: str = "heldout") -> s
         counts = " ".join(str(c) for c in r.class_counts)
         lines.append(f"| {r.name} | {r.n} | {p} | {rc} | {fd} | {counts} | {r.uniform_tv:.3f} | {r.confidence:.3f} |")
     return "\n".join(lines)
-

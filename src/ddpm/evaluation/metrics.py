@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["knn_radii", "manifold_coverage", "precision_recall", "frechet_distance", "gaussian_stats"]
+__all__ = ["frechet_distance", "gaussian_stats", "knn_radii", "manifold_coverage", "precision_recall"]
 
 
 def knn_radii(features: torch.Tensor, k: int = 3) -> torch.Tensor:

@@ -13,7 +13,7 @@ from torch import nn
 
 from .resnet import make_activation
 
-__all__ = ["timestep_embedding", "TimestepEmbedding"]
+__all__ = ["TimestepEmbedding", "timestep_embedding"]
 
 
 def timestep_embedding(

@@ -34,14 +34,14 @@ from ..hub import HubOptions, find_file, not_found_error
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "SAFETENSORS_WEIGHTS_NAME",
-    "PICKLE_WEIGHTS_NAME",
     "LEGACY_KEY_RENAMES",
+    "PICKLE_WEIGHTS_NAME",
+    "SAFETENSORS_WEIGHTS_NAME",
     "find_weights_file",
-    "load_state_dict_file",
-    "load_pickle",
-    "rename_legacy_keys",
     "load_into",
+    "load_pickle",
+    "load_state_dict_file",
+    "rename_legacy_keys",
 ]
 
 SAFETENSORS_WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
@@ -89,8 +89,12 @@ def find_weights_file(
         path = find_file(repo_id_or_path, f"{folder}/{name}" if folder else name, options=options)
         if path is not None:
             if name == PICKLE_WEIGHTS_NAME and use_safetensors is None:
-                logger.debug("%s has no %s; reading %s with torch.load(weights_only=True)", repo_id_or_path,
-                             SAFETENSORS_WEIGHTS_NAME, path)
+                logger.debug(
+                    "%s has no %s; reading %s with torch.load(weights_only=True)",
+                    repo_id_or_path,
+                    SAFETENSORS_WEIGHTS_NAME,
+                    path,
+                )
             return path
     error = not_found_error(repo_id_or_path, names, subfolder=folder, options=options, what="model weights")
     if use_safetensors:
@@ -130,8 +134,7 @@ def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor
     ]
     if bad:
         raise WeightsError(
-            f"{path} is not a flat mapping of tensor names to tensors; these entries are not tensors: "
-            f"{_listing(bad)}"
+            f"{path} is not a flat mapping of tensor names to tensors; these entries are not tensors: {_listing(bad)}"
         )
     return state
 

@@ -174,7 +174,7 @@ def _find_config(
     repo_id_or_path: str | os.PathLike[str], filename: str, subfolder: str | None, options: HubOptions
 ) -> tuple[str | None, Path]:
     """Where the model lives: ``(subfolder, path)`` if the subfolder has the config, else ``(None, root path)``."""
-    for folder in ([subfolder, None] if subfolder else [None]):
+    for folder in [subfolder, None] if subfolder else [None]:
         path = find_file(repo_id_or_path, f"{folder}/{filename}" if folder else filename, options=options)
         if path is not None:
             return folder, path

@@ -18,13 +18,13 @@ from ..errors import ConfigError
 __all__ = [
     "ACTIVATIONS",
     "Activation",
-    "make_activation",
-    "may_overwrite",
+    "Downsample2D",
+    "ResnetBlock2D",
+    "Upsample2D",
     "add_into",
     "divide",
-    "ResnetBlock2D",
-    "Downsample2D",
-    "Upsample2D",
+    "make_activation",
+    "may_overwrite",
 ]
 
 #: Activation names accepted by ``act_fn`` → (function, whether it has an in-place form).

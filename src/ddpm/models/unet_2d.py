@@ -207,11 +207,19 @@ class UNet2DConfig(ConfigBase):
         check(self.downsample_padding in (0, 1), self, "downsample_padding", "expected 0 or 1")
         if self.sample_size is not None:
             sizes = self.sample_size if isinstance(self.sample_size, tuple) else (self.sample_size,)
-            check(len(sizes) in (1, 2) and all(0 < s <= MAX_SAMPLE_SIZE for s in sizes), self, "sample_size",
-                  f"expected null, a positive integer or [height, width], each at most {MAX_SAMPLE_SIZE}")
+            check(
+                len(sizes) in (1, 2) and all(0 < s <= MAX_SAMPLE_SIZE for s in sizes),
+                self,
+                "sample_size",
+                f"expected null, a positive integer or [height, width], each at most {MAX_SAMPLE_SIZE}",
+            )
         half = self.block_out_channels[0] // 2
-        check(half - self.freq_shift != 0, self, "freq_shift",
-              f"must differ from block_out_channels[0] // 2 = {half} (it divides by their difference)")
+        check(
+            half - self.freq_shift != 0,
+            self,
+            "freq_shift",
+            f"must differ from block_out_channels[0] // 2 = {half} (it divides by their difference)",
+        )
         groups = self.norm_num_groups
         check(
             all(c % groups == 0 for c in self.block_out_channels),
@@ -470,4 +478,3 @@ def _autocast_enabled(device_type: str) -> bool:
         return torch.is_autocast_enabled(device_type)
     except TypeError:  # torch < 2.4 takes no argument
         return torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
-

@@ -19,16 +19,16 @@ from .attention import AttentionBlock
 from .resnet import Downsample2D, ResnetBlock2D, Upsample2D
 
 __all__ = [
-    "BlockSettings",
-    "DownBlock2D",
-    "AttnDownBlock2D",
-    "UNetMidBlock2D",
-    "UpBlock2D",
-    "AttnUpBlock2D",
     "BLOCK_TYPES",
     "DOWN_BLOCK_TYPES",
-    "UP_BLOCK_TYPES",
     "MID_BLOCK_TYPES",
+    "UP_BLOCK_TYPES",
+    "AttnDownBlock2D",
+    "AttnUpBlock2D",
+    "BlockSettings",
+    "DownBlock2D",
+    "UNetMidBlock2D",
+    "UpBlock2D",
     "block_class",
 ]
 

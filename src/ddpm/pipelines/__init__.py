@@ -14,7 +14,15 @@ from __future__ import annotations
 
 from .pipeline import MODEL_INDEX_NAME, DiffusionPipeline, StepCallback
 
-__all__ = ["DiffusionPipeline", "DDPMPipeline", "DDIMPipeline", "PNDMPipeline", "PIPELINES", "StepCallback", "MODEL_INDEX_NAME"]
+__all__ = [
+    "MODEL_INDEX_NAME",
+    "PIPELINES",
+    "DDIMPipeline",
+    "DDPMPipeline",
+    "DiffusionPipeline",
+    "PNDMPipeline",
+    "StepCallback",
+]
 
 
 class DDPMPipeline(DiffusionPipeline):

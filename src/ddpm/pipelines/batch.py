@@ -21,7 +21,7 @@ import torch
 from ..image_processing import save_image
 from .pipeline import DiffusionPipeline
 
-__all__ = ["image_path", "shard_indices", "SampleReport", "sample_to_folder"]
+__all__ = ["SampleReport", "image_path", "sample_to_folder", "shard_indices"]
 
 
 def image_path(folder: str | os.PathLike[str], index: int) -> Path:

@@ -44,7 +44,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DiffusionPipeline", "StepCallback", "MODEL_INDEX_NAME", "ModelIndex", "parse_model_index"]
+__all__ = ["MODEL_INDEX_NAME", "DiffusionPipeline", "ModelIndex", "StepCallback", "parse_model_index"]
 
 P = TypeVar("P", bound="DiffusionPipeline")
 
@@ -680,4 +680,3 @@ def _check_finite(
             raise FloatingPointError(
                 f"{name} has NaN or infinite values at step {step} of {total} (timestep {timestep}){hint}"
             )
-

@@ -15,16 +15,16 @@ from .pndm import PNDMScheduler, PNDMSchedulerConfig
 
 __all__ = [
     "SCHEDULERS",
-    "Scheduler",
-    "SchedulerConfig",
     "ClippingSchedulerConfig",
-    "SchedulerOutput",
-    "DDPMScheduler",
-    "DDPMSchedulerConfig",
     "DDIMScheduler",
     "DDIMSchedulerConfig",
+    "DDPMScheduler",
+    "DDPMSchedulerConfig",
     "PNDMScheduler",
     "PNDMSchedulerConfig",
+    "Scheduler",
+    "SchedulerConfig",
+    "SchedulerOutput",
 ]
 
 #: Short name -> scheduler class.

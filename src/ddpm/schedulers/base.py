@@ -44,18 +44,18 @@ from .schedules import BetaSchedule, alphas_cumprod_from_betas, make_betas
 __all__ = [
     "PREDICTION_TYPES",
     "TIMESTEP_SPACINGS",
-    "PredictionType",
-    "TimestepSpacing",
-    "SchedulerConfig",
     "ClippingSchedulerConfig",
+    "PredictionType",
     "Scheduler",
-    "scheduler_config_keys",
-    "spaced_timesteps",
-    "predict_x0",
-    "predict_eps",
-    "eps_from_x0",
+    "SchedulerConfig",
+    "TimestepSpacing",
     "clip_or_threshold",
     "dynamic_threshold",
+    "eps_from_x0",
+    "predict_eps",
+    "predict_x0",
+    "scheduler_config_keys",
+    "spaced_timesteps",
 ]
 
 PredictionType = Literal["epsilon", "sample", "v_prediction"]

@@ -15,7 +15,7 @@ import torch
 
 from .base import ClippingSchedulerConfig, NoiseSource, Scheduler, clip_or_threshold
 
-__all__ = ["DDPMScheduler", "DDPMSchedulerConfig", "VARIANCE_TYPES", "VarianceType"]
+__all__ = ["VARIANCE_TYPES", "DDPMScheduler", "DDPMSchedulerConfig", "VarianceType"]
 
 VarianceType = Literal["fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log", "learned", "learned_range"]
 #: Accepted values of ``variance_type``: the σ_t² of each reverse step.

@@ -23,13 +23,13 @@ import torch
 __all__ = [
     "BETA_SCHEDULES",
     "BetaSchedule",
-    "linear_betas",
-    "scaled_linear_betas",
-    "cosine_betas",
-    "sigmoid_betas",
-    "rescale_zero_terminal_snr",
-    "make_betas",
     "alphas_cumprod_from_betas",
+    "cosine_betas",
+    "linear_betas",
+    "make_betas",
+    "rescale_zero_terminal_snr",
+    "scaled_linear_betas",
+    "sigmoid_betas",
 ]
 
 BetaSchedule = Literal["linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid"]

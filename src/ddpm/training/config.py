@@ -7,15 +7,23 @@ from typing import Literal
 
 from ..config import ConfigBase, check
 
-__all__ = ["TrainingConfig", "PRECISIONS", "RESUMABLE_CHANGES"]
+__all__ = ["PRECISIONS", "RESUMABLE_CHANGES", "TrainingConfig"]
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 #: Keys a resumed run may change. All but ``max_steps`` leave the weights unchanged; a new ``max_steps`` lengthens or
 #: shortens the run, and the cosine learning-rate decay follows the new end from the resumed step on.
 RESUMABLE_CHANGES = frozenset(
-    {"max_steps", "max_minutes", "sample_every", "checkpoint_every", "checkpoint_minutes", "log_every", "num_workers",
-     "progress"}
+    {
+        "max_steps",
+        "max_minutes",
+        "sample_every",
+        "checkpoint_every",
+        "checkpoint_minutes",
+        "log_every",
+        "num_workers",
+        "progress",
+    }
 )
 
 
@@ -101,8 +109,12 @@ class TrainingConfig(ConfigBase):
             check(getattr(self, key) >= 0, self, key, "expected a number >= 0")
         check(self.learning_rate > 0, self, "learning_rate", "expected a positive number")
         check(0.0 <= self.min_lr_ratio <= 1.0, self, "min_lr_ratio", "expected a number in [0, 1]")
-        check(0.0 <= self.ema_min_decay <= self.ema_max_decay, self, "ema_min_decay",
-              "expected 0 <= ema_min_decay <= ema_max_decay")
+        check(
+            0.0 <= self.ema_min_decay <= self.ema_max_decay,
+            self,
+            "ema_min_decay",
+            "expected 0 <= ema_min_decay <= ema_max_decay",
+        )
         check(self.ema_max_decay < 1.0, self, "ema_max_decay", "expected a number below 1")
         check(self.ema_inv_gamma > 0, self, "ema_inv_gamma", "expected a positive number")
         check(self.ema_power > 0, self, "ema_power", "expected a positive number")

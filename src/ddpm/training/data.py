@@ -27,10 +27,10 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "MNIST_SPLITS",
     "ImageFolderDataset",
-    "TensorImageDataset",
-    "mnist_digits",
-    "load_training_data",
     "StepBatchSampler",
+    "TensorImageDataset",
+    "load_training_data",
+    "mnist_digits",
     "to_model_range",
 ]
 
@@ -276,4 +276,3 @@ class StepBatchSampler(torch.utils.data.Sampler[list[int]]):
             for micro in range(self.accumulation):
                 yield indices[self.rank_slice(micro)]
             step += 1
-

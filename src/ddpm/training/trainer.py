@@ -52,13 +52,13 @@ from .ema import EMA
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "CHECKPOINT_NAME",
     "Trainer",
     "TrainingError",
     "diffusion_loss",
     "learning_rate_at",
-    "step_generator",
     "save_pipeline_folder",
-    "CHECKPOINT_NAME",
+    "step_generator",
 ]
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -492,7 +492,9 @@ class Trainer:
         grids = [("", True)] + ([("_raw", False)] if self.ema is not None else [])
         for suffix, use_ema in grids:
             image = self.sample_grid(use_ema)
-            atomic_write(folder / f"step_{self.step:07d}{suffix}.png", lambda tmp: image.save(tmp, format="PNG"))
+            atomic_write(
+                folder / f"step_{self.step:07d}{suffix}.png", lambda tmp, image=image: image.save(tmp, format="PNG")
+            )
 
     # ------------------------------------------------------------------ the loop
     def _elapsed(self) -> float:
@@ -572,8 +574,13 @@ class Trainer:
         last_checkpoint = time.monotonic()
         batches = self._batches()
         shape = tuple(self.dataset[0].shape)
-        bar = tqdm(total=cfg.max_steps, initial=self.step, disable=not (cfg.progress and self.dist.is_main),
-                   desc="train", dynamic_ncols=True)
+        bar = tqdm(
+            total=cfg.max_steps,
+            initial=self.step,
+            disable=not (cfg.progress and self.dist.is_main),
+            desc="train",
+            dynamic_ncols=True,
+        )
         log_path = self.out_dir / "log.jsonl"
         last: dict[str, float] = {"step": self.step, "loss": float("nan"), "elapsed_seconds": self.elapsed_before}
         window_loss, window_steps, window_t = 0.0, 0, time.monotonic()

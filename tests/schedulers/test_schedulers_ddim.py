@@ -6,6 +6,9 @@ import math
 
 import pytest
 import torch
+
+from ddpm.schedulers import DDIMScheduler, DDPMScheduler
+
 from helpers import CELEBAHQ_SCHEDULER_CONFIG, CIFAR10_SCHEDULER_CONFIG
 from scheduler_helpers import (
     corrected_ddim,
@@ -15,9 +18,6 @@ from scheduler_helpers import (
     run_loop,
     stride_is_right,
 )
-from scheduler_helpers import one_thread_per_test  # noqa: F401 (autouse: one intra-op thread per test)
-
-from ddpm.schedulers import DDIMScheduler, DDPMScheduler
 
 TOL = 1e-5
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import CELEBAHQ_SCHEDULER_CONFIG
-from scheduler_helpers import diffusers_twin, max_abs_diff, random_model_outputs, run_loop
-from scheduler_helpers import one_thread_per_test  # noqa: F401 (autouse: one intra-op thread per test)
 
 from ddpm.schedulers import DDPMScheduler
 from ddpm.schedulers.ddpm import VARIANCE_TYPES
+
+from helpers import CELEBAHQ_SCHEDULER_CONFIG
+from scheduler_helpers import diffusers_twin, max_abs_diff, random_model_outputs, run_loop
 
 TOL = 1e-5
 

@@ -14,7 +14,7 @@ from PIL import Image
 
 from helpers import write_tiny_repo
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 
 
@@ -24,8 +24,11 @@ def tiny_repo(tmp_path_factory):
 
 
 def _run(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess:
-    full_env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
-                **env}
+    full_env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
+        **env,
+    }
     result = subprocess.run(args, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     return result
@@ -57,7 +60,9 @@ def test_quick_start_accepts_a_model(tiny_repo, tmp_path, monkeypatch, capsys):
     assert Image.open(tmp_path / "quick_start.png").size == (16, 16)
 
 
-def test_model_card_example_runs_the_snippet_on_the_model_from_the_environment(tiny_repo, tmp_path, monkeypatch, capsys):
+def test_model_card_example_runs_the_snippet_on_the_model_from_the_environment(
+    tiny_repo, tmp_path, monkeypatch, capsys
+):
     from ddpm import DDPMPipeline
 
     monkeypatch.setenv("DDPM_MODEL", str(tiny_repo))
@@ -67,22 +72,32 @@ def test_model_card_example_runs_the_snippet_on_the_model_from_the_environment(t
 
 
 def test_swap_scheduler_example_saves_three_images_side_by_side(tiny_repo, tmp_path, monkeypatch, capsys):
-    out = _run_example("swap_scheduler.py", ["--model", str(tiny_repo), "--ddpm-steps", "4", "--steps", "4", "--out",
-                                             "s.png"], tmp_path, monkeypatch, capsys)
+    out = _run_example(
+        "swap_scheduler.py",
+        ["--model", str(tiny_repo), "--ddpm-steps", "4", "--steps", "4", "--out", "s.png"],
+        tmp_path,
+        monkeypatch,
+        capsys,
+    )
     assert Image.open(tmp_path / "s.png").size == (3 * 16, 16)
     assert all(name in out for name in ("DDPMScheduler", "DDIMScheduler", "PNDMScheduler"))
 
 
 def test_manual_loop_example_matches_the_pipeline(tiny_repo, tmp_path, monkeypatch, capsys):
-    out = _run_example("manual_loop.py", ["--model", str(tiny_repo), "--steps", "4", "--out", "m.png"], tmp_path,
-                       monkeypatch, capsys)
+    out = _run_example(
+        "manual_loop.py", ["--model", str(tiny_repo), "--steps", "4", "--out", "m.png"], tmp_path, monkeypatch, capsys
+    )
     assert Image.open(tmp_path / "m.png").size == (16, 16)
     assert "max difference from DDIMPipeline with the same seed: 0.00e+00" in out
 
 
 def test_cli_usage_script_runs(tiny_repo, tmp_path):
-    _run(["bash", str(EXAMPLES / "cli_usage.sh"), str(tiny_repo), str(tmp_path / "demo")], tmp_path,
-         DDPM_CLI=f"{sys.executable} -m ddpm", DDPM_STEPS="4")  # PNDM needs 4
+    _run(
+        ["bash", str(EXAMPLES / "cli_usage.sh"), str(tiny_repo), str(tmp_path / "demo")],
+        tmp_path,
+        DDPM_CLI=f"{sys.executable} -m ddpm",
+        DDPM_STEPS="4",
+    )  # PNDM needs 4
     assert sorted(p.name for p in (tmp_path / "demo" / "ddim").glob("*.png")) == [f"{i:06d}.png" for i in range(12)]
     assert (tmp_path / "demo" / "ddim-grid.png").is_file()
     assert len(list((tmp_path / "demo" / "pndm-bf16").glob("*.png"))) == 4

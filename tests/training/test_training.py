@@ -6,13 +6,11 @@ import json
 
 import pytest
 import torch
-from helpers import one_thread, tiny_trainer  # noqa: F401 (fixture)
 
 from ddpm.training import EMA, TrainingConfig, TrainingError, ema_decay, learning_rate_at
 from ddpm.training.trainer import CHECKPOINT_NAME
 
-
-pytestmark = pytest.mark.usefixtures("one_thread")
+from helpers import tiny_trainer
 
 
 def _params(module: torch.nn.Module) -> list[torch.Tensor]:

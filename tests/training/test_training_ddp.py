@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import torch
+
 from helpers import tiny_trainer
 
 WORKER = Path(__file__).with_name("ddp_train_worker.py")
@@ -15,8 +16,16 @@ WORKER = Path(__file__).with_name("ddp_train_worker.py")
 
 def test_two_process_ddp_matches_one_process_with_the_same_global_batch(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(WORKER),
-           str(tmp_path)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        str(WORKER),
+        str(tmp_path),
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 

@@ -21,6 +21,7 @@ from ddpm.fast import (
     running_dtype,
 )
 from ddpm.outputs import UNet2DOutput
+
 from helpers import TINY_UNET_CONFIG, write_tiny_repo
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

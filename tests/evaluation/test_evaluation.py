@@ -6,7 +6,6 @@ import math
 
 import pytest
 import torch
-from helpers import one_thread  # noqa: F401 (fixture)
 
 from ddpm.evaluation import (
     evaluate_digits,
@@ -18,8 +17,6 @@ from ddpm.evaluation import (
 )
 from ddpm.evaluation.classifier import heldout_accuracy
 from ddpm.training.data import mnist_digits
-
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_identical_sets_have_precision_and_recall_one_and_zero_frechet_distance():

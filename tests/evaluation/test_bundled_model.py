@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
-from helpers import one_thread  # noqa: F401 (fixture)
 from PIL import Image
 
-from ddpm import DDIMPipeline, DDPMPipeline
+from ddpm import DDPMPipeline
 from ddpm.cli import main
 from ddpm.hub import BUNDLED_MODELS, bundled_model_path
-
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_bundled_model_is_registered_small_and_loads_offline_by_short_name():
@@ -28,8 +24,12 @@ def test_bundled_model_is_registered_small_and_loads_offline_by_short_name():
 
 def test_ddpm_sample_without_a_model_uses_the_bundled_one(tmp_path):
     out = tmp_path / "samples"
-    assert main(["sample", "--scheduler", "ddim", "--steps", "10", "--num-images", "3", "--out", str(out),
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            ["sample", "--scheduler", "ddim", "--steps", "10", "--num-images", "3", "--out", str(out), "--no-progress"]
+        )
+        == 0
+    )
     files = sorted(out.glob("*.png"))
     assert len(files) == 3
     with Image.open(files[0]) as img:
@@ -43,8 +43,27 @@ def test_bundled_model_meets_the_quality_targets_with_the_acceptance_command(tmp
     import json
 
     out, report = tmp_path / "samples", tmp_path / "quality.json"
-    assert main(["sample", "--scheduler", "ddim", "--steps", "50", "--num-images", "100", "--seed", "0",
-                 "--batch-size", "100", "--out", str(out), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "sample",
+                "--scheduler",
+                "ddim",
+                "--steps",
+                "50",
+                "--num-images",
+                "100",
+                "--seed",
+                "0",
+                "--batch-size",
+                "100",
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert main(["evaluate", str(out), "--json", str(report)]) == 0
     scores = json.loads(report.read_text())
     generated, real = scores["generated"], scores["reference"]

@@ -334,6 +334,7 @@ def test_missing_keys_take_diffusers_defaults() -> None:
     defaults = {k: p.default for k, p in signature.parameters.items() if k != "self"}
     ours = UNet2DConfig()
     assert set(defaults) == set(ours)
+
     def plain(value: Any) -> Any:
         return list(value) if isinstance(value, tuple) else value
 
@@ -424,7 +425,7 @@ def test_invalid_configs_name_key_value_and_what_is_allowed(changes: dict[str, A
 def test_benchmark_script_runs_small(capsys: pytest.CaptureFixture[str]) -> None:
     import importlib.util
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "unet_forward.py"
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "unet_forward.py"
     spec = importlib.util.spec_from_file_location("unet_forward_benchmark", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

@@ -24,6 +24,7 @@ from ddpm import (
     UNet2DModel,
 )
 from ddpm.pipelines import PIPELINES, DiffusionPipeline
+
 from helpers import MODEL_INDEX, TINY_UNET_CONFIG, install_in_hf_cache, pil_levels, write_tiny_repo
 
 SCHEDULERS = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler, "pndm": PNDMScheduler}
@@ -52,9 +53,16 @@ def _gen(seed: int = 0) -> torch.Generator:
 def test_pipeline_classes_differ_only_in_default_steps_and_scheduler_type():
     assert (DDPMPipeline.default_num_inference_steps, DDIMPipeline.default_num_inference_steps) == (1000, 50)
     assert PNDMPipeline.default_num_inference_steps == 50
-    assert (DDPMPipeline.scheduler_type, DDIMPipeline.scheduler_type, PNDMPipeline.scheduler_type) == (None, "ddim", "pndm")
+    assert (DDPMPipeline.scheduler_type, DDIMPipeline.scheduler_type, PNDMPipeline.scheduler_type) == (
+        None,
+        "ddim",
+        "pndm",
+    )
     for cls in PIPELINES.values():
-        assert cls.__call__ is DiffusionPipeline.__call__ and cls.from_pretrained.__func__ is DiffusionPipeline.from_pretrained.__func__
+        assert (
+            cls.__call__ is DiffusionPipeline.__call__
+            and cls.from_pretrained.__func__ is DiffusionPipeline.from_pretrained.__func__
+        )
 
 
 def test_constructor_takes_unet_and_scheduler_and_exposes_components(pipe):
@@ -342,7 +350,9 @@ def test_model_index_with_unsupported_components_raises_config_error(tiny_repo, 
     (folder / "model_index.json").write_text(json.dumps({**MODEL_INDEX, "unet": ["diffusers", "UNet2DConditionModel"]}))
     with pytest.raises(ConfigError, match="UNet2DConditionModel"):
         DDPMPipeline.from_pretrained(folder)
-    (folder / "model_index.json").write_text(json.dumps({**MODEL_INDEX, "scheduler": ["diffusers", "LMSDiscreteScheduler"]}))
+    (folder / "model_index.json").write_text(
+        json.dumps({**MODEL_INDEX, "scheduler": ["diffusers", "LMSDiscreteScheduler"]})
+    )
     with pytest.raises(ConfigError, match="LMSDiscreteScheduler"):
         DDPMPipeline.from_pretrained(folder)
     assert type(DDIMPipeline.from_pretrained(folder).scheduler) is DDIMScheduler  # converting needs no class match

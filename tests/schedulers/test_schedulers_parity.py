@@ -16,6 +16,9 @@ import itertools
 
 import pytest
 import torch
+
+from ddpm.schedulers import DDIMScheduler, DDPMScheduler, PNDMScheduler
+
 from helpers import CELEBAHQ_SCHEDULER_CONFIG, CIFAR10_SCHEDULER_CONFIG
 from scheduler_helpers import (
     corrected_ddim,
@@ -26,9 +29,6 @@ from scheduler_helpers import (
     run_loop,
     stride_is_right,
 )
-from scheduler_helpers import one_thread_per_test  # noqa: F401 (autouse: one intra-op thread per test)
-
-from ddpm.schedulers import DDIMScheduler, DDPMScheduler, PNDMScheduler
 
 pytest.importorskip("diffusers")
 

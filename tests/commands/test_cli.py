@@ -14,9 +14,10 @@ from PIL import Image
 
 from ddpm.cli import main
 from ddpm.commands.sample import MANIFEST_NAME
+
 from helpers import CIFAR10_SCHEDULER_CONFIG, CIFAR10_UNET_CONFIG, MODEL_INDEX, install_in_hf_cache, write_tiny_repo
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+SRC = Path(__file__).resolve().parents[2] / "src"
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +30,9 @@ def _levels(folder: Path, n: int) -> np.ndarray:
 
 
 def _sample(repo, out, *extra: str) -> int:
-    return main(["sample", str(repo), "--scheduler", "ddpm", "--steps", "3", "--out", str(out), "--no-progress", *extra])
+    return main(
+        ["sample", str(repo), "--scheduler", "ddpm", "--steps", "3", "--out", str(out), "--no-progress", *extra]
+    )
 
 
 def _env() -> dict[str, str]:
@@ -86,8 +89,24 @@ def test_sample_refuses_to_resume_with_other_settings(tiny_repo, tmp_path, capsy
 def test_sample_eta_with_a_non_ddim_scheduler_is_an_error(tiny_repo, tmp_path, capsys):
     assert _sample(tiny_repo, tmp_path / "o", "--eta", "0.5") == 1
     assert "--eta" in capsys.readouterr().err
-    assert main(["sample", str(tiny_repo), "--scheduler", "ddim", "--steps", "2", "--eta", "1", "--no-progress",
-                 "--out", str(tmp_path / "ddim")]) == 0
+    assert (
+        main(
+            [
+                "sample",
+                str(tiny_repo),
+                "--scheduler",
+                "ddim",
+                "--steps",
+                "2",
+                "--eta",
+                "1",
+                "--no-progress",
+                "--out",
+                str(tmp_path / "ddim"),
+            ]
+        )
+        == 0
+    )
 
 
 def test_sample_without_model_and_no_bundled_model_explains(tmp_path, capsys, monkeypatch):
@@ -114,15 +133,18 @@ def test_info_works_offline_on_a_cached_id(hf_cache, tmp_path, capsys):
     # Only the small files are cached (as after an earlier `ddpm info`): no weights.
     source = tmp_path / "source"
     source.mkdir()
-    for name, data in (("config.json", CIFAR10_UNET_CONFIG), ("scheduler_config.json", CIFAR10_SCHEDULER_CONFIG),
-                       ("model_index.json", MODEL_INDEX)):
+    for name, data in (
+        ("config.json", CIFAR10_UNET_CONFIG),
+        ("scheduler_config.json", CIFAR10_SCHEDULER_CONFIG),
+        ("model_index.json", MODEL_INDEX),
+    ):
         (source / name).write_text(json.dumps(data))
     install_in_hf_cache(hf_cache, "ddpm-tests/cifar-configs", source)
     assert main(["info", "ddpm-tests/cifar-configs"]) == 0
     text = capsys.readouterr().out
     assert "35,746,307 parameters" in text  # google/ddpm-cifar10-32's UNet (143 MB of float32 weights)
     assert "DDPMPipeline" in text and "DDPMScheduler" in text and "weights not downloaded" in text
-    assert "variance_type: \"fixed_large\"" in text and "model_index.json" in text
+    assert 'variance_type: "fixed_large"' in text and "model_index.json" in text
 
 
 def test_info_json_reports_parameters_and_files_of_a_folder(tiny_repo, capsys):
@@ -139,19 +161,48 @@ def test_info_json_reports_parameters_and_files_of_a_folder(tiny_repo, capsys):
 
 
 def test_python_dash_m_ddpm_runs_the_tool():
-    result = subprocess.run([sys.executable, "-m", "ddpm", "--help"], capture_output=True, text=True, env=_env(),
-                            timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "ddpm", "--help"], capture_output=True, text=True, env=_env(), timeout=120
+    )
     assert result.returncode == 0 and "sample" in result.stdout and "info" in result.stdout
 
 
 def test_torchrun_two_processes_write_the_same_files_as_one(tiny_repo, tmp_path):
-    args = [str(tiny_repo), "--scheduler", "ddim", "--steps", "3", "--eta", "1", "--num-images", "5",
-            "--batch-size", "2", "--no-progress", "--device", "cpu"]
+    args = [
+        str(tiny_repo),
+        "--scheduler",
+        "ddim",
+        "--steps",
+        "3",
+        "--eta",
+        "1",
+        "--num-images",
+        "5",
+        "--batch-size",
+        "2",
+        "--no-progress",
+        "--device",
+        "cpu",
+    ]
     one = tmp_path / "one"
     assert main(["sample", *args, "--out", str(one)]) == 0
     two = tmp_path / "two"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           "-m", "ddpm", "sample", *args, "--out", str(two), "--grid", str(tmp_path / "grid.png")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "ddpm",
+        "sample",
+        *args,
+        "--out",
+        str(two),
+        "--grid",
+        str(tmp_path / "grid.png"),
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     assert sorted(p.name for p in two.glob("*.png")) == [f"{i:06d}.png" for i in range(5)]

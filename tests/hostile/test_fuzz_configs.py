@@ -32,6 +32,7 @@ from ddpm.pipelines import DDIMPipeline, DDPMPipeline, DiffusionPipeline
 from ddpm.pipelines.pipeline import parse_model_index
 from ddpm.schedulers import DDIMScheduler, DDPMScheduler, PNDMScheduler
 from ddpm.schedulers.base import scheduler_config_keys
+
 from bad_inputs import build_template
 from helpers import CIFAR10_SCHEDULER_CONFIG, MODEL_INDEX, TINY_UNET_CONFIG
 

@@ -4,18 +4,32 @@ from __future__ import annotations
 
 import json
 
-import pytest
 import torch
-from helpers import one_thread  # noqa: F401 (fixture)
 from PIL import Image
 
 from ddpm.cli import main
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
-TINY_MODEL_FLAGS = ["--resolution", "8", "--channels", "8,16", "--norm-groups", "4", "--precision", "fp32",
-                    "--batch-size", "4", "--no-progress", "--sample-every", "0", "--num-samples", "4",
-                    "--sample-steps", "2", "--log-every", "1"]
+TINY_MODEL_FLAGS = [
+    "--resolution",
+    "8",
+    "--channels",
+    "8,16",
+    "--norm-groups",
+    "4",
+    "--precision",
+    "fp32",
+    "--batch-size",
+    "4",
+    "--no-progress",
+    "--sample-every",
+    "0",
+    "--num-samples",
+    "4",
+    "--sample-steps",
+    "2",
+    "--log-every",
+    "1",
+]
 
 
 def _image_folder(folder, n=6):
@@ -45,8 +59,24 @@ def test_train_refuses_bad_input_with_a_message(tmp_path, capsys):
     assert main(["train", "--data", str(tmp_path / "missing"), "--out", str(out), *TINY_MODEL_FLAGS]) == 1
     assert "no such folder" in capsys.readouterr().err
     data = _image_folder(tmp_path / "images")
-    assert main(["train", "--data", str(data), "--out", str(out), "--channels", "8,12", "--resolution", "8",
-                 "--norm-groups", "8"]) == 1
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(data),
+                "--out",
+                str(out),
+                "--channels",
+                "8,12",
+                "--resolution",
+                "8",
+                "--norm-groups",
+                "8",
+            ]
+        )
+        == 1
+    )
     assert "--norm-groups 8 must divide" in capsys.readouterr().err
     assert main(["train", "--data", str(data), "--out", str(out), "--steps", "1", *TINY_MODEL_FLAGS]) == 0
     assert main(["train", "--data", str(data), "--out", str(out), *TINY_MODEL_FLAGS]) == 1

@@ -20,7 +20,8 @@ from ddpm.schedulers.schedules import (
     scaled_linear_betas,
     sigmoid_betas,
 )
-from scheduler_helpers import one_thread
+
+from helpers import one_thread
 
 T = 1000
 
@@ -150,9 +151,7 @@ def _diffusers_classes():
 
 
 # n for which diffusers' floating-point arange gives n+1 "trailing" timesteps ending in -1 (we give n).
-TRAILING_BROKEN_IN_DIFFUSERS = {
-    n for n in range(1, T + 1) if len(np.arange(T, 0, -T / n)) != n
-}
+TRAILING_BROKEN_IN_DIFFUSERS = {n for n in range(1, T + 1) if len(np.arange(T, 0, -T / n)) != n}
 
 
 @pytest.mark.parametrize("spacing", TIMESTEP_SPACINGS)

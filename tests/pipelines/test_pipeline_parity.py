@@ -17,6 +17,7 @@ import torch
 diffusers = pytest.importorskip("diffusers")
 
 from ddpm import DDIMPipeline, DDIMScheduler, DDPMPipeline, PNDMPipeline  # noqa: E402
+
 from helpers import (  # noqa: E402
     CELEBAHQ_SCHEDULER_CONFIG,
     CELEBAHQ_UNET_CONFIG,
@@ -60,10 +61,16 @@ CASES = {
 # (case, batch size, generator kind). The stochastic cases (noise drawn at every step) get every combination; for
 # the deterministic ones only the starting noise depends on the generators.
 RUNS = [
-    ("ddpm", 1, "single"), ("ddpm", 2, "single"), ("ddpm", 2, "list"),
-    ("ddim-eta1", 1, "list"), ("ddim-eta1", 2, "single"), ("ddim-eta1", 2, "list"),
-    ("ddim-eta0", 1, "single"), ("ddim-eta0", 2, "list"),
-    ("pndm", 1, "single"), ("pndm", 2, "list"),
+    ("ddpm", 1, "single"),
+    ("ddpm", 2, "single"),
+    ("ddpm", 2, "list"),
+    ("ddim-eta1", 1, "list"),
+    ("ddim-eta1", 2, "single"),
+    ("ddim-eta1", 2, "list"),
+    ("ddim-eta0", 1, "single"),
+    ("ddim-eta0", 2, "list"),
+    ("pndm", 1, "single"),
+    ("pndm", 2, "list"),
 ]
 
 
@@ -117,8 +124,13 @@ def test_cifar10_matches_diffusers_np_within_2e3_and_pil_within_one_level(cifar_
     _, _, kwargs, steps = CASES[case]
 
     def call(pipe, output_type):
-        return pipe(batch_size=batch, generator=_generators(generator, batch), num_inference_steps=steps,
-                    output_type=output_type, **kwargs).images
+        return pipe(
+            batch_size=batch,
+            generator=_generators(generator, batch),
+            num_inference_steps=steps,
+            output_type=output_type,
+            **kwargs,
+        ).images
 
     reference = call(theirs, "np")
     assert reference.shape == (batch, 32, 32, 3) and reference.std() > 0.05  # a real image, not a constant

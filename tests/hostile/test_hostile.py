@@ -20,29 +20,28 @@ import pytest
 import torch
 
 import ddpm.io
-from bad_inputs import BIN, CASES, WEIGHTS, Case, build_template, expand, new_ctx, outcome, write_malicious_bin
 from ddpm import (
     DDIMScheduler,
     DDPMError,
     DDPMPipeline,
     DDPMScheduler,
     OverwriteError,
-    UnsafeCheckpointError,
     UNet2DModel,
+    UnsafeCheckpointError,
     WeightsError,
 )
 from ddpm.models.loading import load_pickle, load_state_dict_file
 from ddpm.pipelines import DiffusionPipeline
-from helpers import one_thread  # noqa: F401 (fixture)
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+from bad_inputs import BIN, CASES, WEIGHTS, Case, build_template, expand, new_ctx, outcome, write_malicious_bin
+
+SRC = Path(__file__).resolve().parents[2] / "src"
 #: Areas where the input comes from a file; their errors must be ours (DDPMError subclasses).
 FILE_AREAS = {
     "pickled weights carrying code", "damaged weights", "weights that do not fit the config", "UNet config.json",
     "scheduler_config.json", "model_index.json", "saving", "missing files", "training checkpoint (--resume)",
 }  # fmt: skip
 # Many tiny forwards: on a busy 2-core machine two intra-op threads make each ~50x slower.
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,6 @@ import logging
 import numpy as np
 import pytest
 import torch
-from helpers import CELEBAHQ_SCHEDULER_CONFIG, CIFAR10_SCHEDULER_CONFIG, install_in_hf_cache
-from scheduler_helpers import SHAPE, random_model_outputs, run_loop
-from scheduler_helpers import one_thread_per_test  # noqa: F401 (autouse: one intra-op thread per test)
 
 import ddpm
 from ddpm.errors import CheckpointNotFoundError, ConfigError
@@ -26,6 +23,9 @@ from ddpm.schedulers import (
     PNDMSchedulerConfig,
     SchedulerOutput,
 )
+
+from helpers import CELEBAHQ_SCHEDULER_CONFIG, CIFAR10_SCHEDULER_CONFIG, install_in_hf_cache
+from scheduler_helpers import SHAPE, random_model_outputs, run_loop
 
 ALL = [DDPMScheduler, DDIMScheduler, PNDMScheduler]
 # The 283-byte scheduler_config.json of older google/ddpm-* revisions, with its stale key.

@@ -35,8 +35,14 @@ def test_config_reads_like_diffusers_configs() -> None:
     assert cfg.channels == (1, 2)
     assert cfg["kind"] == "a"
     assert dict(cfg)["eps"] == 1e-6
-    assert cfg.to_dict() == {"_class_name": "Toy", "channels": [1, 2], "eps": 1e-6, "kind": "a", "flag": False,
-                             "head_dim": None}
+    assert cfg.to_dict() == {
+        "_class_name": "Toy",
+        "channels": [1, 2],
+        "eps": 1e-6,
+        "kind": "a",
+        "flag": False,
+        "head_dim": None,
+    }
     assert _ToyConfig.from_dict(cfg) == cfg
     assert _ToyConfig.from_dict(cfg, kind="b").kind == "b"
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+
+from ddpm.schedulers import DDIMScheduler, PNDMScheduler
+
 from helpers import CELEBAHQ_SCHEDULER_CONFIG
 from scheduler_helpers import (
     corrected_pndm,
@@ -13,9 +16,6 @@ from scheduler_helpers import (
     run_loop,
     stride_is_right,
 )
-from scheduler_helpers import one_thread_per_test  # noqa: F401 (autouse: one intra-op thread per test)
-
-from ddpm.schedulers import DDIMScheduler, PNDMScheduler
 
 TOL = 1e-5
 

@@ -1,0 +1,1 @@
+"""Pipeline tests: loading, the sampling loop, fast sampling, and image parity with diffusers' pipelines."""

@@ -1,0 +1,1 @@
+"""Project tests: the docs build, the examples run, the benchmarks start."""
