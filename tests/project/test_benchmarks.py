@@ -6,14 +6,16 @@ import importlib.util
 import json
 import math
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
-def _load(name: str):
+def _load(name: str) -> ModuleType:
     spec = importlib.util.spec_from_file_location(f"benchmark_{name}", BENCHMARKS / f"{name}.py")
+    assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -49,15 +51,15 @@ def test_gpu_sampling_benchmark_runs_on_cpu_with_small_settings(tmp_path):
     assert json.loads(out.read_text())["env"]["config"] == "tiny"
     assert results["matmul"]["tflops"] > 0 and results["flops_per_image_step"] > 0
     forward = {(r["dtype"], r["batch"], r["contender"]): r for r in results["forward"]}
-    contenders = ("diffusers", "ddpm", "ddpm fast")
-    assert set(forward) == {(d, b, c) for d in ("fp32", "bf16") for b in (1, 2) for c in contenders}
+    forward_contenders = ("diffusers", "ddpm", "ddpm fast")
+    assert set(forward) == {(d, b, c) for d in ("fp32", "bf16") for b in (1, 2) for c in forward_contenders}
     for row in forward.values():
         assert row["median_ms"] > 0 and row["tflops"] > 0 and row["peak_memory_gib"] is None  # no CUDA memory on CPU
     assert forward[("fp32", 2, "ddpm")]["max_abs_diff_to_diffusers"] < 1e-4  # the same weights in both libraries
     runs = {(r["kind"], r["batch"], r["contender"]): r for r in results["sampling"]}
     expected_runs = [("ddpm", 1), ("ddim", 1), ("ddim", 2)]
-    contenders = ("diffusers fp32", "ddpm fp32", "ddpm fast bf16", "ddpm fast fp32")
-    assert set(runs) == {(k, b, c) for k, b in expected_runs for c in contenders}
+    sampling_contenders = ("diffusers fp32", "ddpm fp32", "ddpm fast bf16", "ddpm fast fp32")
+    assert set(runs) == {(k, b, c) for k, b in expected_runs for c in sampling_contenders}
     for kind, batch in expected_runs:
         assert runs[(kind, batch, "ddpm fp32")]["psnr_db_vs_ddpm_fp32"] == math.inf
         assert runs[(kind, batch, "diffusers fp32")]["psnr_db_vs_ddpm_fp32"] > 80  # same noise, same images
