@@ -194,7 +194,9 @@ class DiffusionPipeline:
             dtype=dtype, cuda_graph=cuda_graph, compile=compile, compile_budget_s=compile_budget_s,
             channels_last=channels_last, tf32=tf32,
         )  # fmt: skip
-        self.unet.to(dtype=options.unet_dtype(self.device), memory_format=options.memory_format(self.device)).eval()
+        unet_dtype, layout = options.unet_dtype(self.device), options.memory_format(self.device)
+        # Module.to takes memory_format (it re-lays 4-d weights), but torch's type stub does not list it.
+        self.unet.to(dtype=unet_dtype, memory_format=layout).eval()  # type: ignore[call-overload]
         self._fast = UNetRunner.from_options(self.unet, options)
         return self
 
