@@ -61,7 +61,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from ddpm import DDIMScheduler, DDPMPipeline, DDPMScheduler, UNet2DModel
-from ddpm.fast import UNetRunner, compare_images, default_fast_dtype
+from ddpm.evaluation.metrics import compare_images
+from ddpm.fast import UNetRunner, default_fast_dtype
 
 from helpers import (
     CELEBAHQ_SCHEDULER_CONFIG,

@@ -97,8 +97,9 @@ def write_malicious_bin(path: Path, marker: Path, how: str = "zip") -> None:
 def build_template(folder: Path) -> Path:
     """A valid flat repo with a tiny UNet (ours, seeded and perturbed) and the cifar10 scheduler config."""
     torch.manual_seed(0)
-    unet = perturb_(UNet2DModel.from_config(TINY_UNET_CONFIG), seed=0).eval()
-    unet.save_pretrained(folder)
+    unet = UNet2DModel.from_config(TINY_UNET_CONFIG)
+    perturb_(unet, seed=0)
+    unet.eval().save_pretrained(folder)
     (folder / "scheduler_config.json").write_text(json.dumps(CIFAR10_SCHEDULER_CONFIG, indent=2))
     (folder / "model_index.json").write_text(json.dumps(MODEL_INDEX, indent=2))
     return folder
@@ -192,6 +193,18 @@ class Case:
     says: tuple[str, ...] = ()
 
 
+def _steps(*steps: Callable[[Ctx], object]) -> Callable[[Ctx], Any]:
+    """A case's ``run`` made of steps done in order; what the last one returns is the outcome."""
+
+    def run(ctx: Ctx) -> Any:
+        out: object = None
+        for step in steps:
+            out = step(ctx)
+        return out
+
+    return run
+
+
 def _unsafe(how: str, loader: Callable[[Ctx], Any]) -> Callable[[Ctx], Any]:
     def run(ctx: Ctx) -> Any:
         (ctx.repo / WEIGHTS).unlink()
@@ -199,6 +212,20 @@ def _unsafe(how: str, loader: Callable[[Ctx], Any]) -> Callable[[Ctx], Any]:
         return loader(ctx)
 
     return run
+
+
+def _damaged_weights_case(name: str, how: str) -> Case:
+    """``name`` (the safetensors file, or the ``.bin`` that replaces it) damaged ``how`` (see ``damage_file``)."""
+    fmt = "bin" if name == BIN else "safetensors"
+
+    def run(ctx: Ctx) -> Any:
+        if fmt == "bin":
+            ctx.weights_as_bin()
+        ctx.damage(name, how)
+        return load_unet(ctx)
+
+    says = ("{repo}/" + name, "empty" if how == "empty" else "damaged", "download it again")
+    return Case(f"weights-{fmt}-{how.replace(' ', '-')}", "damaged weights", f"{how} `{name}`", run, WeightsError, says)
 
 
 def _config_case(id: str, what: str, changes: dict[str, Any], *says: str, error: type = ConfigError) -> Case:
@@ -270,7 +297,7 @@ def _save_case(id: str, what: str, run: Callable[[Ctx], Any], *says: str) -> Cas
     return Case(id, "saving", what, run, OverwriteError, ("refusing to save" if not says else says[0], *says[1:]))
 
 
-def _save_into(setup: Callable[[Path], None], save: Callable[[Ctx, Path], Any]) -> Callable[[Ctx], Any]:
+def _save_into(setup: Callable[[Path], object], save: Callable[[Ctx, Path], Any]) -> Callable[[Ctx], Any]:
     """Prepare ``<tmp>/target`` with ``setup``, then save something into it."""
 
     def run(ctx: Ctx) -> Any:
@@ -282,15 +309,15 @@ def _save_into(setup: Callable[[Path], None], save: Callable[[Ctx, Path], Any]) 
     return run
 
 
-def _save_unet_into(setup: Callable[[Path], None]) -> Callable[[Ctx], Any]:
+def _save_unet_into(setup: Callable[[Path], object]) -> Callable[[Ctx], Any]:
     return _save_into(setup, lambda ctx, target: ctx.unet.save_pretrained(target))
 
 
-def _save_pipeline_into(setup: Callable[[Path], None]) -> Callable[[Ctx], Any]:
+def _save_pipeline_into(setup: Callable[[Path], object]) -> Callable[[Ctx], Any]:
     return _save_into(setup, lambda ctx, target: ctx.pipe.save_pretrained(target))
 
 
-def _save_scheduler_into(setup: Callable[[Path], None]) -> Callable[[Ctx], Any]:
+def _save_scheduler_into(setup: Callable[[Path], object]) -> Callable[[Ctx], Any]:
     return _save_into(setup, lambda ctx, target: DDPMScheduler().save_pretrained(target))
 
 
@@ -367,7 +394,7 @@ CASES: list[Case] = [
         "pickle-training-checkpoint",
         "pickled weights carrying code",
         "malicious `checkpoint.pt`: `Trainer.train(resume=True)` (`ddpm train --resume`)",
-        lambda c: (write_malicious_bin(_run_folder(c) / "checkpoint.pt", c.marker), _resume(c)),
+        _steps(lambda c: write_malicious_bin(_run_folder(c) / "checkpoint.pt", c.marker), lambda c: _resume(c)),
         UnsafeCheckpointError,
         ("{tmp}/run/checkpoint.pt", "refused", "nothing in it ran"),
     ),
@@ -375,7 +402,11 @@ CASES: list[Case] = [
         "checkpoint-truncated",
         "training checkpoint (--resume)",
         "a truncated `checkpoint.pt`",
-        lambda c: (_trained(c), damage_file(c.tmp / "run" / "checkpoint.pt", "truncated"), _resume(c)),
+        _steps(
+            lambda c: _trained(c),
+            lambda c: damage_file(c.tmp / "run" / "checkpoint.pt", "truncated"),
+            lambda c: _resume(c),
+        ),
         WeightsError,
         ("training checkpoint {tmp}/run/checkpoint.pt is damaged", "start over without it"),
     ),
@@ -383,7 +414,10 @@ CASES: list[Case] = [
         "checkpoint-foreign",
         "training checkpoint (--resume)",
         "a `checkpoint.pt` that is a plain state dict",
-        lambda c: (torch.save({"conv_in.weight": torch.zeros(1)}, _run_folder(c) / "checkpoint.pt"), _resume(c)),
+        _steps(
+            lambda c: torch.save({"conv_in.weight": torch.zeros(1)}, _run_folder(c) / "checkpoint.pt"),
+            lambda c: _resume(c),
+        ),
         TrainingError,
         ("{tmp}/run/checkpoint.pt is not a ddpm training checkpoint",),
     ),
@@ -391,34 +425,24 @@ CASES: list[Case] = [
         "checkpoint-incomplete",
         "training checkpoint (--resume)",
         "a `checkpoint.pt` with the right format tag only",
-        lambda c: (torch.save({"format": CHECKPOINT_FORMAT}, _run_folder(c) / "checkpoint.pt"), _resume(c)),
+        _steps(
+            lambda c: torch.save({"format": CHECKPOINT_FORMAT}, _run_folder(c) / "checkpoint.pt"),
+            lambda c: _resume(c),
+        ),
         TrainingError,
         ("incomplete ddpm training checkpoint", "lacks step, elapsed_seconds, model"),
     ),
     # --- damaged weights
     *[
-        Case(
-            f"weights-{fmt}-{how.replace(' ', '-')}",
-            "damaged weights",
-            f"{how} `{name}`",
-            (
-                lambda c, fmt=fmt, how=how, name=name: (
-                    c.weights_as_bin() if fmt == "bin" else None,
-                    c.damage(name, how),
-                    load_unet(c),
-                )
-            ),
-            WeightsError,
-            ("{repo}/" + name, "empty" if how == "empty" else "damaged", "download it again"),
-        )
-        for fmt, name in (("safetensors", WEIGHTS), ("bin", BIN))
-        for how in ("truncated", "garbage", "empty") + (("huge header",) if fmt == "safetensors" else ())
+        _damaged_weights_case(name, how)
+        for name in (WEIGHTS, BIN)
+        for how in ("truncated", "garbage", "empty") + (("huge header",) if name == WEIGHTS else ())
     ],
     Case(
         "weights-bin-list",
         "damaged weights",
         "`.bin` holding a list of tensors instead of a dict",
-        lambda c: (c.weights_as_bin(), torch.save([torch.zeros(1)], c.repo / BIN), load_unet(c)),
+        _steps(lambda c: c.weights_as_bin(), lambda c: torch.save([torch.zeros(1)], c.repo / BIN), load_unet),
         WeightsError,
         ("{repo}/" + BIN, "holds a list"),
     ),
@@ -426,10 +450,10 @@ CASES: list[Case] = [
         "weights-bin-non-tensor",
         "damaged weights",
         '`.bin` whose dict holds a non-tensor (`"epoch": 3`)',
-        lambda c: (
-            c.weights_as_bin(),
-            torch.save({"epoch": 3, "conv_in.bias": torch.zeros(32)}, c.repo / BIN),
-            load_unet(c),
+        _steps(
+            lambda c: c.weights_as_bin(),
+            lambda c: torch.save({"epoch": 3, "conv_in.bias": torch.zeros(32)}, c.repo / BIN),
+            load_unet,
         ),
         WeightsError,
         ("{repo}/" + BIN, "'epoch' (int)"),
@@ -452,7 +476,7 @@ CASES: list[Case] = [
         "weights-other-config",
         "weights that do not fit the config",
         "weights of another config (`layers_per_block` 1 → 3): dozens of tensors missing",
-        lambda c: (c.edit_json("config.json", layers_per_block=3), load_unet(c)),
+        _steps(lambda c: c.edit_json("config.json", layers_per_block=3), load_unet),
         WeightsError,
         ("{repo}/" + WEIGHTS, "missing (", "... and ", " more", "is the config.json beside them the right one?"),
     ),
@@ -461,7 +485,7 @@ CASES: list[Case] = [
         "config-not-json",
         "UNet config.json",
         '`config.json` that is not JSON (`{"in_channels": 3,`)',
-        lambda c: (c.write("config.json", '{"in_channels": 3,'), load_unet(c)),
+        _steps(lambda c: c.write("config.json", '{"in_channels": 3,'), load_unet),
         ConfigError,
         ("{repo}/config.json", "is not valid JSON", "line 1"),
     ),
@@ -469,7 +493,7 @@ CASES: list[Case] = [
         "config-empty",
         "UNet config.json",
         "empty `config.json`",
-        lambda c: (c.write("config.json", ""), load_unet(c)),
+        _steps(lambda c: c.write("config.json", ""), load_unet),
         ConfigError,
         ("{repo}/config.json", "not valid JSON"),
     ),
@@ -477,7 +501,7 @@ CASES: list[Case] = [
         "config-list",
         "UNet config.json",
         "`config.json` holding a list",
-        lambda c: (c.write("config.json", "[3]"), load_unet(c)),
+        _steps(lambda c: c.write("config.json", "[3]"), load_unet),
         ConfigError,
         ("{repo}/config.json", "must hold a JSON object", "found list"),
     ),
@@ -485,7 +509,7 @@ CASES: list[Case] = [
         "config-not-utf8",
         "UNet config.json",
         "`config.json` that is not UTF-8 text",
-        lambda c: (c.write("config.json", b"\xff\xfe{\x00"), load_unet(c)),
+        _steps(lambda c: c.write("config.json", b"\xff\xfe{\x00"), load_unet),
         ConfigError,
         ("{repo}/config.json", "cannot read"),
     ),
@@ -493,7 +517,7 @@ CASES: list[Case] = [
         "config-deep",
         "UNet config.json",
         "`config.json` nesting lists 100,000 deep",
-        lambda c: (c.write("config.json", "[" * 100_000 + "]" * 100_000), load_unet(c)),
+        _steps(lambda c: c.write("config.json", "[" * 100_000 + "]" * 100_000), load_unet),
         ConfigError,
         ("{repo}/config.json", "too deeply"),
     ),
@@ -501,7 +525,7 @@ CASES: list[Case] = [
         "config-huge",
         "UNet config.json",
         "a 17 MB `config.json`",
-        lambda c: (c.write("config.json", b" " * (17 * 2**20)), load_unet(c)),
+        _steps(lambda c: c.write("config.json", b" " * (17 * 2**20)), load_unet),
         ConfigError,
         ("{repo}/config.json", "too large for a config file"),
     ),
@@ -626,7 +650,10 @@ CASES: list[Case] = [
         "scheduler-not-json",
         "scheduler_config.json",
         "`scheduler_config.json` that is not JSON",
-        lambda c: (c.write("scheduler_config.json", "beta_start = 0.0001"), DDPMScheduler.from_pretrained(c.repo)),
+        _steps(
+            lambda c: c.write("scheduler_config.json", "beta_start = 0.0001"),
+            lambda c: DDPMScheduler.from_pretrained(c.repo),
+        ),
         ConfigError,
         ("{repo}/scheduler_config.json", "is not valid JSON"),
     ),
@@ -1072,7 +1099,7 @@ CASES: list[Case] = [
     _save_case(
         "save-to-file",
         "`save_pretrained` to a path that is a file",
-        lambda c: ((c.tmp / "file").write_text("x"), c.unet.save_pretrained(c.tmp / "file")),
+        _steps(lambda c: (c.tmp / "file").write_text("x"), lambda c: c.unet.save_pretrained(c.tmp / "file")),
         "cannot save a UNet2DModel to {tmp}/file: it is a file",
     ),
     # --- missing things
@@ -1088,7 +1115,7 @@ CASES: list[Case] = [
         "missing-weights",
         "missing files",
         "a folder without weights",
-        lambda c: ((c.repo / WEIGHTS).unlink(), load_unet(c)),
+        _steps(lambda c: (c.repo / WEIGHTS).unlink(), load_unet),
         CheckpointNotFoundError,
         ("no diffusion_pytorch_model.safetensors or diffusion_pytorch_model.bin",),
     ),

@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import math
 import signal
 import threading
 import time
@@ -43,10 +42,8 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "COMPILE_MODES",
     "FastSamplingOptions",
-    "ImageDifference",
     "RunnerStats",
     "UNetRunner",
-    "compare_images",
     "cpu_supports_bf16",
     "default_fast_dtype",
     "running_dtype",
@@ -148,6 +145,18 @@ class FastSamplingOptions:
             return "max-autotune-no-cudagraphs"
         return self.compile
 
+    def unet_dtype(self, device: torch.device | str) -> torch.dtype:
+        """The UNet's dtype on ``device``: ``dtype``, or :func:`default_fast_dtype` when it is None."""
+        return self.dtype or default_fast_dtype(device)
+
+    def memory_format(self, device: torch.device | str) -> torch.memory_format:
+        """The UNet's weights layout on ``device``: ``channels_last``, or the device's faster one when it is None."""
+        if self.channels_last is None:
+            from .models.unet_2d import preferred_memory_format
+
+            return preferred_memory_format(device)
+        return torch.channels_last if self.channels_last else torch.contiguous_format
+
 
 @dataclasses.dataclass
 class RunnerStats:
@@ -244,16 +253,23 @@ class UNetRunner:
         self._static_out: torch.Tensor | None = None
         self._replay: Callable[[], None] | None = None
 
+    @classmethod
+    def from_options(cls, unet: torch.nn.Module, options: FastSamplingOptions) -> UNetRunner:
+        """The runner :meth:`~ddpm.pipelines.DiffusionPipeline.enable_fast_sampling` builds for ``options``
+        (``cuda_graph=False`` runs eagerly); ``unet`` should already be in ``options``' dtype and layout."""
+        return cls(
+            unet,
+            graph="auto" if options.cuda_graph else "off",
+            compile_mode=options.compile_mode,
+            compile_budget_s=options.compile_budget_s,
+            tf32=options.tf32,
+        )
+
     def __repr__(self) -> str:
         return (
             f"UNetRunner(graph={self.graph!r}, compile_mode={self.compile_mode!r}, mode={self.stats.mode!r}, "
             f"captures={self.stats.captures})"
         )
-
-    @staticmethod
-    def sample_dtype(unet_dtype: torch.dtype) -> torch.dtype:
-        """The dtype the pipeline keeps x_t in for a UNet in ``unet_dtype`` (see :func:`running_dtype`)."""
-        return running_dtype(unet_dtype)
 
     def reset(self) -> None:
         """Drop the captured graph and its buffers (their memory returns to PyTorch's allocator)."""
@@ -297,13 +313,9 @@ class UNetRunner:
 
     # -------------------------------------------------------------------------------------------- modes
     def _key_for(self, sample: torch.Tensor, timestep: torch.Tensor | int) -> _Key:
-        # A Python int goes into the same (1,) int64 buffer as a scheduler timestep.
-        if isinstance(timestep, int):
-            t_meta: tuple[Any, ...] = ((1,), torch.int64)
-        else:
-            t_meta = (tuple(timestep.reshape(-1).shape), timestep.dtype)
         unet_dtype, unet_device = _dtype_and_device(self.unet)
         layout = sample.is_contiguous(memory_format=torch.channels_last)
+        t_meta = _timestep_buffer_meta(timestep)
         return (tuple(sample.shape), sample.dtype, sample.device, layout, t_meta, unet_dtype, unet_device)
 
     def _mode_for(self, sample: torch.Tensor, timestep: torch.Tensor | int) -> str:
@@ -400,8 +412,7 @@ class UNetRunner:
         start = time.perf_counter()
         device = sample.device
         self._static_sample = torch.empty_like(sample)
-        t_shape = (1,) if isinstance(timestep, int) else timestep.reshape(-1).shape
-        t_dtype = torch.int64 if isinstance(timestep, int) else timestep.dtype
+        t_shape, t_dtype = _timestep_buffer_meta(timestep)
         self._static_timestep = torch.empty(t_shape, dtype=t_dtype, device=device)
         self._copy_in(sample, timestep)
         static_sample, static_timestep = self._static_sample, self._static_timestep
@@ -493,6 +504,14 @@ def _capture_cuda(
 # ------------------------------------------------------------------------------------------------------ helpers
 
 
+def _timestep_buffer_meta(timestep: torch.Tensor | int) -> tuple[tuple[int, ...], torch.dtype]:
+    """Shape and dtype of the static timestep buffer: a Python int goes into the same (1,) int64 buffer as a
+    scheduler timestep; a tensor is flattened to 1-d."""
+    if isinstance(timestep, int):
+        return (1,), torch.int64
+    return tuple(timestep.reshape(-1).shape), timestep.dtype
+
+
 def _dtype_and_device(module: torch.nn.Module) -> tuple[torch.dtype, torch.device]:
     for p in module.parameters():
         if p.is_floating_point():
@@ -540,33 +559,3 @@ def _deadline(seconds: float | None) -> Iterator[_Timer]:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0.0)
         signal.signal(signal.SIGALRM, previous)
-
-
-# ------------------------------------------------------------------------------------------------ image comparison
-
-
-@dataclasses.dataclass(frozen=True)
-class ImageDifference:
-    """How far images are from a reference, both in [0, 1].
-
-    Attributes:
-        max_abs: The largest absolute pixel difference.
-        psnr_db: Peak signal-to-noise ratio, ``10 log10(1 / MSE)`` in dB (infinite for identical images).
-    """
-
-    max_abs: float
-    psnr_db: float
-
-
-def compare_images(reference: torch.Tensor, images: torch.Tensor) -> ImageDifference:
-    """Max absolute difference and PSNR of ``images`` against ``reference`` (same shape, values in [0, 1]).
-
-    Raises:
-        ValueError: The shapes differ.
-    """
-    if reference.shape != images.shape:
-        raise ValueError(f"cannot compare images of shape {tuple(images.shape)} with {tuple(reference.shape)}")
-    diff = images.detach().double().cpu() - reference.detach().double().cpu()
-    mse = float(diff.square().mean())
-    psnr = math.inf if mse == 0 else 10 * math.log10(1.0 / mse)
-    return ImageDifference(max_abs=float(diff.abs().max()), psnr_db=psnr)

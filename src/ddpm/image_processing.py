@@ -34,7 +34,6 @@ __all__ = [
     "postprocess",
     "pt_to_numpy",
     "save_image",
-    "save_images",
 ]
 
 #: The accepted values of every ``output_type=`` argument.
@@ -198,25 +197,3 @@ def save_image(image: Image.Image, path: str | os.PathLike[str], **save_kwargs: 
     fmt = _pil_format(path)
     atomic_write(path, lambda tmp: image.save(tmp, format=fmt, **save_kwargs))
     return path
-
-
-def save_images(
-    images: Sequence[Image.Image],
-    folder: str | os.PathLike[str],
-    *,
-    start_index: int = 0,
-    name_format: str = "{:06d}.png",
-) -> list[Path]:
-    """Save images as numbered files (``000000.png``, ``000001.png``, ...) in ``folder``, each atomically.
-
-    Args:
-        images: The images to save.
-        folder: The destination folder, created if needed.
-        start_index: The number of the first image.
-        name_format: A ``str.format`` pattern that turns an index into a file name.
-
-    Returns:
-        The paths written, in order.
-    """
-    folder = Path(folder)
-    return [save_image(img, folder / name_format.format(start_index + i)) for i, img in enumerate(images)]

@@ -1,29 +1,51 @@
-"""Crash-safe file writing: write to temporary files in the target folder, then rename them into place.
+"""Files on disk: crash-safe writing, the overwrite guard, and safe reading of ``torch.save`` pickles.
 
-An interrupted save therefore leaves either the old files or the new ones, never a truncated mix:
+Writing goes to temporary files in the target folder, which are then renamed into place, so an interrupted save
+leaves either the old files or the new ones, never a truncated mix:
 
 * :func:`atomic_write` writes one file;
 * :func:`atomic_write_files` writes several (a model's config and weights, a whole pipeline) so that a failure in
   any of them changes none: every file is written in full first, and only then are they all renamed;
 * :func:`check_save_folder` is the guard every ``save_pretrained`` runs first: it refuses to write over a folder
   that holds another kind of model, unless ``overwrite=True``.
+
+Reading a pickle (:func:`load_pickle`, for ``.bin`` weights and training checkpoints) scans it first: the Python
+objects it names are read from its opcodes with :mod:`pickletools`, which parses and never executes, and a name
+outside torch's ``weights_only`` allow-list refuses the file before anything in it runs. Only then is it loaded,
+with ``torch.load(weights_only=True)``. Every failure becomes a :class:`~ddpm.errors.WeightsError` that says which
+file and whether it is unreadable, empty, damaged or unsafe.
 """
 
 from __future__ import annotations
 
+import _compat_pickle
 import contextlib
+import io
 import json
 import os
+import pickletools
 import tempfile
-from collections.abc import Callable, Collection, Iterator, Mapping
+import warnings
+import zipfile
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from pathlib import Path
+from typing import IO, Any
 
-from .errors import OverwriteError
+from .errors import OverwriteError, UnsafeCheckpointError, WeightsError
 
-__all__ = ["atomic_write", "atomic_write_files", "atomic_write_text", "check_save_folder", "remove_stale_temporaries"]
+__all__ = [
+    "atomic_write",
+    "atomic_write_files",
+    "atomic_write_text",
+    "check_readable",
+    "check_save_folder",
+    "damaged_file_error",
+    "load_pickle",
+    "remove_stale_temporaries",
+]
 
-#: ``write(tmp_path)`` produces the complete file at ``tmp_path``.
-Writer = Callable[[Path], None]
+#: ``write(tmp_path)`` produces the complete file at ``tmp_path``; what it returns is ignored.
+Writer = Callable[[Path], object]
 
 _TMP_SUFFIX = ".tmp"
 
@@ -199,3 +221,193 @@ def check_save_folder(
             )
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+# ---------------------------------------------------------------------------------------------- reading pickles
+
+#: The first bytes of a zip archive, ``torch.save``'s container since torch 1.6 (a pickle plus one entry per storage).
+_ZIP_MAGIC = b"PK\x03\x04"
+#: The pickles that open torch's legacy (non-zip) format: magic number, protocol, system info, then the object. The
+#: storages' raw bytes follow; a plain ``pickle.dump`` file holds one pickle.
+_LEGACY_PICKLES = 4
+#: The opcodes that put a string on the stack (the operands of ``STACK_GLOBAL``).
+_STRING_OPCODES = frozenset({"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE"})
+
+
+def check_readable(path: Path, *, what: str) -> bytes:
+    """Open ``path`` for reading and return its first four bytes (its magic number).
+
+    Args:
+        path: The file.
+        what: What the file is, for the messages (``"weights file"``, ``"training checkpoint"``).
+
+    Raises:
+        WeightsError: The file cannot be opened or read (missing, permission denied, a folder...), with the
+            operating system's reason; or it is empty.
+    """
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+    except OSError as exc:
+        raise WeightsError(f"cannot read {what} {path}: {exc}") from exc
+    if not magic:
+        raise WeightsError(f"{what} {path} is empty (0 bytes); {_remedy(what)}")
+    return magic
+
+
+def damaged_file_error(path: Path, detail: str, *, what: str = "weights file") -> WeightsError:
+    """The error for a file that was read but is not what it claims to be (truncated, corrupt)."""
+    return WeightsError(f"{what} {path} is damaged ({detail}); {_remedy(what)}")
+
+
+def _remedy(what: str) -> str:
+    if what == "weights file":
+        return "delete it and download it again"
+    return "restore it from a copy, or start over without it"
+
+
+def _scan_globals(path: Path) -> tuple[list[str], str | None]:
+    """The Python objects (``module.name``) that the pickle stream(s) of a ``torch.save`` file would import, and why
+    the scan stopped early (None when every stream was read to its end).
+
+    The opcodes are read with :func:`pickletools.genops`, which parses and never executes: nothing in the file runs
+    and nothing it names is imported. Read are the ``.pkl`` entries of the zip container, or the first pickles of the
+    legacy format (a plain ``pickle.dump`` file is one pickle). Names are given as the unpickler resolves them (Python
+    2 names mapped as ``pickle`` maps them); an object whose name is only known at run time (a ``STACK_GLOBAL`` with
+    computed operands, a copyreg extension code) is listed by a description in angle brackets.
+    """
+    names: list[str] = []
+    try:
+        with open(path, "rb") as f:
+            is_zip = f.read(4) == _ZIP_MAGIC
+            size = os.fstat(f.fileno()).st_size
+            f.seek(0)
+            for _ in range(0 if is_zip else _LEGACY_PICKLES):
+                if f.tell() == size:
+                    break
+                names.extend(_globals_in_pickle(f))
+        if is_zip:
+            with zipfile.ZipFile(path) as archive:
+                entries = [n for n in archive.namelist() if n.endswith(".pkl")]  # <archive>/data.pkl
+                if not entries:
+                    return names, "a zip archive without data.pkl, not a torch.save file"
+                for entry in entries:
+                    names.extend(_globals_in_pickle(io.BytesIO(archive.read(entry))))
+    except MemoryError:
+        raise
+    except Exception as exc:  # unknown opcodes, a stream cut short, a corrupt zip directory...
+        return names, f"{type(exc).__name__}: {_first_line(str(exc))}"
+    return names, None
+
+
+def _globals_in_pickle(stream: IO[bytes]) -> Iterable[str]:
+    """The globals one pickle names, reading ``stream`` up to and including its STOP opcode.
+
+    ``STACK_GLOBAL`` takes its module and name from the stack. They are known here when the opcodes just before it
+    only pushed (strings, or strings fetched from the memo), as ``pickle`` writes them; after anything else the
+    object is reported as named at run time.
+    """
+    memo: dict[int, Any] = {}
+    run: list[Any] = []  # the values pushed by the opcodes just before this one, when they only pushed one each
+    for opcode, arg, _ in pickletools.genops(stream):
+        name = opcode.name
+        if name in ("GLOBAL", "INST"):  # arg: "module name"
+            module, _, attribute = str(arg).partition(" ")
+            yield _resolve(module, attribute)
+        elif name == "STACK_GLOBAL":
+            operands = run[-2:]
+            if len(operands) == 2 and all(isinstance(o, str) for o in operands):
+                yield _resolve(operands[0], operands[1])
+            else:
+                yield "<an object named at run time (STACK_GLOBAL)>"
+        elif name.startswith("EXT"):
+            yield f"<copyreg extension {arg}>"
+        if name in _STRING_OPCODES:
+            run.append(arg)
+        elif name in ("GET", "BINGET", "LONG_BINGET"):
+            run.append(memo.get(arg) if isinstance(arg, int) else None)
+        elif name in ("PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"):  # store the top of the stack, leave it there
+            memo[arg if isinstance(arg, int) else len(memo)] = run[-1] if run else None
+        else:
+            run = []  # the top of the stack is no longer a string this scan knows
+
+
+def _resolve(module: str, name: str) -> str:
+    """``module.name`` as the unpickler imports it, mapping Python 2 names as ``pickle`` and torch do."""
+    if (module, name) in _compat_pickle.NAME_MAPPING:
+        module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+    else:
+        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
+    return f"{module}.{name}"
+
+
+def _allowed_globals() -> set[str]:
+    """torch's ``weights_only`` allow-list: its own tensor rebuilders, dtypes and containers, plus the globals the user
+    registered with ``torch.serialization.add_safe_globals``."""
+    from torch import _weights_only_unpickler as unpickler  # the list torch.load(weights_only=True) enforces
+
+    allowed = set(unpickler._get_allowed_globals())
+    user = getattr(unpickler, "_get_user_allowed_globals", None)  # torch >= 2.4
+    if user is not None:
+        allowed.update(user())
+    return allowed
+
+
+def load_pickle(path: str | os.PathLike[str], *, what: str = "weights file") -> Any:
+    """Read a ``torch.save`` file safely: scan the objects its pickle names, then ``torch.load(weights_only=True)``.
+
+    Only tensors, numbers, strings and plain containers can come out. A pickle that names any other Python object
+    (``os.system``, a class with ``__reduce__``...) is refused from its opcodes alone (a :mod:`pickletools` scan), so
+    nothing in it runs and nothing it names is imported; ``torch.load(weights_only=True)`` then holds what is loaded
+    to the same list.
+
+    Args:
+        path: The file (``.bin``, ``.pt``, ``.ckpt``...).
+        what: What the file is, for the messages (``"weights file"``, ``"training checkpoint"``).
+
+    Returns:
+        The unpickled object, on the CPU.
+
+    Raises:
+        UnsafeCheckpointError: The pickle names objects outside torch's allow-list; the message names the first.
+        WeightsError: The file cannot be read, is empty, truncated or otherwise not a readable ``torch.save`` file.
+    """
+    path = Path(path)
+    is_zip = check_readable(path, what=what) == _ZIP_MAGIC
+    names, broken = _scan_globals(path)
+    _refuse_unsafe(path, names)  # also when the stream broke after naming code
+    if broken is not None:
+        raise damaged_file_error(path, broken, what=what)
+
+    import torch
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns about pickle protocols before refusing; our message explains
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
+    except MemoryError:
+        raise
+    except Exception as exc:  # truncated storages, a corrupt zip entry, an opcode torch's unpickler does not take
+        raise damaged_file_error(path, _torch_load_detail(exc), what=what) from exc
+
+
+def _refuse_unsafe(path: Path, names: list[str]) -> None:
+    allowed = _allowed_globals() if names else set()
+    unsafe = [n for n in names if n not in allowed]
+    if unsafe:
+        raise UnsafeCheckpointError(
+            f"{path} is a pickle that references Python objects other than tensors (it names {unsafe[0]}), so it was "
+            "refused unread; nothing in it ran. Use a .safetensors file instead: ask its publisher for one, or, only "
+            "if you trust the file's source, convert it in a separate, sandboxed step."
+        )
+
+
+def _torch_load_detail(exc: Exception) -> str:
+    """The informative line of a ``torch.load`` failure, without torch's advice to retry with weights_only=False."""
+    specific = [line.strip() for line in str(exc).splitlines() if "WeightsUnpickler error:" in line]
+    detail = specific[-1].replace("WeightsUnpickler error: ", "") if specific else _first_line(str(exc)).split(". ")[0]
+    return f"{type(exc).__name__}: {detail}"
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else "no details"

@@ -6,21 +6,10 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["Generators", "append_dims", "extract", "randn_tensor"]
+__all__ = ["Generators", "extract", "randn_tensor"]
 
 #: What every ``generator=`` argument accepts: one generator, one per sample, or None for the global RNG.
 Generators = torch.Generator | Sequence[torch.Generator] | None
-
-
-def append_dims(x: torch.Tensor, target_dims: int) -> torch.Tensor:
-    """Append trailing singleton dimensions to ``x`` until it has ``target_dims`` dimensions.
-
-    ``(B,)`` with ``target_dims=4`` becomes ``(B, 1, 1, 1)``, ready to broadcast against an image batch.
-    """
-    missing = target_dims - x.ndim
-    if missing < 0:
-        raise ValueError(f"append_dims: input has {x.ndim} dimensions, more than target_dims={target_dims}")
-    return x.reshape(*x.shape, *([1] * missing))
 
 
 def extract(a: torch.Tensor, t: torch.Tensor, x_shape: Sequence[int]) -> torch.Tensor:

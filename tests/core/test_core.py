@@ -15,7 +15,7 @@ from ddpm.config import ConfigBase, read_json
 from ddpm.errors import CheckpointNotFoundError, ConfigError
 from ddpm.hub import HubOptions, find_file, require_file
 from ddpm.io import atomic_write, atomic_write_text
-from ddpm.utils import append_dims, extract, randn_tensor
+from ddpm.utils import extract, randn_tensor
 
 from helpers import install_in_hf_cache
 
@@ -151,10 +151,7 @@ def test_randn_tensor_follows_the_generator_rules() -> None:
         randn_tensor(shape, [torch.Generator(), torch.Generator()])
 
 
-def test_append_dims_and_extract() -> None:
-    assert append_dims(torch.ones(5), 4).shape == (5, 1, 1, 1)
-    with pytest.raises(ValueError, match="target_dims"):
-        append_dims(torch.ones(2, 2), 1)
+def test_extract() -> None:
     table = torch.arange(10.0)
     out = extract(table, torch.tensor([3, 7]), (2, 3, 8, 8))
     assert out.shape == (2, 1, 1, 1) and out.flatten().tolist() == [3.0, 7.0]

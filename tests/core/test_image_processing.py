@@ -14,7 +14,6 @@ from ddpm.image_processing import (
     numpy_to_pil,
     postprocess,
     save_image,
-    save_images,
 )
 
 
@@ -111,8 +110,3 @@ def test_save_image_writes_png_atomically_and_leaves_no_temporary_file(tmp_path)
 def test_save_image_rejects_unknown_suffix(tmp_path):
     with pytest.raises(ValueError, match="format"):
         save_image(Image.new("RGB", (2, 2)), tmp_path / "a.unknown")
-
-
-def test_save_images_numbers_files_from_start_index(tmp_path):
-    paths = save_images([Image.new("L", (2, 2))] * 2, tmp_path, start_index=7)
-    assert [p.name for p in paths] == ["000007.png", "000008.png"]

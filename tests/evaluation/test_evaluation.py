@@ -16,6 +16,7 @@ from ddpm.evaluation import (
     precision_recall,
 )
 from ddpm.evaluation.classifier import heldout_accuracy
+from ddpm.evaluation.metrics import compare_images
 from ddpm.training.data import mnist_digits
 
 
@@ -70,6 +71,16 @@ def test_frechet_distance_of_shifted_samples_approaches_the_shift_squared():
     x = torch.randn(20000, 3, generator=g, dtype=torch.float64)
     y = torch.randn(20000, 3, generator=g, dtype=torch.float64) + torch.tensor([2.0, 0.0, 0.0], dtype=torch.float64)
     assert frechet_distance(*gaussian_stats(x), *gaussian_stats(y)) == pytest.approx(4.0, abs=0.05)
+
+
+def test_compare_images_gives_max_abs_and_psnr():
+    a = torch.zeros(1, 3, 4, 4)
+    b = a + 0.1
+    diff = compare_images(a, b)
+    assert diff.max_abs == pytest.approx(0.1) and diff.psnr_db == pytest.approx(20.0)
+    assert compare_images(a, a).psnr_db == math.inf
+    with pytest.raises(ValueError, match="shape"):
+        compare_images(a, a[0])
 
 
 def test_shipped_digit_classifier_is_at_least_97_percent_accurate_on_heldout_digits():

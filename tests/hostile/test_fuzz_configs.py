@@ -164,7 +164,9 @@ def test_unet_config_loader_raises_only_our_errors_and_accepted_configs_run(data
 
 
 @pytest.mark.parametrize("cls", [DDPMScheduler, DDIMScheduler, PNDMScheduler], ids=lambda c: c.__name__)
-def test_scheduler_config_loader_raises_only_our_errors_and_accepted_configs_build(cls: type) -> None:
+def test_scheduler_config_loader_raises_only_our_errors_and_accepted_configs_build(
+    cls: type[DDPMScheduler | DDIMScheduler | PNDMScheduler],
+) -> None:
     extra = [*scheduler_config_keys(), *_PRIVATE]
     hints = typing.get_type_hints(cls.config_class)
 
@@ -206,7 +208,7 @@ def test_pipeline_loading_with_any_model_index_raises_only_our_errors(tmp_path: 
 
     @settings(FUZZ, max_examples=min(FUZZ.max_examples, 60))
     @given(configs(MODEL_INDEX, index_keys), st.sampled_from([DiffusionPipeline, DDPMPipeline, DDIMPipeline]))
-    def check(data: dict[str, Any], cls: type) -> None:
+    def check(data: dict[str, Any], cls: type[DiffusionPipeline]) -> None:
         (repo / "model_index.json").write_text(json.dumps(data))
         pipe = _ours_or_success(cls.from_pretrained, repo)
         if pipe is not None:

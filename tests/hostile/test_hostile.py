@@ -30,7 +30,8 @@ from ddpm import (
     UnsafeCheckpointError,
     WeightsError,
 )
-from ddpm.models.loading import load_pickle, load_state_dict_file
+from ddpm.io import load_pickle
+from ddpm.models.loading import load_state_dict_file
 from ddpm.pipelines import DiffusionPipeline
 
 from bad_inputs import BIN, CASES, WEIGHTS, Case, build_template, expand, new_ctx, outcome, write_malicious_bin
@@ -53,7 +54,7 @@ def _x() -> torch.Tensor:
     return torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
 
 
-def _same_model(a: UNet2DModel, b: UNet2DModel) -> bool:
+def _same_model(a: torch.nn.Module, b: torch.nn.Module) -> bool:
     with torch.no_grad():
         return torch.equal(a(_x(), 10).sample, b(_x(), 10).sample)
 
@@ -102,6 +103,37 @@ def test_malicious_pickle_is_refused_by_every_reader_and_its_payload_never_runs(
             read(path)
         assert str(path) in str(info.value) and "safetensors" in str(info.value)
     assert not marker.exists()
+
+
+def test_pickle_scan_names_what_it_cannot_resolve_and_sees_code_in_a_broken_stream(tmp_path: Path) -> None:
+    path = tmp_path / "w.bin"
+    # protocol 4: push "posix", push "torch", POP, push "Tensor", STACK_GLOBAL (a stack the scan does not follow)
+    path.write_bytes(b"\x80\x04\x8c\x05posix\x8c\x05torch0\x8c\x06Tensor\x93.")
+    with pytest.raises(UnsafeCheckpointError, match="named at run time"):
+        load_pickle(path)
+    marker = tmp_path / "payload-ran"
+    write_malicious_bin(path, marker, "pickle")
+    data = path.read_bytes()
+    path.write_bytes(data[: data.index(b"system") + 20])  # cut after the first global
+    with pytest.raises(UnsafeCheckpointError, match="posix.system"):
+        load_pickle(path)
+    assert not marker.exists()
+
+
+def test_unreadable_files_are_reported_as_unreadable_not_damaged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def denied(file: Any, *args: Any, **kwargs: Any) -> Any:
+        raise PermissionError(13, "Permission denied", str(file))
+
+    monkeypatch.setattr(ddpm.io, "open", denied, raising=False)
+    for name in ("w.bin", "w.safetensors"):
+        path = tmp_path / name
+        path.write_bytes(b"not empty")
+        for read in (load_state_dict_file, load_pickle, lambda p: load_pickle(p, what="training checkpoint")):
+            with pytest.raises(WeightsError, match="Permission denied") as info:
+                read(path)
+            assert str(info.value).startswith("cannot read ") and "damaged" not in str(info.value)
 
 
 def test_use_safetensors_false_reads_the_malicious_bin_and_refuses_it(template: Path, tmp_path: Path) -> None:
@@ -304,27 +336,31 @@ def test_save_killed_by_sigkill_keeps_the_previous_model_and_the_next_save_clean
 
 def test_saving_over_the_same_kind_of_model_is_quiet(template: Path, tmp_path: Path) -> None:
     pipe = DDPMPipeline.from_pretrained(template)
+    unet = pipe.unet
+    assert isinstance(unet, UNet2DModel)
     unet_folder, pipe_folder, sched_folder = tmp_path / "unet", tmp_path / "pipe", tmp_path / "sched"
     for _ in range(2):
-        pipe.unet.save_pretrained(unet_folder)
+        unet.save_pretrained(unet_folder)
         pipe.save_pretrained(pipe_folder)
         pipe.scheduler.save_pretrained(sched_folder)
     DDIMScheduler.from_config(pipe.scheduler.config).save_pretrained(sched_folder)  # any scheduler over any
-    diffusers_config = {**pipe.unet.config.to_dict(), "_diffusers_version": "0.42.1"}  # as diffusers writes it
+    diffusers_config = {**unet.config.to_dict(), "_diffusers_version": "0.42.1"}  # as diffusers writes it
     (unet_folder / "config.json").write_text(json.dumps(diffusers_config))
-    pipe.unet.save_pretrained(unet_folder)
+    unet.save_pretrained(unet_folder)
 
 
 def test_overwrite_true_replaces_another_kind_of_model(template: Path, tmp_path: Path) -> None:
     pipe = DDPMPipeline.from_pretrained(template)
+    unet = pipe.unet
+    assert isinstance(unet, UNet2DModel)
     folder = tmp_path / "target"
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps({"_class_name": "AutoencoderKL"}))
     with pytest.raises(OverwriteError):
-        pipe.unet.save_pretrained(folder)
+        unet.save_pretrained(folder)
     assert json.loads((folder / "config.json").read_text())["_class_name"] == "AutoencoderKL"
-    pipe.unet.save_pretrained(folder, overwrite=True)
-    assert _same_model(UNet2DModel.from_pretrained(folder), pipe.unet)
+    unet.save_pretrained(folder, overwrite=True)
+    assert _same_model(UNet2DModel.from_pretrained(folder), unet)
     with pytest.raises(OverwriteError):
         pipe.save_pretrained(folder)  # now a bare UNet folder
     pipe.save_pretrained(folder, overwrite=True)

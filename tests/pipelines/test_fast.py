@@ -12,14 +12,8 @@ import torch
 from torch import nn
 
 from ddpm import DDIMScheduler, DDPMPipeline, UNet2DModel
-from ddpm.fast import (
-    FastSamplingOptions,
-    UNetRunner,
-    compare_images,
-    cpu_supports_bf16,
-    default_fast_dtype,
-    running_dtype,
-)
+from ddpm.evaluation.metrics import compare_images
+from ddpm.fast import FastSamplingOptions, UNetRunner, cpu_supports_bf16, default_fast_dtype, running_dtype
 from ddpm.outputs import UNet2DOutput
 
 from helpers import TINY_UNET_CONFIG, write_tiny_repo
@@ -151,7 +145,8 @@ def test_compile_past_its_budget_is_stopped_and_sampling_continues_uncompiled(ca
     with caplog.at_level(logging.WARNING, logger="ddpm.fast"):
         out = runner(x, torch.tensor(4))
     torch.testing.assert_close(out, unet(x, 4).sample)
-    assert runner.stats.compile_aborted and "compile_budget_s=0.001" in runner.stats.compile_error
+    error = runner.stats.compile_error
+    assert runner.stats.compile_aborted and error is not None and "compile_budget_s=0.001" in error
     assert "compile_budget_s=0.001" in caplog.text
     runner(torch.randn(3, 3, 8, 8), torch.tensor(4))  # a new shape is not compiled again
     assert runner.stats.compile_s is None
@@ -184,6 +179,18 @@ def test_disable_fast_sampling_returns_to_the_plain_loop(pipe):
     _images(pipe, steps=2)
 
 
+def test_runner_from_options_follows_them():
+    options = FastSamplingOptions(cuda_graph=False, compile=True, compile_budget_s=5.0, tf32=False)
+    runner = UNetRunner.from_options(ToyUNet(), options)
+    assert (runner.graph, runner.compile_mode, runner.compile_budget_s, runner.tf32) == (
+        "off",
+        "max-autotune-no-cudagraphs",
+        5.0,
+        False,
+    )
+    assert UNetRunner.from_options(ToyUNet(), FastSamplingOptions()).graph == "auto"
+
+
 def test_enable_fast_sampling_checks_its_options(pipe):
     with pytest.raises(TypeError, match="dtype"):
         pipe.enable_fast_sampling(torch.int8)
@@ -211,16 +218,6 @@ def test_default_dtype_follows_the_processor():
     assert default_fast_dtype("cpu") == (torch.bfloat16 if cpu_supports_bf16() else torch.float32)
     assert running_dtype(torch.bfloat16) == running_dtype(torch.float16) == torch.float32
     assert running_dtype(torch.float64) == torch.float64
-
-
-def test_compare_images_gives_max_abs_and_psnr():
-    a = torch.zeros(1, 3, 4, 4)
-    b = a + 0.1
-    diff = compare_images(a, b)
-    assert diff.max_abs == pytest.approx(0.1) and diff.psnr_db == pytest.approx(20.0)
-    assert compare_images(a, a).psnr_db == math.inf
-    with pytest.raises(ValueError, match="shape"):
-        compare_images(a, a[0])
 
 
 # ------------------------------------------------------------------------------------------------ no host reads

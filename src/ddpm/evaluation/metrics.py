@@ -1,4 +1,5 @@
-"""Sample-quality metrics on feature vectors: improved precision and recall, and the Fréchet distance.
+"""Sample-quality metrics: improved precision and recall and the Fréchet distance on feature vectors, and the pixel
+difference of images from a reference.
 
 Improved precision and recall (Kynkäänniemi et al. 2019, "Improved Precision and Recall Metric for Assessing
 Generative Models", Sec. 2): the manifold of a set of feature vectors Φ is approximated by the union of balls
@@ -18,13 +19,29 @@ symmetric positive semi-definite matrix with the same eigenvalues, in float64.
 
 Both depend on the sample count (small sets give lower recall and larger distances), so compare numbers only at
 equal counts: the evaluation reports real-vs-real at the same count as the reference.
+
+Images against a reference (the fast path against the float32 loop, one library against another), pixel values in
+[0, 1]: the largest absolute difference, and the peak signal-to-noise ratio
+
+    PSNR = 10 log10(1 / MSE)  dB      (peak value 1; infinite for identical images).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
+
 import torch
 
-__all__ = ["frechet_distance", "gaussian_stats", "knn_radii", "manifold_coverage", "precision_recall"]
+__all__ = [
+    "ImageDifference",
+    "compare_images",
+    "frechet_distance",
+    "gaussian_stats",
+    "knn_radii",
+    "manifold_coverage",
+    "precision_recall",
+]
 
 
 def knn_radii(features: torch.Tensor, k: int = 3) -> torch.Tensor:
@@ -78,3 +95,30 @@ def frechet_distance(mu1: torch.Tensor, sigma1: torch.Tensor, mu2: torch.Tensor,
     trace_sqrt = torch.linalg.eigvalsh(middle).clamp(min=0).sqrt().sum()
     distance = (mu1 - mu2).square().sum() + torch.trace(sigma1) + torch.trace(sigma2) - 2 * trace_sqrt
     return float(distance.clamp(min=0))
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageDifference:
+    """How far images are from a reference, both in [0, 1].
+
+    Attributes:
+        max_abs: The largest absolute pixel difference.
+        psnr_db: Peak signal-to-noise ratio, ``10 log10(1 / MSE)`` in dB (infinite for identical images).
+    """
+
+    max_abs: float
+    psnr_db: float
+
+
+def compare_images(reference: torch.Tensor, images: torch.Tensor) -> ImageDifference:
+    """Max absolute difference and PSNR of ``images`` against ``reference`` (same shape, values in [0, 1]).
+
+    Raises:
+        ValueError: The shapes differ.
+    """
+    if reference.shape != images.shape:
+        raise ValueError(f"cannot compare images of shape {tuple(images.shape)} with {tuple(reference.shape)}")
+    diff = images.detach().double().cpu() - reference.detach().double().cpu()
+    mse = float(diff.square().mean())
+    psnr = math.inf if mse == 0 else 10 * math.log10(1.0 / mse)
+    return ImageDifference(max_abs=float(diff.abs().max()), psnr_db=psnr)

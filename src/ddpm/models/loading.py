@@ -1,8 +1,8 @@
 """Reading weights files safely and loading them strictly into a model.
 
 * :func:`load_state_dict_file` reads ``.safetensors`` files, or pickled ``.bin`` files through
-  ``torch.load(weights_only=True)`` only: a pickle that carries anything but tensors and plain containers is refused
-  with :class:`~ddpm.errors.UnsafeCheckpointError` before any of its code can run.
+  :func:`ddpm.io.load_pickle` only: a pickle that names anything but tensors and plain containers is refused with
+  :class:`~ddpm.errors.UnsafeCheckpointError` before any of its code can run.
 * :func:`rename_legacy_keys` maps the 2022 attention names of the google/ddpm-* files (``query``, ``key``,
   ``value``, ``proj_attn``) to today's (``to_q``, ``to_k``, ``to_v``, ``to_out.0``), and squeezes 1×1-conv shaped
   projection weights (C, C, 1, 1) to linear ones (C, C). Files already in the new form pass through unchanged.
@@ -12,24 +12,18 @@
 
 from __future__ import annotations
 
-import io
 import logging
 import os
-import pickle
-import pickletools
-import re
-import warnings
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
 from ..config import show_value
-from ..errors import UnsafeCheckpointError, WeightsError
+from ..errors import WeightsError
 from ..hub import HubOptions, find_file, not_found_error
+from ..io import check_readable, damaged_file_error, load_pickle
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +33,6 @@ __all__ = [
     "SAFETENSORS_WEIGHTS_NAME",
     "find_weights_file",
     "load_into",
-    "load_pickle",
     "load_state_dict_file",
     "rename_legacy_keys",
 ]
@@ -112,21 +105,14 @@ def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor
         Tensor name → tensor.
 
     Raises:
-        WeightsError: The file is empty, truncated, corrupt, or does not hold a flat name → tensor mapping.
-        UnsafeCheckpointError: A pickle references objects other than tensors and plain containers; it was refused
-            by ``torch.load(weights_only=True)`` and none of its code ran.
+        WeightsError: The file cannot be read, is empty, truncated, corrupt, or does not hold a flat name → tensor
+            mapping.
+        UnsafeCheckpointError: A pickle names objects other than tensors and plain containers; it was refused
+            unread and none of its code ran.
     """
     path = Path(path)
-    try:
-        size = path.stat().st_size
-    except OSError as exc:
-        raise WeightsError(f"cannot read weights file {path}: {exc}") from None
-    if size == 0:
-        raise WeightsError(f"weights file {path} is empty (0 bytes); delete it and download it again")
-    if path.suffix == ".safetensors":
-        state = _read_safetensors(path)
-    else:
-        state = _read_pickle(path)
+    check_readable(path, what="weights file")
+    state = _read_safetensors(path) if path.suffix == ".safetensors" else _read_pickle(path)
     bad = [
         f"{show_value(k, 80)} ({type(v).__name__})"
         for k, v in state.items()
@@ -144,10 +130,11 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
 
     try:
         return load_file(path, device="cpu")
-    except (KeyboardInterrupt, MemoryError):
+    except MemoryError:
         raise
     except Exception as exc:  # safetensors raises its own SafetensorError, OSError or ValueError on bad files
-        raise _damaged(path, f"not readable as safetensors: {_first_line(str(exc))}") from exc
+        detail = str(exc).strip().partition("\n")[0] or "no details"
+        raise damaged_file_error(path, f"not readable as safetensors: {detail}") from exc
 
 
 def _read_pickle(path: Path) -> dict[str, torch.Tensor]:
@@ -155,84 +142,6 @@ def _read_pickle(path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(obj, Mapping):
         raise WeightsError(f"{path} holds a {type(obj).__name__}, not a mapping of tensor names to tensors")
     return dict(obj)
-
-
-def load_pickle(path: str | os.PathLike[str], *, what: str = "weights file") -> Any:
-    """Read a ``torch.save`` file with ``torch.load(weights_only=True)``, turning every failure into our errors.
-
-    Only tensors, numbers, strings and plain containers can come out: a pickle that names any other Python object
-    (``os.system``, a class with ``__reduce__``...) is refused before that object is looked up, so none of its code
-    runs.
-
-    Args:
-        path: The file (``.bin``, ``.pt``, ``.ckpt``...).
-        what: What the file is, for the messages (``"weights file"``, ``"training checkpoint"``).
-
-    Returns:
-        The unpickled object, on the CPU.
-
-    Raises:
-        UnsafeCheckpointError: The pickle references objects other than tensors and plain containers.
-        WeightsError: The file is missing, empty, truncated or otherwise not a readable ``torch.save`` file.
-    """
-    path = Path(path)
-    try:
-        if path.stat().st_size == 0:
-            raise WeightsError(f"{what} {path} is empty (0 bytes); {_remedy(what)}")
-        with open(path, "rb") as f:
-            is_zip = f.read(4) == b"PK\x03\x04"  # torch.save's zip container can be memory-mapped
-    except OSError as exc:
-        raise WeightsError(f"cannot read {what} {path}: {exc}") from exc
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torch warns about pickle protocols before refusing; we explain below
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
-    except (KeyboardInterrupt, MemoryError):
-        raise
-    except Exception as exc:  # truncated or corrupt zip / pickle streams surface as RuntimeError, EOFError, ...
-        named = re.search(r"GLOBAL ([^\s]+)", str(exc))
-        foreign = _foreign_globals(path, is_zip) if isinstance(exc, pickle.UnpicklingError) else None
-        if foreign is not None and (foreign or named):
-            names = f" (it names {named.group(1) if named else foreign[0]})"
-            raise UnsafeCheckpointError(
-                f"{path} is a pickle that references Python objects other than tensors{names}, so it was refused "
-                "unread by torch.load(weights_only=True); nothing in it ran. Use a .safetensors file instead: ask its "
-                "publisher for one, or, only if you trust the file's source, convert it in a separate, sandboxed step."
-            ) from None
-        raise _damaged(path, _torch_load_detail(exc), what) from exc
-
-
-def _foreign_globals(path: Path, is_zip: bool) -> list[str] | None:
-    """The Python objects the pickle stream(s) of a ``torch.save`` file name outside torch's own, read without
-    executing anything; None when the streams do not even parse (a damaged file).
-
-    ``torch.load(weights_only=True)`` refuses damaged files and pickles that reference forbidden objects alike; only
-    the second are unsafe. :func:`pickletools.genops` reads opcodes and never runs them.
-    """
-    try:
-        if is_zip:
-            with zipfile.ZipFile(path) as archive:
-                name = next(n for n in archive.namelist() if n.endswith("data.pkl"))
-                stream = io.BytesIO(archive.read(name))
-            pickles = 1
-        else:
-            stream = io.BytesIO(path.read_bytes())
-            pickles = 4  # the legacy format: magic number, protocol, system info, then the object
-        names: list[str] = []
-        for _ in range(pickles):
-            if stream.tell() == len(stream.getbuffer()):
-                break
-            strings: list[str] = []  # the last string pushes, the operands of STACK_GLOBAL
-            for opcode, arg, _ in pickletools.genops(stream):
-                if opcode.name == "GLOBAL":
-                    names.append(".".join(str(arg).split(" ", 1)))
-                elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
-                    names.append(f"{strings[-2]}.{strings[-1]}")
-                elif isinstance(arg, str) and "UNICODE" in opcode.name:
-                    strings.append(arg)
-    except Exception:
-        return None
-    return [n for n in names if not n.startswith(("torch", "collections.", "_codecs."))]
 
 
 def rename_legacy_keys(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -316,34 +225,6 @@ def load_into(
     model.load_state_dict(converted, strict=True, assign=True)
 
 
-def _damaged(path: Path, detail: str, what: str = "weights file") -> WeightsError:
-    return WeightsError(f"{what} {path} is damaged ({detail}); {_remedy(what)}")
-
-
-def _remedy(what: str) -> str:
-    if what == "weights file":
-        return "delete it and download it again"
-    return "restore it from a copy, or start over without it"
-
-
 def _listing(items: list[str]) -> str:
     shown = ", ".join(items[:_MAX_LISTED])
     return shown + (f", ... and {len(items) - _MAX_LISTED} more" if len(items) > _MAX_LISTED else "")
-
-
-def _torch_load_detail(exc: Exception) -> str:
-    """The informative part of a ``torch.load`` failure, without torch's advice to retry with weights_only=False."""
-    text = str(exc)
-    if "weights_only" in text:
-        specific = [
-            line.strip()
-            for line in text.splitlines()
-            if "Unsupported" in line or "unsupported" in line or "WeightsUnpickler error:" in line
-        ]
-        detail = specific[-1] if specific else "not a pickle torch.load(weights_only=True) can read"
-        return f"{type(exc).__name__}: {detail.replace('WeightsUnpickler error: ', '')}"
-    return f"{type(exc).__name__}: {_first_line(text).split('. ')[0]}"
-
-
-def _first_line(text: str) -> str:
-    return text.strip().splitlines()[0] if text.strip() else "no details"

@@ -27,20 +27,18 @@ import math
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import torch
 
 from .. import hub
 from ..config import check_keys, read_json, show_value
 from ..errors import ConfigError
+from ..fast import FastSamplingOptions, UNetRunner, running_dtype
 from ..image_processing import check_output_type, postprocess
 from ..io import Writer, atomic_write_files, check_save_folder, remove_stale_temporaries
 from ..outputs import ImagePipelineOutput
 from ..utils import Generators, randn_tensor
-
-if TYPE_CHECKING:  # pragma: no cover
-    from ..fast import UNetRunner
 
 logger = logging.getLogger(__name__)
 
@@ -192,25 +190,14 @@ class DiffusionPipeline:
             TypeError: ``dtype`` is not a floating-point torch dtype, or a flag is not a bool.
             ValueError: An unknown ``compile`` mode or a non-positive budget.
         """
-        from ..fast import FastSamplingOptions, UNetRunner, default_fast_dtype
-        from ..models.unet_2d import preferred_memory_format
-
         options = FastSamplingOptions(
             dtype=dtype, cuda_graph=cuda_graph, compile=compile, compile_budget_s=compile_budget_s,
             channels_last=channels_last, tf32=tf32,
         )  # fmt: skip
-        if channels_last is None:
-            layout = preferred_memory_format(self.device)
-        else:
-            layout = torch.channels_last if channels_last else torch.contiguous_format
-        self.unet.to(dtype=options.dtype or default_fast_dtype(self.device), memory_format=layout).eval()
-        self._fast = UNetRunner(
-            self.unet,
-            graph="auto" if cuda_graph else "off",
-            compile_mode=options.compile_mode,
-            compile_budget_s=compile_budget_s,
-            tf32=tf32,
-        )
+        unet_dtype, layout = options.unet_dtype(self.device), options.memory_format(self.device)
+        # Module.to takes memory_format (it re-lays 4-d weights), but torch's type stub does not list it.
+        self.unet.to(dtype=unet_dtype, memory_format=layout).eval()  # type: ignore[call-overload]
+        self._fast = UNetRunner.from_options(self.unet, options)
         return self
 
     def disable_fast_sampling(self: P) -> P:
@@ -315,7 +302,7 @@ class DiffusionPipeline:
         scheduler, unet, fast = self.scheduler, self.unet, self._fast
         device, dtype = self.device, self.dtype
         if fast is not None:
-            dtype = fast.sample_dtype(dtype)  # x_t, the noise and the scheduler stay float32 for a half UNet
+            dtype = running_dtype(dtype)  # x_t, the noise and the scheduler stay float32 for a half UNet
         self._interrupt = False
 
         with self._scheduler_overrides(eta=eta, use_clipped_model_output=use_clipped_model_output):

@@ -399,7 +399,7 @@ class Trainer:
             WeightsError: The file is damaged (truncated, corrupt).
             UnsafeCheckpointError: The file is a pickle that references code; it was refused and nothing ran.
         """
-        from ..models.loading import load_pickle
+        from ..io import load_pickle
 
         path = Path(path) if path is not None else self.checkpoint_path
         if not path.is_file():
