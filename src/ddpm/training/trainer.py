@@ -46,8 +46,8 @@ from torch import nn
 from ..errors import DDPMError
 from ..io import atomic_write, atomic_write_text
 from ..models import UNet2DModel
-from ..runtime import Distributed, resolve_device
-from .config import RESUMABLE_CHANGES, TrainingConfig
+from ..runtime import DTYPES, Distributed, resolve_device
+from .config import PRECISIONS, RESUMABLE_CHANGES, TrainingConfig
 from .data import StepBatchSampler, to_model_range
 from .ema import EMA
 
@@ -193,6 +193,7 @@ def _config_dict(obj: Any) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------------------- precision
 def _resolve_precision(precision: str, device: torch.device) -> str:
+    """The ``DTYPES`` name the forward pass autocasts to on ``device``: ``auto`` is bf16, or fp16 on older GPUs."""
     if precision == "auto":
         if device.type == "cuda":
             return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
@@ -201,9 +202,9 @@ def _resolve_precision(precision: str, device: torch.device) -> str:
         raise TrainingError(
             "precision 'fp16' (with a gradient scaler) needs a CUDA device; use 'bf16' or 'fp32' on CPU"
         )
-    if precision in ("fp32", "bf16", "fp16"):
+    if precision in DTYPES:
         return precision
-    raise TrainingError(f"unknown precision {precision!r}; expected one of auto, fp32, bf16, fp16")
+    raise TrainingError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
 
 
 # ---------------------------------------------------------------------------------------------------- the trainer
@@ -217,11 +218,12 @@ class Trainer:
         dataset: Items are uint8 tensors of shape (C, H, W) matching ``unet.config`` (see :mod:`ddpm.training.data`).
         config: The hyper-parameters.
         out_dir: The output folder (see the module docstring).
-        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``... (see
+            :func:`ddpm.runtime.resolve_device`; under torchrun each process takes ``cuda:<LOCAL_RANK>``).
 
     Raises:
-        TrainingError: The batch size does not divide over the processes and accumulation steps, or the data does
-            not fit the model.
+        TrainingError: The batch size does not divide over the processes and accumulation steps, the data does
+            not fit the model, or the device is unknown or unavailable.
 
     Example::
 
@@ -308,8 +310,7 @@ class Trainer:
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.precision == "fp32":
             return contextlib.nullcontext()
-        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
-        return torch.autocast(device_type=self.device.type, dtype=dtype)
+        return torch.autocast(device_type=self.device.type, dtype=DTYPES[self.precision])
 
     # ------------------------------------------------------------------ checkpoints
     @property
