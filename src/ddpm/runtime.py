@@ -111,7 +111,6 @@ class Distributed:
         self.world_size = env_int("WORLD_SIZE", 1)
         self.rank = env_int("RANK", 0)
         self.local_rank = env_int("LOCAL_RANK", self.rank)
-        self.device: torch.device | None = None
         self._owns_group = False
 
     @property
@@ -126,14 +125,14 @@ class Distributed:
 
     def setup(self, device: torch.device) -> None:
         """Join the process group (once, when there are several processes); ``device`` is this process's device."""
-        self.device = device
         if not self.enabled:
             return
         import torch.distributed as dist
 
         if not dist.is_initialized():
             # GPU tensors (DDP's gradient buckets) go over NCCL; the small CPU tensors of the collectives below
-            # cannot, so CUDA runs pair NCCL with gloo for those.
+            # cannot, so CUDA runs pair NCCL with gloo for those. Binding the device also tells barrier() which
+            # GPU to synchronise.
             backend = "cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo"
             dist.init_process_group(backend=backend, device_id=device if device.type == "cuda" else None)
             self._owns_group = True
@@ -161,10 +160,7 @@ class Distributed:
             return
         import torch.distributed as dist
 
-        if self.device is not None and self.device.type == "cuda":
-            dist.barrier(device_ids=[self.device.index])
-        else:
-            dist.barrier()
+        dist.barrier()
 
     def all_reduce_sum(self, values: torch.Tensor) -> torch.Tensor:
         """Sum the CPU tensor ``values`` over the processes, in place; returns it."""
