@@ -1,13 +1,15 @@
 """The ``ddpm`` command-line tool (also ``python -m ddpm``).
 
-Each subcommand lives in its own module, listed in ``COMMAND_MODULES``. A command module defines:
+Each subcommand lives in its own module of :mod:`ddpm.commands`, listed in ``COMMAND_MODULES``; the library code
+it fronts stays in its package (pipelines, ``ddpm.training``, ``ddpm.evaluation``). A command module defines:
 
 * ``add_parser(subparsers) -> argparse.ArgumentParser``: adds its subcommand with
   ``subparsers.add_parser(name, help=...)``, adds the options, and returns the new parser;
 * ``run(args) -> int``: does the work and returns the exit status.
 
-Adding a command means writing such a module and adding one line to ``COMMAND_MODULES``. Command modules should
-import heavy dependencies (the models, the schedulers) inside ``run`` so that ``ddpm --help`` stays fast.
+Adding a command means writing such a module and adding one line to ``COMMAND_MODULES``. A parser reads its
+choices and defaults from the library (the scheduler registry, ``TrainingConfig``), never a copy of them; loading
+models, data and pipelines waits for ``run``. Devices, dtypes and torchrun processes go through :mod:`ddpm.runtime`.
 
 Exit status: 0 on success, 1 when bad input or a missing file stops a command (the message goes to stderr, without a
 traceback unless ``--verbose``), 2 for command-line usage errors, 130 when interrupted with Ctrl-C.
@@ -30,8 +32,8 @@ __all__ = ["COMMAND_MODULES", "build_parser", "main"]
 COMMAND_MODULES: tuple[str, ...] = (
     "ddpm.commands.sample",
     "ddpm.commands.info",
-    "ddpm.training.cli",
-    "ddpm.evaluation.cli",
+    "ddpm.commands.train",
+    "ddpm.commands.evaluate",
 )
 
 

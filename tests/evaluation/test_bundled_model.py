@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from PIL import Image
 
-from ddpm import DDPMPipeline
+from ddpm import DDPMPipeline, UNet2DModel
 from ddpm.cli import main
 from ddpm.hub import BUNDLED_MODELS, bundled_model_path
 
@@ -13,13 +13,16 @@ from ddpm.hub import BUNDLED_MODELS, bundled_model_path
 def test_bundled_model_is_registered_small_and_loads_offline_by_short_name():
     assert next(iter(BUNDLED_MODELS)) == "ddpm-mnist"
     folder = bundled_model_path("ddpm-mnist")
+    assert folder is not None
     weights = folder / "unet" / "diffusion_pytorch_model.safetensors"
     assert weights.stat().st_size <= 10 * 2**20
     assert (folder / "README.md").is_file()
     pipe = DDPMPipeline.from_pretrained("ddpm-mnist")
-    assert pipe.unet.dtype == torch.float32  # fp16 on disk, float32 in memory
-    assert (pipe.unet.config.sample_size, pipe.unet.config.in_channels) == (32, 1)
-    assert sum(p.numel() for p in pipe.unet.parameters()) <= 5_000_000
+    unet = pipe.unet
+    assert isinstance(unet, UNet2DModel)
+    assert unet.dtype == torch.float32  # fp16 on disk, float32 in memory
+    assert (unet.config.sample_size, unet.config.in_channels) == (32, 1)
+    assert sum(p.numel() for p in unet.parameters()) <= 5_000_000
 
 
 def test_ddpm_sample_without_a_model_uses_the_bundled_one(tmp_path):

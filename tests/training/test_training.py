@@ -123,7 +123,7 @@ def test_bad_setups_give_clear_errors(tmp_path):
     from ddpm.errors import ConfigError
 
     with pytest.raises(ConfigError, match="'precision' has value 'fp8'"):
-        TrainingConfig(precision="fp8")
+        TrainingConfig(precision="fp8")  # type: ignore[arg-type]  # an invalid precision, on purpose
     with pytest.raises(ConfigError, match="ema_max_decay"):
         TrainingConfig(ema_max_decay=1.0)
 

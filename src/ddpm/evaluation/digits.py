@@ -156,7 +156,8 @@ def evaluate_digits(
     draws = []
     for _ in range(reference_draws):
         pick = torch.randperm(pick_from, generator=g)[:n]
-        draws.append(_score("real", *(t[pick] for t in pool), real_feats, real_stats, k))
+        feats, classes, probs = (t[pick] for t in pool)
+        draws.append(_score("real", feats, classes, probs, real_feats, real_stats, k))
     values = torch.tensor([[d.precision, d.recall, d.frechet_distance] for d in draws], dtype=torch.float64)
     mean = values.mean(dim=0)
     std = values.std(dim=0) if reference_draws > 1 else torch.zeros(3, dtype=torch.float64)

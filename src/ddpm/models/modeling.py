@@ -17,26 +17,12 @@ from torch import nn
 from ..config import ConfigBase
 from ..hub import HubOptions, find_file, not_found_error
 from ..io import Writer, atomic_write_files, check_save_folder, remove_stale_temporaries
+from ..runtime import resolve_dtype  # re-exported: ``from ddpm.models.modeling import resolve_dtype`` keeps working
 from .loading import SAFETENSORS_WEIGHTS_NAME, find_weights_file, load_into, load_state_dict_file, rename_legacy_keys
 
 __all__ = ["ModelMixin", "resolve_dtype"]
 
 M = TypeVar("M", bound="ModelMixin")
-
-
-def resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
-    """Accept a ``torch.dtype`` or its name (``"float16"``, ``"torch.bfloat16"``, ``"fp32"``...); None stays None."""
-    if dtype is None or isinstance(dtype, torch.dtype):
-        return dtype
-    if isinstance(dtype, str):
-        name = dtype.removeprefix("torch.")
-        name = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "half": "float16"}.get(name, name)
-        value = getattr(torch, name, None)
-        if isinstance(value, torch.dtype) and value.is_floating_point:
-            return value
-    raise ValueError(
-        f"torch_dtype={dtype!r} is not a floating-point torch dtype; use torch.float32, torch.float16 or torch.bfloat16"
-    )
 
 
 class ModelMixin(nn.Module):

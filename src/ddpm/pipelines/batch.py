@@ -115,7 +115,7 @@ def sample_to_folder(
                 num_inference_steps=num_inference_steps,
                 eta=eta,
                 output_type="pil",
-            ).images
+            )[0]  # the images (``[0]`` types for both of the call's return types)
             for i, image in zip(batch, images):
                 report.written.append(save_image(image, image_path(folder, i)))
             bar.update(len(batch))

@@ -1,13 +1,19 @@
-"""The training configuration: every knob of :class:`~ddpm.training.Trainer`, with its default, in one place."""
+"""The training configuration: every knob of :class:`~ddpm.training.Trainer`, and the shape of a new model, each
+with its default, in one place (``ddpm train`` reads its defaults from here).
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..config import ConfigBase, check
+from ..errors import DDPMError
 
-__all__ = ["PRECISIONS", "RESUMABLE_CHANGES", "TrainingConfig"]
+if TYPE_CHECKING:  # pragma: no cover
+    from ..schedulers import DDPMScheduler
+
+__all__ = ["PRECISIONS", "RESUMABLE_CHANGES", "ModelSpec", "TrainingConfig", "build_unet_config"]
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
@@ -120,3 +126,95 @@ class TrainingConfig(ConfigBase):
         check(self.ema_power > 0, self, "ema_power", "expected a positive number")
         for key in ("adam_beta1", "adam_beta2"):
             check(0.0 <= getattr(self, key) < 1.0, self, key, "expected a number in [0, 1)")
+
+
+def build_unet_config(
+    channels: tuple[int, ...],
+    layers_per_block: int,
+    attention_levels: tuple[int, ...],
+    norm_groups: int,
+    resolution: int,
+    in_channels: int,
+    attention_head_dim: int | None = None,
+) -> dict[str, Any]:
+    """A UNet2DModel config (diffusers keys) for a model of the given shape; attention where ``attention_levels``.
+
+    Raises:
+        DDPMError: A level index is out of range, the groups do not divide the channels, or the resolution does
+            not halve evenly down the levels.
+    """
+    levels = len(channels)
+    bad = [a for a in attention_levels if not 0 <= a < levels]
+    if bad:
+        raise DDPMError(f"--attention-levels {bad} out of range: the model has levels 0..{levels - 1}")
+    if any(c % norm_groups for c in channels):
+        raise DDPMError(f"--norm-groups {norm_groups} must divide every channel count in --channels {list(channels)}")
+    if resolution % 2 ** (levels - 1):
+        raise DDPMError(f"--resolution {resolution} must be divisible by 2^{levels - 1} for {levels} levels")
+    down = ["AttnDownBlock2D" if i in attention_levels else "DownBlock2D" for i in range(levels)]
+    up = ["AttnUpBlock2D" if i in attention_levels else "UpBlock2D" for i in reversed(range(levels))]
+    return {
+        "sample_size": resolution,
+        "in_channels": in_channels,
+        "out_channels": in_channels,
+        "block_out_channels": list(channels),
+        "layers_per_block": layers_per_block,
+        "down_block_types": down,
+        "up_block_types": up,
+        "norm_num_groups": norm_groups,
+        "attention_head_dim": attention_head_dim,
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """The model ``ddpm train`` builds when it starts from scratch: the UNet's shape and the noise schedule.
+
+    The defaults are the command's defaults (a 3-level digit model, the linear schedule of the google/ddpm-* models).
+
+    Args:
+        channels: ``block_out_channels``, one per resolution level.
+        layers_per_block: ResNet blocks per level.
+        attention_levels: Levels (0 = full resolution) with self-attention; None: the lowest-resolution level.
+        norm_groups: GroupNorm groups; must divide every channel count.
+        attention_head_dim: Channels per attention head; None: one head.
+        num_train_timesteps: Diffusion steps T.
+        beta_schedule: The noise schedule's name.
+        prediction_type: What the UNet predicts: ``epsilon``, ``v_prediction`` or ``sample``.
+    """
+
+    channels: tuple[int, ...] = (32, 64, 128)
+    layers_per_block: int = 1
+    attention_levels: tuple[int, ...] | None = None
+    norm_groups: int = 8
+    attention_head_dim: int | None = None
+    num_train_timesteps: int = 1000
+    beta_schedule: str = "linear"
+    prediction_type: str = "epsilon"
+
+    def unet_config(self, resolution: int, in_channels: int) -> dict[str, Any]:
+        """The UNet2DModel config of this shape for ``resolution``² images with ``in_channels`` channels.
+
+        Raises:
+            DDPMError: See :func:`build_unet_config`.
+        """
+        attention = self.attention_levels or (len(self.channels) - 1,)
+        return build_unet_config(
+            self.channels,
+            self.layers_per_block,
+            attention,
+            self.norm_groups,
+            resolution,
+            in_channels,
+            self.attention_head_dim,
+        )
+
+    def noise_scheduler(self) -> DDPMScheduler:
+        """The ``DDPMScheduler`` of this schedule (the forward process the model is trained on)."""
+        from ..schedulers import DDPMScheduler
+
+        return DDPMScheduler(
+            num_train_timesteps=self.num_train_timesteps,
+            beta_schedule=self.beta_schedule,
+            prediction_type=self.prediction_type,
+        )

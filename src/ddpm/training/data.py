@@ -17,11 +17,14 @@ import functools
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 
 from ..errors import DDPMError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from PIL import Image
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -57,7 +60,7 @@ def _check_color(color: str) -> None:
         raise DataError(f"color must be 'L' (grayscale) or 'RGB', got {color!r}")
 
 
-class TensorImageDataset(torch.utils.data.Dataset):
+class TensorImageDataset(torch.utils.data.Dataset[torch.Tensor]):
     """Images already in memory: a uint8 tensor of shape (N, C, H, W), with optional integer labels."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> None:
@@ -77,7 +80,7 @@ class TensorImageDataset(torch.utils.data.Dataset):
         return self.images[index]
 
 
-class ImageFolderDataset(torch.utils.data.Dataset):
+class ImageFolderDataset(torch.utils.data.Dataset[torch.Tensor]):
     """Every image under a folder (recursively), resized so the short side is ``resolution``, centre-cropped square.
 
     Args:
@@ -114,9 +117,8 @@ class ImageFolderDataset(torch.utils.data.Dataset):
 
         path = self.files[index]
         try:
-            with Image.open(path) as img:
-                img = img.convert(self.color)
-                img = _resize_center_crop(img, self.resolution)
+            with Image.open(path) as file:
+                img = _resize_center_crop(file.convert(self.color), self.resolution)
         except (UnidentifiedImageError, OSError) as exc:
             raise DataError(f"cannot read image {path}: {exc}") from None
         array = np.asarray(img, dtype=np.uint8)
@@ -125,7 +127,8 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()  # (H, W, C) -> (C, H, W)
 
 
-def _resize_center_crop(img, resolution: int):
+def _resize_center_crop(img: Image.Image, resolution: int) -> Image.Image:
+    """``img`` resized (bicubic) so its short side is ``resolution``, then the centre ``resolution``² square."""
     from PIL import Image
 
     w, h = img.size
@@ -186,7 +189,9 @@ def _mnist_sorted() -> tuple[torch.Tensor, torch.Tensor]:
     return images[order], labels[order]
 
 
-def load_training_data(data: str, resolution: int, color: ColorMode | None = None) -> torch.utils.data.Dataset:
+def load_training_data(
+    data: str, resolution: int, color: ColorMode | None = None
+) -> TensorImageDataset | ImageFolderDataset:
     """The dataset behind ``ddpm train --data``: ``"mnist"`` (training split, 32×32 grayscale) or a folder.
 
     Args:

@@ -20,6 +20,7 @@ def ddim_grid(unet: nn.Module, noise_scheduler: Any, num_images: int, num_steps:
     pipe = DDIMPipeline(unet=unet, scheduler=DDIMScheduler.from_config(noise_scheduler.config))
     pipe.set_progress_bar_config(disable=True)
     generator = torch.Generator().manual_seed(seed)
-    images = pipe(batch_size=num_images, generator=generator, num_inference_steps=num_steps).images
+    # The images (``[0]`` types for both of the call's return types).
+    images = pipe(batch_size=num_images, generator=generator, num_inference_steps=num_steps)[0]
     rows, cols = grid_shape(num_images)
     return make_image_grid(images, rows, cols)

@@ -35,7 +35,7 @@ import math
 import os
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sized
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,9 @@ from torch import nn
 
 from ..errors import DDPMError
 from ..io import atomic_write, atomic_write_text
-from .config import RESUMABLE_CHANGES, TrainingConfig
+from ..models import UNet2DModel
+from ..runtime import DTYPES, Distributed, resolve_device
+from .config import PRECISIONS, RESUMABLE_CHANGES, TrainingConfig
 from .data import StepBatchSampler, to_model_range
 from .ema import EMA
 
@@ -138,14 +140,14 @@ def step_generator(seed: int, step: int) -> torch.Generator:
 # ---------------------------------------------------------------------------------------------------- RNG states
 def _rng_state() -> dict[str, Any]:
     """The global RNG states as tensors and numbers (``torch.load(weights_only=True)`` reads them back)."""
-    np_state = np.random.get_state()
+    np_state = np.random.get_state(legacy=False)  # MT19937: {"state": {"key", "pos"}, "has_gauss", "gauss"}
     py_version, py_internal, py_gauss = random.getstate()
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
-        "numpy_keys": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
-        "numpy_pos": int(np_state[2]),
-        "numpy_has_gauss": int(np_state[3]),
-        "numpy_gauss": float(np_state[4]),
+        "numpy_keys": torch.from_numpy(np.asarray(np_state["state"]["key"], dtype=np.int64)),
+        "numpy_pos": int(np_state["state"]["pos"]),
+        "numpy_has_gauss": int(np_state["has_gauss"]),
+        "numpy_gauss": float(np_state["gauss"]),
         "python_version": int(py_version),
         "python_internal": torch.tensor(py_internal, dtype=torch.int64),
         "python_gauss": float("nan") if py_gauss is None else float(py_gauss),
@@ -177,74 +179,21 @@ def save_pipeline_folder(folder: str | os.PathLike[str], unet: nn.Module, noise_
     return DDPMPipeline(unet=unet, scheduler=noise_scheduler).save_pretrained(folder)
 
 
+def _to_memory_format(unet: UNet2DModel, memory_format: torch.memory_format) -> UNet2DModel:
+    """``unet`` with its 4-D weights in ``memory_format`` (in place; returns ``unet``)."""
+    # Module.to accepts memory_format at run time; torch's type stubs list no overload with it.
+    return unet.to(memory_format=memory_format)  # type: ignore[call-overload]
+
+
 def _config_dict(obj: Any) -> dict[str, Any]:
     from ..config import config_to_dict
 
     return {k: v for k, v in config_to_dict(obj).items() if not k.startswith("_")}
 
 
-# ---------------------------------------------------------------------------------------------------- distributed
-class _Dist:
-    """This process's place in a ``torchrun`` job (or a lone process)."""
-
-    def __init__(self) -> None:
-        self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        self.enabled = self.world_size > 1
-        self.owns_group = False
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    def setup(self, device: torch.device) -> None:
-        if not self.enabled:
-            return
-        import torch.distributed as dist
-
-        if not dist.is_initialized():
-            # GPU tensors (DDP's gradient buckets) go over NCCL; the per-step flags and loss are CPU tensors, which
-            # NCCL cannot carry, so CUDA runs pair it with gloo for those.
-            backend = "cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo"
-            dist.init_process_group(backend=backend, device_id=device if device.type == "cuda" else None)
-            self.owns_group = True
-
-    def all_reduce_sum(self, values: torch.Tensor) -> torch.Tensor:
-        if self.enabled:
-            import torch.distributed as dist
-
-            dist.all_reduce(values, op=dist.ReduceOp.SUM)
-        return values
-
-    def barrier(self) -> None:
-        if self.enabled:
-            import torch.distributed as dist
-
-            dist.barrier()
-
-    def teardown(self) -> None:
-        if self.owns_group:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
-            self.owns_group = False
-
-
-def _pick_device(requested: str | torch.device | None, dist: _Dist) -> torch.device:
-    if requested is None or str(requested) == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", dist.local_rank)
-        return torch.device("cpu")
-    device = torch.device(requested)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise TrainingError(f"device {requested!r} asked for, but CUDA is not available; use --device cpu")
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", dist.local_rank)
-    return device
-
-
+# ---------------------------------------------------------------------------------------------------- precision
 def _resolve_precision(precision: str, device: torch.device) -> str:
+    """The ``DTYPES`` name the forward pass autocasts to on ``device``: ``auto`` is bf16, or fp16 on older GPUs."""
     if precision == "auto":
         if device.type == "cuda":
             return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
@@ -253,9 +202,9 @@ def _resolve_precision(precision: str, device: torch.device) -> str:
         raise TrainingError(
             "precision 'fp16' (with a gradient scaler) needs a CUDA device; use 'bf16' or 'fp32' on CPU"
         )
-    if precision in ("fp32", "bf16", "fp16"):
+    if precision in DTYPES:
         return precision
-    raise TrainingError(f"unknown precision {precision!r}; expected one of auto, fp32, bf16, fp16")
+    raise TrainingError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
 
 
 # ---------------------------------------------------------------------------------------------------- the trainer
@@ -269,11 +218,12 @@ class Trainer:
         dataset: Items are uint8 tensors of shape (C, H, W) matching ``unet.config`` (see :mod:`ddpm.training.data`).
         config: The hyper-parameters.
         out_dir: The output folder (see the module docstring).
-        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``... (see
+            :func:`ddpm.runtime.resolve_device`; under torchrun each process takes ``cuda:<LOCAL_RANK>``).
 
     Raises:
-        TrainingError: The batch size does not divide over the processes and accumulation steps, or the data does
-            not fit the model.
+        TrainingError: The batch size does not divide over the processes and accumulation steps, the data does
+            not fit the model, or the device is unknown or unavailable.
 
     Example::
 
@@ -283,9 +233,9 @@ class Trainer:
 
     def __init__(
         self,
-        unet: nn.Module,
+        unet: UNet2DModel,
         noise_scheduler: Any,
-        dataset: torch.utils.data.Dataset,
+        dataset: torch.utils.data.Dataset[torch.Tensor],
         config: TrainingConfig,
         out_dir: str | os.PathLike[str],
         *,
@@ -293,8 +243,11 @@ class Trainer:
     ) -> None:
         self.config = config
         self.out_dir = Path(out_dir)
-        self.dist = _Dist()
-        self.device = _pick_device(device, self.dist)
+        self.dist = Distributed()
+        try:
+            self.device = resolve_device(device, self.dist.local_rank)
+        except ValueError as exc:
+            raise TrainingError(str(exc)) from None
         self.precision = _resolve_precision(config.precision, self.device)
         per_step = self.dist.world_size * config.grad_accumulation
         if config.batch_size % per_step:
@@ -303,13 +256,16 @@ class Trainer:
                 f"{config.grad_accumulation} accumulation step(s); choose a multiple of {per_step}"
             )
         self.micro_batch = config.batch_size // per_step
+        if not isinstance(dataset, Sized):
+            raise TrainingError(f"the dataset ({type(dataset).__name__}) has no len(); the trainer samples by index")
         self.dataset = dataset
+        self.dataset_size = len(dataset)
         self.noise_scheduler = noise_scheduler
         self._check_data(unet)
 
         self.unet = unet.to(self.device, dtype=torch.float32)
         if config.channels_last:
-            self.unet = self.unet.to(memory_format=torch.channels_last)
+            _to_memory_format(self.unet, torch.channels_last)
         self.unet.train()
         self.ema = (
             EMA(
@@ -333,11 +289,11 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
         self.step = 0
         self.elapsed_before = 0.0  # wall seconds spent by earlier invocations (resume)
-        self._model: nn.Module = self.unet  # DDP-wrapped in train()
+        self._ddp: nn.parallel.DistributedDataParallel | None = None  # the DDP wrapper, made in train() when needed
 
     # ------------------------------------------------------------------ checks
-    def _check_data(self, unet: nn.Module) -> None:
-        if len(self.dataset) == 0:  # type: ignore[arg-type]
+    def _check_data(self, unet: UNet2DModel) -> None:
+        if self.dataset_size == 0:
             raise TrainingError("the dataset is empty")
         item = self.dataset[0]
         cfg = unet.config
@@ -354,8 +310,7 @@ class Trainer:
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.precision == "fp32":
             return contextlib.nullcontext()
-        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
-        return torch.autocast(device_type=self.device.type, dtype=dtype)
+        return torch.autocast(device_type=self.device.type, dtype=DTYPES[self.precision])
 
     # ------------------------------------------------------------------ checkpoints
     @property
@@ -471,7 +426,7 @@ class Trainer:
 
     def save_pipeline(self, folder: str | os.PathLike[str]) -> Path:
         """Write the pipeline folder with the EMA weights (raw weights without EMA), leaving training untouched."""
-        unet = copy.deepcopy(self.unet).to("cpu", memory_format=torch.contiguous_format).eval()
+        unet = _to_memory_format(copy.deepcopy(self.unet).to("cpu"), torch.contiguous_format).eval()
         if self.ema is not None:
             self.ema.copy_to(unet)
         return save_pipeline_folder(folder, unet, self.noise_scheduler)
@@ -482,19 +437,18 @@ class Trainer:
         """A grid of ``num_samples`` DDIM samples (``sample_steps`` steps, fixed seed) as a PIL image."""
         from .sampling import ddim_grid
 
-        unet = copy.deepcopy(self.unet).to(memory_format=torch.contiguous_format).eval()
+        unet = _to_memory_format(copy.deepcopy(self.unet), torch.contiguous_format).eval()
         if use_ema and self.ema is not None:
             self.ema.copy_to(unet)
         return ddim_grid(unet, self.noise_scheduler, self.config.num_samples, self.config.sample_steps, seed=0)
 
     def _save_samples(self) -> None:
+        from ..image_processing import save_image
+
         folder = self.out_dir / "samples"
         grids = [("", True)] + ([("_raw", False)] if self.ema is not None else [])
         for suffix, use_ema in grids:
-            image = self.sample_grid(use_ema)
-            atomic_write(
-                folder / f"step_{self.step:07d}{suffix}.png", lambda tmp, image=image: image.save(tmp, format="PNG")
-            )
+            save_image(self.sample_grid(use_ema), folder / f"step_{self.step:07d}{suffix}.png")
 
     # ------------------------------------------------------------------ the loop
     def _elapsed(self) -> float:
@@ -502,7 +456,7 @@ class Trainer:
 
     def _batches(self) -> Iterator[torch.Tensor]:
         sampler = StepBatchSampler(
-            len(self.dataset),  # type: ignore[arg-type]
+            self.dataset_size,
             self.micro_batch,
             accumulation=self.config.grad_accumulation,
             world_size=self.dist.world_size,
@@ -542,8 +496,7 @@ class Trainer:
             TrainingError: Resume problems, or a non-finite loss (with the step and a hint).
         """
         cfg = self.config
-        self.dist.setup(self.device)
-        try:
+        with self.dist.joined(self.device):
             if resume:
                 self.load_checkpoint()
                 if self.dist.is_main:
@@ -553,10 +506,8 @@ class Trainer:
                 cfg.save_json(self.out_dir)
             if self.dist.enabled:
                 ids = [self.device.index] if self.device.type == "cuda" else None
-                self._model = nn.parallel.DistributedDataParallel(self.unet, device_ids=ids)
+                self._ddp = nn.parallel.DistributedDataParallel(self.unet, device_ids=ids)
             return self._loop(min(until_step, cfg.max_steps) if until_step is not None else cfg.max_steps)
-        finally:
-            self.dist.teardown()
 
     def _truncate_log(self) -> None:
         """Drop log lines of steps after the checkpoint: the resumed run logs them again."""
@@ -643,6 +594,7 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
+        model: nn.Module = self._ddp if self._ddp is not None else self.unet
         total = 0.0
         for micro in range(cfg.grad_accumulation):
             part = self._sampler.rank_slice(micro)
@@ -656,9 +608,10 @@ class Trainer:
                 x0 = x0.contiguous(memory_format=torch.channels_last)
                 noise = noise.contiguous(memory_format=torch.channels_last)
             last_micro = micro == cfg.grad_accumulation - 1
-            sync = contextlib.nullcontext() if last_micro or not self.dist.enabled else self._model.no_sync()
+            # DDP all-reduces the gradients in backward(): only on the last micro-batch.
+            sync = self._ddp.no_sync() if self._ddp is not None and not last_micro else contextlib.nullcontext()
             with sync:
-                loss = diffusion_loss(self._model, self.noise_scheduler, x0, noise, t, autocast=self._autocast())
+                loss = diffusion_loss(model, self.noise_scheduler, x0, noise, t, autocast=self._autocast())
                 scaled = loss / cfg.grad_accumulation
                 (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
             total += loss.item() / cfg.grad_accumulation

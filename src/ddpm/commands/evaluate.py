@@ -9,11 +9,13 @@ from typing import Any
 
 __all__ = ["add_parser", "run"]
 
+NAME = "evaluate"
+
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``evaluate`` subcommand to ``subparsers`` and return it."""
     p = subparsers.add_parser(
-        "evaluate",
+        NAME,
         help="score generated digits: precision/recall, Fréchet distance, class histogram",
         description="Score a folder of generated digit images (grayscale, 32x32; other sizes are resized) against "
         "the held-out MNIST digits in the feature space of ddpm's digit classifier: improved precision and recall "
@@ -40,8 +42,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``ddpm evaluate``; prints a Markdown table, returns 0."""
+    from ..evaluation import evaluate_digits, format_table, load_digit_folder
     from ..io import atomic_write_text
-    from .digits import evaluate_digits, format_table, load_digit_folder
 
     images = load_digit_folder(args.images, limit=args.limit)
     generated, reference = evaluate_digits(images, real_split=args.real_split, k=args.k, reference_draws=args.draws)
