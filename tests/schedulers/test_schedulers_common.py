@@ -6,7 +6,7 @@ import dataclasses
 import inspect
 import json
 import logging
-from typing import Any, cast
+from typing import Any, ClassVar, NamedTuple, cast
 
 import numpy as np
 import pytest
@@ -23,8 +23,10 @@ from ddpm.schedulers import (
     PNDMScheduler,
     PNDMSchedulerConfig,
     Scheduler,
+    SchedulerConfig,
     SchedulerOutput,
 )
+from ddpm.schedulers.base import StepInput, per_step
 
 from helpers import CELEBAHQ_SCHEDULER_CONFIG, CIFAR10_SCHEDULER_CONFIG, install_in_hf_cache
 from scheduler_helpers import SHAPE, random_model_outputs, run_loop
@@ -60,6 +62,49 @@ def test_the_rest_of_the_loop_interface_is_shared_too():
 def test_package_exports_and_the_name_registry():
     assert SCHEDULERS == {"ddpm": DDPMScheduler, "ddim": DDIMScheduler, "pndm": PNDMScheduler}
     assert ddpm.DDIMScheduler is DDIMScheduler and ddpm.SchedulerOutput is SchedulerOutput
+
+
+@dataclasses.dataclass(frozen=True)
+class _PlainDDIMConfig(SchedulerConfig):
+    _class_name: ClassVar[str] = "PlainDDIMScheduler"
+
+
+class _PlainDDIMStep(NamedTuple):
+    sqrt_alpha_bar_prev: float
+    sqrt_one_minus_alpha_bar_prev: float
+
+
+class _PlainDDIMScheduler(Scheduler):
+    """DDIM with η = 0 and no clipping, written against base.py's extension points as a new scheduler would be."""
+
+    config_class = _PlainDDIMConfig
+
+    def set_timesteps(self, num_inference_steps: int, device: str | torch.device | None = None) -> None:
+        super().set_timesteps(num_inference_steps, device)
+        alpha_bar_prev = self._alpha_bar_at(self._prev_timesteps())
+        self._coefficients = per_step(
+            _PlainDDIMStep,
+            sqrt_alpha_bar_prev=alpha_bar_prev.sqrt(),
+            sqrt_one_minus_alpha_bar_prev=(1 - alpha_bar_prev).clamp(min=0).sqrt(),
+        )
+
+    def _step(self, step: StepInput) -> tuple[torch.Tensor, torch.Tensor]:
+        c = self._coefficients[step.i]
+        x0, eps = step.predicted_x0(), step.predicted_eps()
+        return c.sqrt_alpha_bar_prev * x0 + c.sqrt_one_minus_alpha_bar_prev * eps, x0  # Eq. (12) with σ_t = 0
+
+
+@pytest.mark.parametrize("prediction", ["epsilon", "v_prediction"])
+def test_a_new_scheduler_is_a_config_a_set_timesteps_and_a_step_body(prediction):
+    ours = _PlainDDIMScheduler(prediction_type=prediction, timestep_spacing="trailing")
+    reference = DDIMScheduler.from_config(ours.config, clip_sample=False)
+    assert inspect.signature(_PlainDDIMScheduler.set_timesteps) == inspect.signature(DDIMScheduler.set_timesteps)
+    ours.set_timesteps(13)
+    reference.set_timesteps(13)
+    outputs, x = random_model_outputs(13)
+    a, b = run_loop(ours, outputs, x), run_loop(reference, outputs, x)
+    pairs = zip(a.prev_samples + a.pred_original_samples, b.prev_samples + b.pred_original_samples)
+    assert all(p is not None and q is not None and torch.equal(p, q) for p, q in pairs)
 
 
 @pytest.mark.parametrize("cls", ALL)
