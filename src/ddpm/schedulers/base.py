@@ -159,7 +159,9 @@ class Scheduler:
         for t in scheduler.timesteps:
             x = scheduler.step(unet(x, t).sample, t, x).prev_sample
 
-    Schedulers hold no weights: a scheduler is its config plus the position in the current schedule.
+    Schedulers hold no weights: a scheduler is its config plus the position in the current schedule. A subclass
+    writes its update in :meth:`_step` and may override :meth:`set_timesteps` (per-step scalars, multistep state)
+    and :meth:`_model_call_timesteps`; the module docstring says how.
 
     Attributes:
         config: The frozen config (attribute or mapping access, diffusers key names).
@@ -413,7 +415,8 @@ class Scheduler:
     ) -> SchedulerOutput | tuple[torch.Tensor, torch.Tensor]:
         """Go from x_t to the next sample of the schedule.
 
-        The same signature for all schedulers. Call it once per entry of ``timesteps``, in order.
+        The same signature for every scheduler (subclasses implement :meth:`_step`, never ``step``). Call it once per
+        entry of ``timesteps``, in order.
 
         Args:
             model_output: The model's output at (x_t, t), shape (B, C, H, W), or (B, 2C, H, W) for a model that also
