@@ -15,7 +15,7 @@ what ddpm does.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -153,7 +153,7 @@ def run_loop(
     return Run(prev, x0s)
 
 
-def max_abs_diff(a: list[torch.Tensor | None], b: list[torch.Tensor | None]) -> float:
+def max_abs_diff(a: Sequence[torch.Tensor | None], b: Sequence[torch.Tensor | None]) -> float:
     """The largest |a - b| over all steps (pairs where either side is None are skipped)."""
     assert len(a) == len(b), (len(a), len(b))
     diffs = [(x - y).abs().max().item() for x, y in zip(a, b) if x is not None and y is not None]

@@ -10,6 +10,10 @@ its defaults. :class:`ConfigBase` gives those dataclasses what diffusers' ``Froz
 * :meth:`ConfigBase.to_dict` / :meth:`ConfigBase.save_json`, which write ``_class_name`` so that diffusers opens
   the saved folder too.
 
+What a config carries besides its keys (the file it was read from; a scheduler config's keys of other schedulers)
+is held in explicit fields marked :data:`SIDE_STATE`: they are not compared, not printed, not keys of the mapping
+and not written to JSON, and ``dataclasses.replace`` keeps them.
+
 Errors name the file (when there is one), the key, the value received and what is allowed.
 """
 
@@ -33,7 +37,22 @@ logger = logging.getLogger(__name__)
 
 C = TypeVar("C", bound="ConfigBase")
 
-__all__ = ["ConfigBase", "ConfigError", "check", "check_keys", "config_to_dict", "read_json", "show_value"]
+__all__ = [
+    "SIDE_STATE",
+    "ConfigBase",
+    "ConfigError",
+    "check",
+    "check_keys",
+    "config_to_dict",
+    "read_json",
+    "show_value",
+]
+
+#: ``metadata`` of a field that is side state, not a config key: declare it as
+#: ``dataclasses.field(default=..., compare=False, repr=False, kw_only=True, metadata=SIDE_STATE)``. Such a field
+#: is not compared, not printed, not in the mapping, ``to_dict`` or JSON, never shifts the keys' positions in the
+#: constructor, and ``dataclasses.replace`` copies it like any field.
+SIDE_STATE: Mapping[str, bool] = types.MappingProxyType({"config_key": False})
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
@@ -61,6 +80,11 @@ class ConfigBase(Mapping[str, Any]):
     _class_name: ClassVar[str] = ""
     config_name: ClassVar[str] = "config.json"
 
+    #: The file the config was read from, named in error messages (side state, not a key).
+    _source_file: str | None = dataclasses.field(
+        default=None, compare=False, repr=False, kw_only=True, metadata=SIDE_STATE
+    )
+
     # ------------------------------------------------------------------ mapping protocol
     def __getitem__(self, key: str) -> Any:
         if key not in self._field_names():
@@ -74,21 +98,26 @@ class ConfigBase(Mapping[str, Any]):
         return len(self._field_names())
 
     @classmethod
+    def _key_fields(cls) -> tuple[dataclasses.Field[Any], ...]:
+        """The dataclass fields that are config keys (not :data:`SIDE_STATE`)."""
+        return tuple(f for f in dataclasses.fields(cls) if f.metadata.get("config_key", True))
+
+    @classmethod
     def _field_names(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in dataclasses.fields(cls))
+        return tuple(f.name for f in cls._key_fields())
 
     # ------------------------------------------------------------------ construction
     def __post_init__(self) -> None:
         hints = typing.get_type_hints(type(self))
-        for f in dataclasses.fields(self):
+        for f in self._key_fields():
             value = getattr(self, f.name)
             coerced = _check_value(f.name, value, hints[f.name], self._source())
             if coerced is not value:
-                object.__setattr__(self, f.name, coerced)
+                object.__setattr__(self, f.name, coerced)  # the frozen dataclass's own way to set a field
         self.validate()
 
     def _source(self) -> str | None:
-        return self.__dict__.get("_source_file")
+        return self._source_file
 
     def validate(self) -> None:
         """Checks that involve several keys. Raise :class:`ConfigError` naming the keys and values."""
@@ -107,22 +136,22 @@ class ConfigBase(Mapping[str, Any]):
         """
         data = {**config_to_dict(config), **overrides}
         check_keys(data, source)
+        return cls._from_keys(data, source=source)
+
+    @classmethod
+    def _from_keys(cls: type[C], data: Mapping[str, Any], *, source: str | os.PathLike[str] | None, **side: Any) -> C:
+        """Build from a checked dict: this component's keys are used, the others logged; ``side`` sets side state."""
         names = set(cls._field_names())
         kwargs = {k: v for k, v in data.items() if k in names}
         ignored = sorted(k for k in data if k not in names and not k.startswith("_"))
         if ignored:
             logger.debug("%s ignores config keys it does not use: %s", cls.__name__, ", ".join(ignored))
-        obj = cls.__new__(cls)
-        if source is not None:
-            # Stored before __init__ so that validation errors can name the file.
-            object.__setattr__(obj, "_source_file", str(source))
         try:
-            cls.__init__(obj, **kwargs)  # type: ignore[misc]
+            return cls(**kwargs, _source_file=None if source is None else str(source), **side)
         except ConfigError:
             raise
         except TypeError as exc:  # pragma: no cover - dataclass signature mismatch is a programming error
             raise ConfigError(f"{_where(source)}{exc}") from None
-        return obj
 
     @classmethod
     def from_json_file(cls: type[C], path: str | os.PathLike[str]) -> C:
@@ -131,7 +160,7 @@ class ConfigBase(Mapping[str, Any]):
 
     def replace(self: C, **changes: Any) -> C:
         """Return a copy with some keys changed (validated like any new config)."""
-        return type(self).from_dict({**self.to_dict(), **changes}, source=self._source())
+        return type(self).from_dict(self.to_dict(), source=self._source(), **changes)
 
     # ------------------------------------------------------------------ serialisation
     def to_dict(self) -> dict[str, Any]:

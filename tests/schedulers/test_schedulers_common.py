@@ -6,6 +6,7 @@ import dataclasses
 import inspect
 import json
 import logging
+from typing import Any, ClassVar, NamedTuple, cast
 
 import numpy as np
 import pytest
@@ -21,13 +22,16 @@ from ddpm.schedulers import (
     DDPMSchedulerConfig,
     PNDMScheduler,
     PNDMSchedulerConfig,
+    Scheduler,
+    SchedulerConfig,
     SchedulerOutput,
 )
+from ddpm.schedulers.base import StepInput, per_step
 
 from helpers import CELEBAHQ_SCHEDULER_CONFIG, CIFAR10_SCHEDULER_CONFIG, install_in_hf_cache
 from scheduler_helpers import SHAPE, random_model_outputs, run_loop
 
-ALL = [DDPMScheduler, DDIMScheduler, PNDMScheduler]
+ALL: list[type[Scheduler]] = [DDPMScheduler, DDIMScheduler, PNDMScheduler]
 # The 283-byte scheduler_config.json of older google/ddpm-* revisions, with its stale key.
 LEGACY_SCHEDULER_CONFIG = {**CELEBAHQ_SCHEDULER_CONFIG, "_diffusers_version": "0.0.4", "timestep_values": None}
 
@@ -58,6 +62,49 @@ def test_the_rest_of_the_loop_interface_is_shared_too():
 def test_package_exports_and_the_name_registry():
     assert SCHEDULERS == {"ddpm": DDPMScheduler, "ddim": DDIMScheduler, "pndm": PNDMScheduler}
     assert ddpm.DDIMScheduler is DDIMScheduler and ddpm.SchedulerOutput is SchedulerOutput
+
+
+@dataclasses.dataclass(frozen=True)
+class _PlainDDIMConfig(SchedulerConfig):
+    _class_name: ClassVar[str] = "PlainDDIMScheduler"
+
+
+class _PlainDDIMStep(NamedTuple):
+    sqrt_alpha_bar_prev: float
+    sqrt_one_minus_alpha_bar_prev: float
+
+
+class _PlainDDIMScheduler(Scheduler):
+    """DDIM with η = 0 and no clipping, written against base.py's extension points as a new scheduler would be."""
+
+    config_class = _PlainDDIMConfig
+
+    def set_timesteps(self, num_inference_steps: int, device: str | torch.device | None = None) -> None:
+        super().set_timesteps(num_inference_steps, device)
+        alpha_bar_prev = self._alpha_bar_at(self._prev_timesteps())
+        self._coefficients = per_step(
+            _PlainDDIMStep,
+            sqrt_alpha_bar_prev=alpha_bar_prev.sqrt(),
+            sqrt_one_minus_alpha_bar_prev=(1 - alpha_bar_prev).clamp(min=0).sqrt(),
+        )
+
+    def _step(self, step: StepInput) -> tuple[torch.Tensor, torch.Tensor]:
+        c = self._coefficients[step.i]
+        x0, eps = step.predicted_x0(), step.predicted_eps()
+        return c.sqrt_alpha_bar_prev * x0 + c.sqrt_one_minus_alpha_bar_prev * eps, x0  # Eq. (12) with σ_t = 0
+
+
+@pytest.mark.parametrize("prediction", ["epsilon", "v_prediction"])
+def test_a_new_scheduler_is_a_config_a_set_timesteps_and_a_step_body(prediction):
+    ours = _PlainDDIMScheduler(prediction_type=prediction, timestep_spacing="trailing")
+    reference = DDIMScheduler.from_config(ours.config, clip_sample=False)
+    assert inspect.signature(_PlainDDIMScheduler.set_timesteps) == inspect.signature(DDIMScheduler.set_timesteps)
+    ours.set_timesteps(13)
+    reference.set_timesteps(13)
+    outputs, x = random_model_outputs(13)
+    a, b = run_loop(ours, outputs, x), run_loop(reference, outputs, x)
+    pairs = zip(a.prev_samples + a.pred_original_samples, b.prev_samples + b.pred_original_samples)
+    assert all(p is not None and q is not None and torch.equal(p, q) for p, q in pairs)
 
 
 @pytest.mark.parametrize("cls", ALL)
@@ -126,7 +173,7 @@ def test_config_reads_by_attribute_and_as_a_mapping():
     config = DDPMScheduler.from_config(CIFAR10_SCHEDULER_CONFIG).config
     assert config.variance_type == config["variance_type"] == dict(config)["variance_type"] == "fixed_large"
     with pytest.raises(dataclasses.FrozenInstanceError):
-        config.variance_type = "fixed_small"
+        cast(Any, config).variance_type = "fixed_small"  # what a type checker refuses, refused at run time too
     for cls, config_cls in zip(ALL, (DDPMSchedulerConfig, DDIMSchedulerConfig, PNDMSchedulerConfig)):
         assert cls.config_class is config_cls and isinstance(cls().config, config_cls)
         assert config_cls.config_name == "scheduler_config.json" and config_cls._class_name == cls.__name__
@@ -137,6 +184,36 @@ def test_keys_another_scheduler_uses_survive_a_trip_through_a_scheduler_that_ign
     assert not hasattr(pndm.config, "variance_type")  # PNDM does not use it...
     back = DDPMScheduler.from_config(pndm.config)
     assert back.config.variance_type == "fixed_large" and back.config.clip_sample is True  # ...but carries it
+
+
+def test_side_state_is_not_compared_printed_or_saved_and_survives_dataclasses_replace(tmp_path):
+    (tmp_path / "scheduler_config.json").write_text(json.dumps(CIFAR10_SCHEDULER_CONFIG))
+    config = PNDMScheduler.from_pretrained(tmp_path).config  # carries variance_type, defaulted set_alpha_to_one
+    assert config._carried == {"clip_sample": True, "variance_type": "fixed_large"}
+    assert "set_alpha_to_one" in config._defaulted and config._source() == str(tmp_path / "scheduler_config.json")
+    assert config == PNDMSchedulerConfig.from_dict(_meta_free(config))  # side state is not compared...
+    for hidden in ("_carried", "_defaulted", "_source_file", "fixed_large"):
+        assert hidden not in repr(config) and hidden not in dict(config)  # ...not printed, not a mapping key...
+    assert config.to_dict()["variance_type"] == "fixed_large"  # ...but written back, with the defaulted keys
+    assert "set_alpha_to_one" in config.to_dict()["_use_default_values"]
+    copy = dataclasses.replace(config, steps_offset=1)
+    assert copy._carried == config._carried and copy._source() == config._source()
+    assert DDPMScheduler.from_config(copy).config.variance_type == "fixed_large"
+    chosen = dataclasses.replace(config, set_alpha_to_one=True)  # a defaulted key given a value is a choice
+    assert "set_alpha_to_one" not in chosen._defaulted
+    assert (
+        DDIMScheduler.from_config(dataclasses.replace(chosen, set_alpha_to_one=False)).config.set_alpha_to_one is False
+    )
+    with pytest.raises(ConfigError, match=r"scheduler_config\.json: config key 'steps_offset'"):
+        dataclasses.replace(config, steps_offset=-1)  # validated, and the error still names the file
+
+
+def test_names_moved_out_of_base_are_still_importable_from_it():
+    from ddpm.schedulers import base, config, math
+
+    for module in (config, math):
+        for name in module.__all__:
+            assert getattr(base, name) is getattr(module, name) and name in base.__all__, name
 
 
 def test_defaults_of_one_scheduler_do_not_stick_to_the_next_like_in_diffusers():
@@ -279,10 +356,12 @@ def test_set_timesteps_rejects_step_counts_outside_the_limits(cls):
             scheduler.set_timesteps(bad)
     with pytest.raises(ValueError, match="num_inference_steps=1001 is larger than num_train_timesteps=1000"):
         scheduler.set_timesteps(1001)
-    for bad in (2.5, True, "50"):
+    not_ints: tuple[Any, ...] = (2.5, True, "50")  # wrong on purpose, as a caller without a type checker
+    for bad in not_ints:
         with pytest.raises(TypeError, match="num_inference_steps must be an int"):
             scheduler.set_timesteps(bad)
-    scheduler.set_timesteps(np.int64(1000))
+    numpy_int: Any = np.int64(1000)  # any integral number is accepted, though the annotation says int
+    scheduler.set_timesteps(numpy_int)
     assert len(scheduler.timesteps) == (1001 if cls is PNDMScheduler else 1000)
 
 
@@ -501,6 +580,8 @@ def test_the_last_step_lands_on_the_clean_sample_estimate(cls):
         # weights sum to 1), and the last transfer must land on the x̂_0 that ε implies.
         outputs = outputs[:1].expand_as(outputs)
     run = run_loop(scheduler, outputs, x, generator_seed=0)
-    torch.testing.assert_close(run.prev_samples[-1], run.pred_original_samples[-1], rtol=1e-6, atol=1e-5)
+    x0 = run.pred_original_samples[-1]
+    assert x0 is not None
+    torch.testing.assert_close(run.prev_samples[-1], x0, rtol=1e-6, atol=1e-5)
     if cls is not PNDMScheduler:
-        assert torch.equal(run.prev_samples[-1], run.pred_original_samples[-1])
+        assert torch.equal(run.prev_samples[-1], x0)

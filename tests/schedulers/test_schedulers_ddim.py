@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 import torch
@@ -117,11 +118,13 @@ def test_eta_can_be_changed_between_loops_and_is_validated():
     a = run_loop(scheduler, outputs, x, generator_seed=0)
     b = run_loop(reference, outputs, x, generator_seed=0)
     assert torch.equal(a.prev_samples[-1], b.prev_samples[-1])
-    for bad in (-0.1, 1.5, "1", True):
+    bad_etas: tuple[Any, ...] = (-0.1, 1.5, "1", True)  # wrong on purpose, as a caller without a type checker
+    for bad in bad_etas:
         with pytest.raises(ValueError, match="eta must be a number in"):
             scheduler.eta = bad
+    not_a_bool: Any = 1
     with pytest.raises(TypeError, match="use_clipped_model_output must be True or False"):
-        DDIMScheduler(use_clipped_model_output=1)
+        DDIMScheduler(use_clipped_model_output=not_a_bool)
 
 
 def test_deterministic_ddim_draws_no_noise_and_ignores_the_generator():

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from ddpm.schedulers import DDIMScheduler, DDPMScheduler, PNDMScheduler
-from ddpm.schedulers.base import TIMESTEP_SPACINGS, spaced_timesteps
+from ddpm.schedulers.config import TIMESTEP_SPACINGS
+from ddpm.schedulers.math import spaced_timesteps
 from ddpm.schedulers.schedules import (
     BETA_SCHEDULES,
     alphas_cumprod_from_betas,

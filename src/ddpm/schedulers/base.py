@@ -1,15 +1,26 @@
-"""What the DDPM, DDIM and PNDM schedulers share, written once.
+"""The :class:`Scheduler` base: what every scheduler does the same way, so that a scheduler file holds its algorithm.
 
-* :class:`SchedulerConfig` and :class:`ClippingSchedulerConfig`: frozen configs with diffusers' key names. One
-  ``scheduler_config.json`` feeds every scheduler: keys a scheduler does not use are ignored quietly, and keys that
-  another scheduler of the family uses are carried along, so ``DDPM -> PNDM -> DDPM`` keeps ``variance_type``.
-* :func:`spaced_timesteps`: the ``leading`` / ``linspace`` / ``trailing`` spacings of Lin et al. 2024, Table 2.
-* x_0 / ε / v conversions (:func:`predict_x0`, :func:`predict_eps`), ``clip_sample`` and dynamic thresholding.
-* :class:`Scheduler`: loading and saving, ``set_timesteps``, the single ``step()`` entry point with its step-index
-  bookkeeping and checks, ``add_noise`` and ``get_velocity``.
+The base owns loading and saving (:meth:`Scheduler.from_pretrained`, :meth:`Scheduler.save_pretrained`), the noise
+schedule β_t / ᾱ_t, :meth:`Scheduler.set_timesteps`, the single :meth:`Scheduler.step` entry point with its
+timestep bookkeeping and checks, and the forward process (:meth:`Scheduler.add_noise`,
+:meth:`Scheduler.get_velocity`). The configs live in :mod:`ddpm.schedulers.config`, the shared formulas in
+:mod:`ddpm.schedulers.math`; both are re-exported here.
 
-Notation (Ho et al. 2020): ᾱ_t = ``alpha_bar``, x_t = ``sample``, x_0 = ``x0``, ε = ``eps``; v = sqrt(ᾱ_t) ε -
-sqrt(1 - ᾱ_t) x_0 is the "velocity" of Salimans & Ho 2022 ("Progressive Distillation"), Sec. 4.
+Writing a scheduler (see ``ddim.py`` for a short one):
+
+1. **A config**: a frozen dataclass subclassing :class:`SchedulerConfig` (or :class:`ClippingSchedulerConfig` when
+   the algorithm clips x̂_0) that adds the scheduler's own keys and sets ``_class_name``.
+2. **The update**, :meth:`Scheduler._step`: one call of ``step()`` as a :class:`StepInput` in, ``(prev_sample,
+   pred_original_sample)`` out, written top to bottom with the paper's equation numbers. The input already holds
+   the model output in the compute dtype, converts it to x̂_0 or ε̂ (:meth:`StepInput.predicted_x0`,
+   :meth:`StepInput.predicted_eps`) and draws the step noise the way diffusers does (:meth:`StepInput.noise`).
+3. Optionally, **set_timesteps**: override it, call ``super().set_timesteps(...)`` first, then compute the
+   per-step scalars of the new schedule (``self._alpha_bar_at(...)``, :func:`per_step`) and reset any multistep
+   state. The signature stays the base's.
+4. Optionally, **the model-call schedule**, :meth:`Scheduler._model_call_timesteps`: when the model is evaluated
+   more than once per spaced timestep (PNDM's Runge-Kutta warm-up), or when some step counts are impossible.
+
+Register the class in ``SCHEDULERS`` (``ddpm/schedulers/__init__.py``).
 
 Precision and host-device synchronisation: β_t and ᾱ_t are computed in float64 and rounded once to float32.
 ``set_timesteps`` turns them into the per-step scalar coefficients of the chosen schedule, computed in float32 with
@@ -23,23 +34,30 @@ copies of sqrt(ᾱ_t) and sqrt(1 - ᾱ_t) that are moved to each device once and
 from __future__ import annotations
 
 import dataclasses
-import json
 import numbers
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar, Literal, TypeVar, get_args
+from typing import Any, ClassVar, Literal, TypeVar, overload
 
-import numpy as np
 import torch
 
-from ..config import MAX_TRAIN_TIMESTEPS, ConfigBase, check, check_keys, config_to_dict, read_json, show_value
-from ..errors import ConfigError
+from ..config import read_json
 from ..hub import HubOptions, require_file
 from ..io import Writer, atomic_write_files, check_save_folder, remove_stale_temporaries
 from ..outputs import SchedulerOutput
 from ..utils import Generators, extract, randn_tensor
-from .schedules import BetaSchedule, alphas_cumprod_from_betas, make_betas
+from .config import (
+    PREDICTION_TYPES,
+    TIMESTEP_SPACINGS,
+    ClippingSchedulerConfig,
+    PredictionType,
+    SchedulerConfig,
+    TimestepSpacing,
+    scheduler_config_keys,
+)
+from .math import clip_or_threshold, dynamic_threshold, eps_from_x0, predict_eps, predict_x0, spaced_timesteps
+from .schedules import alphas_cumprod_from_betas, make_betas
 
 __all__ = [
     "PREDICTION_TYPES",
@@ -48,294 +66,86 @@ __all__ = [
     "PredictionType",
     "Scheduler",
     "SchedulerConfig",
+    "StepInput",
     "TimestepSpacing",
     "clip_or_threshold",
     "dynamic_threshold",
     "eps_from_x0",
+    "per_step",
     "predict_eps",
     "predict_x0",
     "scheduler_config_keys",
     "spaced_timesteps",
 ]
 
-PredictionType = Literal["epsilon", "sample", "v_prediction"]
-TimestepSpacing = Literal["leading", "linspace", "trailing"]
-#: Accepted values of ``prediction_type``: what the model outputs (ε, x_0 or v).
-PREDICTION_TYPES: tuple[str, ...] = get_args(PredictionType)
-#: Accepted values of ``timestep_spacing`` (Lin et al. 2024, Table 2).
-TIMESTEP_SPACINGS: tuple[str, ...] = get_args(TimestepSpacing)
-
 S = TypeVar("S", bound="Scheduler")
-
-_FLOAT32_MAX = float(torch.finfo(torch.float32).max)
-
-
-# ---------------------------------------------------------------------------------------------------------- configs
-
-_CONFIG_CLASSES: list[type[SchedulerConfig]] = []
+Row = TypeVar("Row")
 
 
-def scheduler_config_keys() -> frozenset[str]:
-    """Every config key that some scheduler of this package uses (the keys a scheduler carries along)."""
-    return frozenset(f.name for cls in _CONFIG_CLASSES for f in dataclasses.fields(cls))
+# ------------------------------------------------------------------------------------------------ the step's input
 
 
-@dataclasses.dataclass(frozen=True)
-class SchedulerConfig(ConfigBase):
-    """The keys every scheduler reads: the training noise schedule, the model's parameterisation and the spacing.
+@dataclasses.dataclass(frozen=True, eq=False)
+class StepInput:
+    """One call of :meth:`Scheduler.step` as the algorithm (:meth:`Scheduler._step`) sees it.
+
+    Tensors are in the compute dtype (float32, or float64 for a float64 sample), shape (B, C, H, W).
 
     Attributes:
-        num_train_timesteps: T, the length of the forward chain the model was trained on.
-        beta_start: β of the first step (``linear``, ``scaled_linear``, ``sigmoid``).
-        beta_end: β of the last step (same schedules).
-        beta_schedule: How β_t runs from ``beta_start`` to ``beta_end``; see :mod:`ddpm.schedulers.schedules`.
-        trained_betas: Explicit β_t (T values), overriding ``beta_schedule``.
-        prediction_type: What the model predicts: the noise ε (``epsilon``), x_0 (``sample``) or
-            v = sqrt(ᾱ_t) ε - sqrt(1 - ᾱ_t) x_0 (``v_prediction``).
-        timestep_spacing: How ``set_timesteps(n)`` picks n of the T timesteps (see :func:`spaced_timesteps`).
-        steps_offset: Added to every timestep with ``leading`` spacing (Stable Diffusion uses 1).
-        rescale_betas_zero_snr: Rescale β so that the last timestep is pure noise (Lin et al. 2024).
+        i: The position of this model call in ``timesteps`` (0 for the first).
+        t: Its timestep, ``timesteps[i]``.
+        model_output: What the model predicts at (x_t, t): ε, x_0 or v (``prediction_type``).
+        sample: x_t.
+        variance: The model's variance channels, for a model that predicts them (a (B, 2C, H, W) output), else None.
+        sqrt_alpha_bar: sqrt(ᾱ_t), float32 rounded.
+        sqrt_one_minus_alpha_bar: sqrt(1 - ᾱ_t), float32 rounded.
+        prediction_type: The config's ``prediction_type``.
+        generator: The ``generator`` given to ``step()``.
+        noise_dtype: The dtype the step noise is drawn in (the model output's), before it is cast to the compute dtype.
     """
 
-    config_name: ClassVar[str] = "scheduler_config.json"
+    i: int
+    t: int
+    model_output: torch.Tensor
+    sample: torch.Tensor
+    variance: torch.Tensor | None
+    sqrt_alpha_bar: float
+    sqrt_one_minus_alpha_bar: float
+    prediction_type: PredictionType
+    generator: Generators
+    noise_dtype: torch.dtype
 
-    num_train_timesteps: int = 1000
-    beta_start: float = 0.0001
-    beta_end: float = 0.02
-    beta_schedule: BetaSchedule = "linear"
-    trained_betas: tuple[float, ...] | None = None
-    prediction_type: PredictionType = "epsilon"
-    timestep_spacing: TimestepSpacing = "leading"
-    steps_offset: int = 0
-    rescale_betas_zero_snr: bool = False
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        _CONFIG_CLASSES.append(cls)
-
-    def validate(self) -> None:
-        check(self.num_train_timesteps >= 1, self, "num_train_timesteps", "it must be at least 1")
-        check(
-            self.num_train_timesteps <= MAX_TRAIN_TIMESTEPS,
-            self,
-            "num_train_timesteps",
-            f"it must be at most {MAX_TRAIN_TIMESTEPS} (real models use 1000 to 4000)",
+    def predicted_x0(self) -> torch.Tensor:
+        """x̂_0, the model's estimate of the clean sample (:func:`~ddpm.schedulers.math.predict_x0`)."""
+        return predict_x0(
+            self.model_output, self.sample, self.sqrt_alpha_bar, self.sqrt_one_minus_alpha_bar, self.prediction_type
         )
-        check(
-            self.num_train_timesteps >= 2 or not self.rescale_betas_zero_snr,
-            self,
-            "num_train_timesteps",
-            "rescale_betas_zero_snr=True needs at least 2 timesteps (it pins the first and the last one)",
+
+    def predicted_eps(self) -> torch.Tensor:
+        """ε̂, the model's estimate of the noise in x_t (:func:`~ddpm.schedulers.math.predict_eps`)."""
+        return predict_eps(
+            self.model_output, self.sample, self.sqrt_alpha_bar, self.sqrt_one_minus_alpha_bar, self.prediction_type
         )
-        if self.trained_betas is not None:
-            check(
-                len(self.trained_betas) == self.num_train_timesteps,
-                self,
-                "trained_betas",
-                f"it must hold num_train_timesteps={self.num_train_timesteps} values, not {len(self.trained_betas)}",
-            )
-            in_range = all(0.0 < b <= 1.0 for b in self.trained_betas)
-            check(in_range, self, "trained_betas", "every beta must be in (0, 1]")
-        elif self.beta_schedule != "squaredcos_cap_v2":
-            for key in ("beta_start", "beta_end"):
-                check(0.0 < getattr(self, key) < 1.0, self, key, "a beta must be in (0, 1)")
-        check(self.steps_offset >= 0, self, "steps_offset", "it must be 0 or more")
 
-    @classmethod
-    def from_dict(cls, config: Any, *, source: str | os.PathLike[str] | None = None, **overrides: Any) -> Any:
-        """Build the config from any scheduler's config or a plain mapping (see :meth:`ConfigBase.from_dict`).
-
-        Two pieces of bookkeeping make one config travel between schedulers the way it does in diffusers:
-
-        * keys that another scheduler of this package uses are kept aside and written back by :meth:`to_dict`, so
-          ``DDPM -> PNDM -> DDPM`` keeps ``variance_type`` (other unknown keys, e.g. the stale ``timestep_values`` of
-          old Hub files, are dropped quietly);
-        * keys that were filled from defaults are listed under ``_use_default_values`` (diffusers' name) and are
-          treated as absent by the next scheduler, which then applies its own default: DDIM defaults to
-          ``set_alpha_to_one=True``, PNDM to False.
-        """
-        data = {**config_to_dict(config), **overrides}
-        check_keys(data, source)
-        defaulted = data.pop("_use_default_values", None) or ()
-        if not (isinstance(defaulted, (list, tuple)) and all(isinstance(k, str) for k in defaulted)):
-            raise ConfigError(
-                f"{source or 'the config'}: _use_default_values has value {show_value(defaulted)}; expected a list of "
-                "config key names"
-            )
-        for name in set(defaulted) - set(overrides):
-            data.pop(name, None)
-        for key, value in data.items():
-            if isinstance(value, (np.ndarray, torch.Tensor)):
-                data[key] = value.tolist()  # e.g. trained_betas given as an array, as diffusers allows
-        obj = super().from_dict(data, source=source)
-        own = set(cls._field_names())
-        carried = {k: data[k] for k in sorted(data) if k in scheduler_config_keys() and k not in own}
-        object.__setattr__(obj, "_carried", carried)
-        object.__setattr__(obj, "_defaulted", tuple(sorted(own - set(data))))
-        return obj
-
-    def replace(self, **changes: Any) -> Any:
-        """Return a copy with some keys changed (validated like any new config)."""
-        return type(self).from_dict(self.to_dict(), source=self._source(), **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        """This scheduler's keys, the carried keys of the other schedulers, and ``_use_default_values``."""
-        out = {**super().to_dict(), **self.__dict__.get("_carried", {})}
-        defaulted = self.__dict__.get("_defaulted", ())
-        if defaulted:
-            out["_use_default_values"] = list(defaulted)
-        return out
-
-    def to_json_string(self) -> str:
-        """The JSON file content: every key written out, without the in-memory ``_use_default_values`` list."""
-        data = self.to_dict()
-        data.pop("_use_default_values", None)
-        return json.dumps(data, indent=2, sort_keys=True) + "\n"
+    def noise(self) -> torch.Tensor:
+        """z ~ N(0, I) shaped like x_t, drawn as diffusers draws it (so seeded runs match), in the compute dtype."""
+        out = self.model_output
+        z = randn_tensor(out.shape, generator=self.generator, device=out.device, dtype=self.noise_dtype)
+        return z.to(out.dtype)
 
 
-@dataclasses.dataclass(frozen=True)
-class ClippingSchedulerConfig(SchedulerConfig):
-    """Keys of the schedulers that form an explicit x_0 estimate each step and may clip it (DDPM, DDIM).
+def per_step(row: Callable[..., Row], **columns: torch.Tensor) -> list[Row]:
+    """Turn per-step columns (float32 tensors, one value per model call) into one row of Python floats per call.
 
-    Attributes:
-        clip_sample: Clamp the predicted x_0 to [-clip_sample_range, clip_sample_range].
-        clip_sample_range: The clamp bound.
-        thresholding: Use dynamic thresholding (Saharia et al. 2022) instead of the fixed clamp.
-        dynamic_thresholding_ratio: The percentile of |x_0| used as the threshold s.
-        sample_max_value: The largest allowed s.
+    ``per_step(_Coefficients, sigma=sigma, ...)[i].sigma`` is step i's σ as a float, read by ``_step`` without
+    touching a tensor.
     """
-
-    clip_sample: bool = True
-    clip_sample_range: float = 1.0
-    thresholding: bool = False
-    dynamic_thresholding_ratio: float = 0.995
-    sample_max_value: float = 1.0
-
-    def validate(self) -> None:
-        super().validate()
-        check(0.0 < self.dynamic_thresholding_ratio <= 1.0, self, "dynamic_thresholding_ratio", "it must be in (0, 1]")
-        for key in ("clip_sample_range", "sample_max_value"):  # clamp bounds: positive, representable in float32
-            check(getattr(self, key) > 0, self, key, "it must be > 0")
-            check(getattr(self, key) <= _FLOAT32_MAX, self, key, f"it must be at most {_FLOAT32_MAX:.4g} (float32)")
-
-
-# ------------------------------------------------------------------------------------------------ timestep spacing
-
-
-def spaced_timesteps(
-    num_train_timesteps: int, num_inference_steps: int, spacing: str, steps_offset: int = 0
-) -> list[int]:
-    """Pick ``num_inference_steps`` of the training timesteps 0..T-1, largest first.
-
-    The three spacings of Lin et al. 2024 ("Common Diffusion Noise Schedules and Sample Steps are Flawed"), Table 2,
-    with T = ``num_train_timesteps`` and n = ``num_inference_steps``:
-
-    * ``leading``: k · ⌊T/n⌋ + steps_offset for k = n-1, ..., 0 (the DDIM paper's choice; never visits T-1);
-    * ``linspace``: round(k · (T-1)/(n-1)), evenly spread over [0, T-1] including both ends;
-    * ``trailing``: round(T - k · T/n) - 1 for k = 0, ..., n-1 (starts at T-1).
-
-    The values equal diffusers' for every n, except that for ``trailing`` diffusers' floating-point ``arange``
-    returns n+1 values ending in -1 for 62 values of n ≤ 1000 (61, 103, ...); the spurious entry is dropped here.
-
-    Raises:
-        ValueError: ``spacing`` is unknown, or ``steps_offset`` pushes a ``leading`` timestep past T-1.
-    """
-    t, n = num_train_timesteps, num_inference_steps
-    if spacing == "leading":
-        ratio = t // n
-        steps = [k * ratio + steps_offset for k in range(n - 1, -1, -1)]
-        if steps[0] >= t:
-            raise ValueError(
-                f"steps_offset={steps_offset} makes the first of {n} leading timesteps {steps[0]}, but timesteps "
-                f"must be below num_train_timesteps={t}; lower steps_offset or num_inference_steps"
-            )
-        return steps
-    if spacing == "linspace":
-        return np.linspace(0, t - 1, n).round()[::-1].astype(np.int64).tolist()
-    if spacing == "trailing":
-        return (np.round(np.arange(t, 0, -t / n))[:n].astype(np.int64) - 1).tolist()
-    raise ValueError(f"timestep_spacing {spacing!r} is not supported; use one of {', '.join(TIMESTEP_SPACINGS)}")
-
-
-# -------------------------------------------------------------------------------------- x_0 / ε / v parameterisations
-
-
-def predict_x0(
-    model_output: torch.Tensor,
-    sample: torch.Tensor,
-    sqrt_alpha_bar: float,
-    sqrt_one_minus_alpha_bar: float,
-    prediction_type: str,
-) -> torch.Tensor:
-    """The model's estimate of x_0 from x_t = sqrt(ᾱ_t) x_0 + sqrt(1 - ᾱ_t) ε (Ho et al. 2020, Eq. (4) and (15)).
-
-    * ε-prediction: x̂_0 = (x_t - sqrt(1 - ᾱ_t) ε_θ) / sqrt(ᾱ_t), Eq. (15);
-    * x_0-prediction: the output itself;
-    * v-prediction: x̂_0 = sqrt(ᾱ_t) x_t - sqrt(1 - ᾱ_t) v_θ (Salimans & Ho 2022, Sec. 4).
-    """
-    if prediction_type == "epsilon":
-        return (sample - sqrt_one_minus_alpha_bar * model_output) / sqrt_alpha_bar
-    if prediction_type == "sample":
-        return model_output
-    if prediction_type == "v_prediction":
-        return sqrt_alpha_bar * sample - sqrt_one_minus_alpha_bar * model_output
-    raise ValueError(f"prediction_type {prediction_type!r} is not supported; use one of {', '.join(PREDICTION_TYPES)}")
-
-
-def eps_from_x0(
-    x0: torch.Tensor, sample: torch.Tensor, sqrt_alpha_bar: float, sqrt_one_minus_alpha_bar: float
-) -> torch.Tensor:
-    """ε = (x_t - sqrt(ᾱ_t) x_0) / sqrt(1 - ᾱ_t), Eq. (4) of Ho et al. 2020 solved for ε."""
-    return (sample - sqrt_alpha_bar * x0) / sqrt_one_minus_alpha_bar
-
-
-def predict_eps(
-    model_output: torch.Tensor,
-    sample: torch.Tensor,
-    sqrt_alpha_bar: float,
-    sqrt_one_minus_alpha_bar: float,
-    prediction_type: str,
-) -> torch.Tensor:
-    """The model's estimate of the noise ε in x_t, whatever it was trained to predict.
-
-    For v-prediction, ε̂ = sqrt(ᾱ_t) v_θ + sqrt(1 - ᾱ_t) x_t (Salimans & Ho 2022, Sec. 4).
-    """
-    if prediction_type == "epsilon":
-        return model_output
-    if prediction_type == "sample":
-        return eps_from_x0(model_output, sample, sqrt_alpha_bar, sqrt_one_minus_alpha_bar)
-    if prediction_type == "v_prediction":
-        return sqrt_alpha_bar * model_output + sqrt_one_minus_alpha_bar * sample
-    raise ValueError(f"prediction_type {prediction_type!r} is not supported; use one of {', '.join(PREDICTION_TYPES)}")
-
-
-def dynamic_threshold(x0: torch.Tensor, ratio: float, max_value: float) -> torch.Tensor:
-    """Dynamic thresholding of Saharia et al. 2022 ("Imagen"), Sec. 2.3.
-
-    Per sample, s is the ``ratio`` percentile of |x̂_0|, clamped to [1, max_value]; x̂_0 is clamped to [-s, s] and
-    divided by s. With s = 1 this is the ordinary clamp to [-1, 1].
-
-    Args:
-        x0: The predicted x_0, shape (B, C, H, W), float32 or float64.
-    """
-    flat = x0.reshape(x0.shape[0], -1)  # (B, C*H*W)
-    s = torch.quantile(flat.abs(), ratio, dim=1).clamp(min=1.0, max=max_value).unsqueeze(1)  # (B, 1)
-    return (torch.clamp(flat, -s, s) / s).reshape(x0.shape)
-
-
-def clip_or_threshold(x0: torch.Tensor, config: ClippingSchedulerConfig) -> torch.Tensor:
-    """Apply dynamic thresholding when ``thresholding`` is on, else the ``clip_sample`` clamp, else nothing."""
-    if config.thresholding:
-        return dynamic_threshold(x0, config.dynamic_thresholding_ratio, config.sample_max_value)
-    if config.clip_sample:
-        return x0.clamp(-config.clip_sample_range, config.clip_sample_range)
-    return x0
+    names = list(columns)
+    rows = zip(*(columns[name].tolist() for name in names))
+    return [row(**dict(zip(names, values))) for values in rows]
 
 
 # ------------------------------------------------------------------------------------------------------ scheduler
-
-#: ``_step``'s way to draw the step noise: a zero-argument callable returning N(0, I) noise shaped like x_t.
-NoiseSource = Callable[[], torch.Tensor]
 
 
 class Scheduler:
@@ -349,7 +159,9 @@ class Scheduler:
         for t in scheduler.timesteps:
             x = scheduler.step(unet(x, t).sample, t, x).prev_sample
 
-    Schedulers hold no weights: a scheduler is its config plus the position in the current schedule.
+    Schedulers hold no weights: a scheduler is its config plus the position in the current schedule. A subclass
+    writes its update in :meth:`_step` and may override :meth:`set_timesteps` (per-step scalars, multistep state)
+    and :meth:`_model_call_timesteps`; the module docstring says how.
 
     Attributes:
         config: The frozen config (attribute or mapping access, diffusers key names).
@@ -365,6 +177,7 @@ class Scheduler:
     _constructor_only: ClassVar[tuple[str, ...]] = ()
     order: ClassVar[int] = 1
     init_noise_sigma: ClassVar[float] = 1.0
+    config: SchedulerConfig
 
     def __init__(self, *, config: Any = None, **kwargs: Any) -> None:
         """Build a scheduler from a config and/or config keywords.
@@ -378,8 +191,7 @@ class Scheduler:
             TypeError: A keyword is not a config key of any scheduler.
             ConfigError: A value is invalid; the message names the key, the value and what is allowed.
         """
-        self.config: Any = self._build_config(config, kwargs)
-        cfg = self.config
+        self.config = cfg = self._build_config(config, kwargs)
         betas = make_betas(
             cfg.beta_schedule,
             cfg.num_train_timesteps,
@@ -393,6 +205,9 @@ class Scheduler:
         self.alphas = (1.0 - betas).float()
         self.alphas_cumprod = alphas_cumprod.float()
         self._alphas_cumprod64 = alphas_cumprod
+        # ᾱ after the last step: 1 (the chain ends at the clean x_0), or ᾱ_0 where the config has
+        # set_alpha_to_one=False (DDIM and PNDM have that key; DDPM always ends at 1).
+        self._final_alpha_bar = 1.0 if getattr(cfg, "set_alpha_to_one", True) else float(self.alphas_cumprod[0])
         # (device, dtype) -> (sqrt(ᾱ_t), sqrt(1 - ᾱ_t)) for add_noise / get_velocity.
         self._device_tables: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
         self.num_inference_steps: int | None = None
@@ -403,7 +218,7 @@ class Scheduler:
     @classmethod
     def _build_config(
         cls, config: Any, overrides: dict[str, Any], *, source: str | os.PathLike[str] | None = None
-    ) -> Any:
+    ) -> SchedulerConfig:
         unknown = sorted(k for k in overrides if k not in scheduler_config_keys())
         if unknown:
             raise TypeError(
@@ -502,55 +317,6 @@ class Scheduler:
         return {folder / name: lambda tmp: tmp.write_text(text, encoding="utf-8")}
 
     # ------------------------------------------------------------------------------------------------ the schedule
-    def _final_alpha_bar(self) -> float:
-        """ᾱ of the step after the last one (the clean sample): 1 here; DDIM and PNDM honour ``set_alpha_to_one``."""
-        return 1.0
-
-    def _alpha_bar_at(self, timesteps: list[int]) -> torch.Tensor:
-        """ᾱ at each of ``timesteps`` as a float32 CPU tensor; -1 (past the end of the schedule) gives the final ᾱ.
-
-        The per-step coefficients are computed from it with torch's float32 CPU kernels, the ones diffusers applies
-        to its 0-d schedule tensors, so that each coefficient rounds identically.
-        """
-        index = torch.tensor(timesteps, dtype=torch.int64)
-        alpha_bar = self.alphas_cumprod[index.clamp(min=0)]
-        return torch.where(index >= 0, alpha_bar, torch.tensor(self._final_alpha_bar(), dtype=torch.float32))
-
-    def _prev_timesteps(self) -> list[int]:
-        """For each step, the next timestep of the materialised schedule (never recomputed by a stride).
-
-        -1 after the last step, where :meth:`_alpha_bar_at` gives the final ᾱ.
-        """
-        assert self._schedule is not None
-        return self._schedule[1:] + [-1]
-
-    def _prepare(self) -> None:
-        """Compute the per-step scalar coefficients of the new schedule (called by :meth:`set_timesteps`)."""
-
-    def _predict_x0(self, i: int, model_output: torch.Tensor, sample: torch.Tensor) -> torch.Tensor:
-        """:func:`predict_x0` at the timestep of step ``i``."""
-        sqrt_ab, sqrt_1m_ab = self._sqrt_alpha_bar[i], self._sqrt_one_minus_alpha_bar[i]
-        return predict_x0(model_output, sample, sqrt_ab, sqrt_1m_ab, self.config.prediction_type)
-
-    def _predict_eps(self, i: int, model_output: torch.Tensor, sample: torch.Tensor) -> torch.Tensor:
-        """:func:`predict_eps` at the timestep of step ``i``."""
-        sqrt_ab, sqrt_1m_ab = self._sqrt_alpha_bar[i], self._sqrt_one_minus_alpha_bar[i]
-        return predict_eps(model_output, sample, sqrt_ab, sqrt_1m_ab, self.config.prediction_type)
-
-    def _eps_from_x0(self, i: int, x0: torch.Tensor, sample: torch.Tensor) -> torch.Tensor:
-        """:func:`eps_from_x0` at the timestep of step ``i``."""
-        return eps_from_x0(x0, sample, self._sqrt_alpha_bar[i], self._sqrt_one_minus_alpha_bar[i])
-
-    def _min_inference_steps(self) -> int:
-        return 1
-
-    def _layout(self, spaced: list[int]) -> list[int]:
-        """Turn the spaced timesteps into the order ``step()`` visits them (PNDM repeats some)."""
-        return spaced
-
-    def _reset_state(self) -> None:
-        """Forget the multistep history (PNDM); called by :meth:`set_timesteps`."""
-
     def set_timesteps(self, num_inference_steps: int, device: str | torch.device | None = None) -> None:
         """Choose the timesteps of the sampling loop and reset the scheduler to its first step.
 
@@ -566,37 +332,78 @@ class Scheduler:
         if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, numbers.Integral):
             raise TypeError(f"num_inference_steps must be an int, got {type(num_inference_steps).__name__}")
         n, t = int(num_inference_steps), self.config.num_train_timesteps
-        lowest = self._min_inference_steps()
-        if n < lowest:
-            why = "" if lowest == 1 else f" ({self._min_steps_reason()})"
-            name = type(self).__name__
-            raise ValueError(f"num_inference_steps={n} is too small: {name} needs at least {lowest}{why}")
+        if n < 1:
+            raise ValueError(f"num_inference_steps={n} is too small: it must be at least 1")
         if n > t:
             raise ValueError(
                 f"num_inference_steps={n} is larger than num_train_timesteps={t}: a discrete scheduler can only "
                 f"visit the {t} timesteps the model was trained on; use at most {t}"
             )
-        schedule = self._layout(spaced_timesteps(t, n, self.config.timestep_spacing, self.config.steps_offset))
+        spaced = spaced_timesteps(t, n, self.config.timestep_spacing, self.config.steps_offset)
+        schedule = self._model_call_timesteps(spaced)
         self._schedule = schedule
         self.num_inference_steps = n
         self.timesteps = torch.tensor(schedule, dtype=torch.int64, device=device)
         self._step_index = 0
-        # sqrt(ᾱ) and sqrt(1 - ᾱ) where each step evaluates the model, for the x_0 / ε / v conversions
+        # sqrt(ᾱ) and sqrt(1 - ᾱ) at each model call, for the x_0 / ε / v conversions of StepInput
         alpha_bar = self._alpha_bar_at(schedule)
         self._sqrt_alpha_bar: list[float] = alpha_bar.sqrt().tolist()
         self._sqrt_one_minus_alpha_bar: list[float] = (1 - alpha_bar).sqrt().tolist()
-        self._reset_state()
-        self._prepare()
 
-    def _min_steps_reason(self) -> str:
-        return ""
+    def _model_call_timesteps(self, spaced: list[int]) -> list[int]:
+        """The timestep of every model call, in order, from the n spaced timesteps (one call each by default).
+
+        Override it where the model is evaluated more than once per spaced timestep (PNDM), or to refuse a step
+        count the algorithm cannot run with a ``ValueError`` that says why.
+        """
+        return spaced
 
     @property
     def step_index(self) -> int | None:
         """How many steps of the current schedule have been taken, or None before :meth:`set_timesteps`."""
         return None if self._schedule is None else self._step_index
 
+    def _alpha_bar_at(self, timesteps: list[int]) -> torch.Tensor:
+        """ᾱ at each of ``timesteps`` as a float32 CPU tensor; -1 (past the end of the schedule) gives the final ᾱ.
+
+        The per-step coefficients are computed from it with torch's float32 CPU kernels, the ones diffusers applies
+        to its 0-d schedule tensors, so that each coefficient rounds identically.
+        """
+        index = torch.tensor(timesteps, dtype=torch.int64)
+        alpha_bar = self.alphas_cumprod[index.clamp(min=0)]
+        return torch.where(index >= 0, alpha_bar, torch.tensor(self._final_alpha_bar, dtype=torch.float32))
+
+    def _prev_timesteps(self) -> list[int]:
+        """For each step, the next timestep of the materialised schedule (never recomputed by a stride).
+
+        -1 after the last step, where :meth:`_alpha_bar_at` gives the final ᾱ.
+        """
+        assert self._schedule is not None
+        return self._schedule[1:] + [-1]
+
     # ------------------------------------------------------------------------------------------------------ step
+    @overload
+    def step(
+        self,
+        model_output: torch.Tensor,
+        timestep: int | torch.Tensor,
+        sample: torch.Tensor,
+        *,
+        generator: Generators = None,
+        return_dict: Literal[True] = True,
+    ) -> SchedulerOutput: ...
+
+    @overload
+    def step(
+        self,
+        model_output: torch.Tensor,
+        timestep: int | torch.Tensor,
+        sample: torch.Tensor,
+        *,
+        generator: Generators = None,
+        return_dict: Literal[False],
+    ) -> tuple[torch.Tensor, torch.Tensor]: ...
+
     def step(
         self,
         model_output: torch.Tensor,
@@ -608,7 +415,8 @@ class Scheduler:
     ) -> SchedulerOutput | tuple[torch.Tensor, torch.Tensor]:
         """Go from x_t to the next sample of the schedule.
 
-        The same signature for all three schedulers. Call it once per entry of ``timesteps``, in order.
+        The same signature for every scheduler (subclasses implement :meth:`_step`, never ``step``). Call it once per
+        entry of ``timesteps``, in order.
 
         Args:
             model_output: The model's output at (x_t, t), shape (B, C, H, W), or (B, 2C, H, W) for a model that also
@@ -630,41 +438,36 @@ class Scheduler:
             RuntimeError: :meth:`set_timesteps` was not called, or the schedule is already finished.
             ValueError: ``timestep`` is not the next timestep of the schedule, or ``model_output`` has the wrong shape.
         """
-        i = self._begin_step(timestep)
-        eps_or_x0_or_v, predicted_variance = self._split_model_output(model_output, sample)
+        i, t = self._begin_step(timestep)
+        prediction, variance = self._split_model_output(model_output, sample)
         compute = torch.float64 if sample.dtype == torch.float64 else torch.float32
-
-        def draw_noise() -> torch.Tensor:
-            # diffusers' rule: shape, device and dtype of the (split) model output.
-            noise = randn_tensor(
-                eps_or_x0_or_v.shape, generator=generator, device=eps_or_x0_or_v.device, dtype=eps_or_x0_or_v.dtype
-            )
-            return noise.to(compute)
-
-        prev_sample, x0 = self._step(
-            i,
-            eps_or_x0_or_v.to(compute),
-            sample.to(compute),
-            None if predicted_variance is None else predicted_variance.to(compute),
-            draw_noise,
+        step = StepInput(
+            i=i,
+            t=t,
+            model_output=prediction.to(compute),
+            sample=sample.to(compute),
+            variance=None if variance is None else variance.to(compute),
+            sqrt_alpha_bar=self._sqrt_alpha_bar[i],
+            sqrt_one_minus_alpha_bar=self._sqrt_one_minus_alpha_bar[i],
+            prediction_type=self.config.prediction_type,
+            generator=generator,
+            noise_dtype=prediction.dtype,  # diffusers' rule: noise shaped, placed and typed like the model output
         )
+        prev_sample, x0 = self._step(step)
         self._step_index = i + 1
-        out = SchedulerOutput(prev_sample=prev_sample.to(sample.dtype), pred_original_sample=x0.to(sample.dtype))
-        return out if return_dict else out.to_tuple()
+        prev_sample, x0 = prev_sample.to(sample.dtype), x0.to(sample.dtype)
+        return SchedulerOutput(prev_sample=prev_sample, pred_original_sample=x0) if return_dict else (prev_sample, x0)
 
-    def _step(
-        self,
-        i: int,
-        model_output: torch.Tensor,
-        sample: torch.Tensor,
-        predicted_variance: torch.Tensor | None,
-        draw_noise: NoiseSource,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The algorithm of one step ``i`` (float32/64 inputs); returns (prev_sample, pred_original_sample)."""
-        raise NotImplementedError
+    def _step(self, step: StepInput) -> tuple[torch.Tensor, torch.Tensor]:
+        """The algorithm: one update from ``step.sample`` = x_t. Every scheduler writes this method.
 
-    def _begin_step(self, timestep: int | torch.Tensor) -> int:
-        """Check that ``timestep`` is the next one of the schedule and return the step index, reading no tensor."""
+        Returns:
+            ``(prev_sample, pred_original_sample)`` in the compute dtype, shape (B, C, H, W) each.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not implement _step")
+
+    def _begin_step(self, timestep: int | torch.Tensor) -> tuple[int, int]:
+        """Check that ``timestep`` is the next one of the schedule; return (step index, timestep), reading no tensor."""
         if self._schedule is None:
             raise RuntimeError(
                 f"{type(self).__name__}.step() was called before set_timesteps(); call "
@@ -684,7 +487,7 @@ class Scheduler:
                 f"{self.num_inference_steps}) expects timestep {expected} at step {i} of {n}. Call step() once per "
                 "entry of scheduler.timesteps, in order; call set_timesteps() again to restart"
             )
-        return i
+        return i, expected
 
     def _timestep_value(self, timestep: int | torch.Tensor) -> int | None:
         """The value of ``timestep`` when it can be known without waiting for a device, else None (trusted)."""
@@ -724,7 +527,7 @@ class Scheduler:
             return None
         if timestep.numel() > 1 and any(s != 0 for s in timestep.stride()):
             return None
-        index = timestep.storage_offset() - ts.storage_offset()
+        index = int(timestep.storage_offset() - ts.storage_offset())
         return index if 0 <= index < ts.shape[0] else None
 
     @staticmethod

@@ -12,7 +12,9 @@ from typing import Any, ClassVar, NamedTuple
 
 import torch
 
-from .base import ClippingSchedulerConfig, NoiseSource, Scheduler, clip_or_threshold
+from .base import Scheduler, StepInput, per_step
+from .config import ClippingSchedulerConfig
+from .math import clip_or_threshold, eps_from_x0
 
 __all__ = ["DDIMScheduler", "DDIMSchedulerConfig"]
 
@@ -77,7 +79,7 @@ class DDIMScheduler(Scheduler):
             raise ValueError(f"eta must be a number in [0, 1] (0: deterministic DDIM, 1: DDPM-like), got {value!r}")
         self._eta = float(value)
         if self._schedule is not None:
-            self._prepare()  # σ_t depends on η
+            self._coefficients = self._per_step_coefficients()  # σ_t depends on η
 
     @property
     def use_clipped_model_output(self) -> bool:
@@ -90,15 +92,17 @@ class DDIMScheduler(Scheduler):
             raise TypeError(f"use_clipped_model_output must be True or False, got {value!r}")
         self._use_clipped_model_output = value
 
-    def _final_alpha_bar(self) -> float:
-        return 1.0 if self.config.set_alpha_to_one else float(self.alphas_cumprod[0])
+    def set_timesteps(self, num_inference_steps: int, device: str | torch.device | None = None) -> None:
+        """As :meth:`Scheduler.set_timesteps`; also computes each step's weights in Eq. (12) and σ_t(η), Eq. (16)."""
+        super().set_timesteps(num_inference_steps, device)
+        self._coefficients = self._per_step_coefficients()
 
-    def _prepare(self) -> None:
+    def _per_step_coefficients(self) -> list[_Coefficients]:
         # Notation (Song et al. 2021, whose α_t is our ᾱ_t), for the step from t to the next timestep:
         # - alpha_bar_t, alpha_bar_prev -> α_t and α_{t-1} of the paper (the final ᾱ after the last step)
         # - sigma                       -> σ_t(η), Eq. (16)
         # - direction_coeff             -> sqrt(1 - α_{t-1} - σ_t²), the weight of ε in Eq. (12)
-        # One float32 value per step, computed here once so that step() reads no tensor.
+        # One float32 value per step, computed once per schedule (and η) so that step() reads no tensor.
         assert self._schedule is not None
         alpha_bar_t = self._alpha_bar_at(self._schedule)
         alpha_bar_prev = self._alpha_bar_at(self._prev_timesteps())
@@ -108,45 +112,39 @@ class DDIMScheduler(Scheduler):
         variance = (one_minus_alpha_bar_prev / (1 - alpha_bar_t)) * (1 - alpha_bar_t / alpha_bar_prev)
         sigma = self.eta * variance.sqrt()
         direction_coeff = (one_minus_alpha_bar_prev - sigma**2).clamp(min=0).sqrt()
-        columns = (alpha_bar_prev.sqrt(), sigma, direction_coeff)
-        self._coefficients = _Coefficients(*(column.tolist() for column in columns))
+        return per_step(
+            _Coefficients, sqrt_alpha_bar_prev=alpha_bar_prev.sqrt(), sigma=sigma, direction_coeff=direction_coeff
+        )
 
-    def _step(
-        self,
-        i: int,
-        model_output: torch.Tensor,
-        sample: torch.Tensor,
-        predicted_variance: torch.Tensor | None,
-        draw_noise: NoiseSource,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        # Notation: as in _prepare, and
+    def _step(self, step: StepInput) -> tuple[torch.Tensor, torch.Tensor]:
+        # Notation: as in _per_step_coefficients, and
         # - eps       -> ε_θ^(t)(x_t)
         # - x0        -> f_θ^(t)(x_t), the predicted x_0, Eq. (9)
         # - direction -> "direction pointing to x_t" in Eq. (12)
         # - the result -> x_{t-1} of Eq. (12)
-        # predicted_variance is dropped: DDIM's steps do not use the model's variance.
-        c = self._coefficients
+        # step.variance is not read: DDIM's steps do not use the model's variance.
+        c = self._coefficients[step.i]
 
         # 1. predicted x_0, Eq. (9), and ε, from whatever the model predicts
-        x0 = self._predict_x0(i, model_output, sample)
-        eps = self._predict_eps(i, model_output, sample)
+        x0 = step.predicted_x0()
+        eps = step.predicted_eps()
 
         # 2. clip or threshold x_0 (and, if asked, re-derive ε from the clipped x_0)
         x0 = clip_or_threshold(x0, self.config)
         if self.use_clipped_model_output:
-            eps = self._eps_from_x0(i, x0, sample)
+            eps = eps_from_x0(x0, step.sample, step.sqrt_alpha_bar, step.sqrt_one_minus_alpha_bar)
 
         # 3. x_{t-1} = sqrt(α_{t-1}) x̂_0 + sqrt(1 - α_{t-1} - σ_t²) ε + σ_t z with z ~ N(0, I), Eq. (12)
-        direction = c.direction_coeff[i] * eps
-        prev_sample = c.sqrt_alpha_bar_prev[i] * x0 + direction
+        direction = c.direction_coeff * eps
+        prev_sample = c.sqrt_alpha_bar_prev * x0 + direction
         if self.eta > 0:
-            prev_sample = prev_sample + c.sigma[i] * draw_noise()
+            prev_sample = prev_sample + c.sigma * step.noise()
         return prev_sample, x0
 
 
 class _Coefficients(NamedTuple):
-    """One float32 value per step (as Python floats), by name."""
+    """The scalars of one step (float32 values as Python floats), by name."""
 
-    sqrt_alpha_bar_prev: list[float]
-    sigma: list[float]
-    direction_coeff: list[float]
+    sqrt_alpha_bar_prev: float
+    sigma: float
+    direction_coeff: float

@@ -13,7 +13,9 @@ from typing import ClassVar, Literal, NamedTuple, get_args
 
 import torch
 
-from .base import ClippingSchedulerConfig, NoiseSource, Scheduler, clip_or_threshold
+from .base import Scheduler, StepInput, per_step
+from .config import ClippingSchedulerConfig
+from .math import clip_or_threshold
 
 __all__ = ["VARIANCE_TYPES", "DDPMScheduler", "DDPMSchedulerConfig", "VarianceType"]
 
@@ -60,7 +62,9 @@ class DDPMScheduler(Scheduler):
     config_class: ClassVar[type[DDPMSchedulerConfig]] = DDPMSchedulerConfig
     config: DDPMSchedulerConfig
 
-    def _prepare(self) -> None:
+    def set_timesteps(self, num_inference_steps: int, device: str | torch.device | None = None) -> None:
+        """As :meth:`Scheduler.set_timesteps`; also computes each step's weights of μ̃_t, Eq. (7), and its σ_t."""
+        super().set_timesteps(num_inference_steps, device)
         # Notation (Ho et al. 2020), for the step from t to t', the next timestep of the schedule (-1 at the end):
         # - alpha_bar_t, alpha_bar_prev -> ᾱ_t, ᾱ_{t'} (ᾱ_{-1} = 1: the chain ends at the clean x_0)
         # - alpha_t, beta_t             -> α_t = ᾱ_t / ᾱ_{t'} and β_t = 1 - α_t (the paper's when t' = t - 1)
@@ -84,7 +88,7 @@ class DDPMScheduler(Scheduler):
 
         variance_type = self.config.variance_type
         nan = torch.full_like(beta_t, math.nan)
-        log_beta_t = log_beta_tilde = nan  # only the learned types read them, in step()
+        log_beta_t = log_beta_tilde = nan  # only the learned types read them, in _step
         if variance_type == "fixed_small":  # σ_t² = β̃_t (Ho et al. 2020, Sec. 3.2)
             sigma = beta_tilde.sqrt()
         elif variance_type == "fixed_small_log":  # the same, through the logarithm
@@ -98,53 +102,51 @@ class DDPMScheduler(Scheduler):
         else:
             allowed = ", ".join(VARIANCE_TYPES)
             raise ValueError(f"variance_type {variance_type!r} is not supported; use one of {allowed}")
-        columns = (x0_coeff, xt_coeff, sigma, log_beta_t, log_beta_tilde)
-        self._coefficients = _Coefficients(*(column.tolist() for column in columns))
+        self._coefficients = per_step(
+            _Coefficients,
+            x0_coeff=x0_coeff,
+            xt_coeff=xt_coeff,
+            sigma=sigma,
+            log_beta_t=log_beta_t,
+            log_beta_tilde=log_beta_tilde,
+        )
 
-    def _step(
-        self,
-        i: int,
-        model_output: torch.Tensor,
-        sample: torch.Tensor,
-        predicted_variance: torch.Tensor | None,
-        draw_noise: NoiseSource,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        # Notation: as in _prepare, and x0 -> x̂_0, mean -> μ̃_t(x_t, x̂_0), the result -> x_{t'}.
-        cfg, c = self.config, self._coefficients
-        if cfg.variance_type in _LEARNED and predicted_variance is None:
+    def _step(self, step: StepInput) -> tuple[torch.Tensor, torch.Tensor]:
+        # Notation: as in set_timesteps, and x0 -> x̂_0, mean -> μ̃_t(x_t, x̂_0), the result -> x_{t'}.
+        cfg, c = self.config, self._coefficients[step.i]
+        if cfg.variance_type in _LEARNED and step.variance is None:
             raise ValueError(
                 f"variance_type={cfg.variance_type!r} needs a model that predicts its variance: model_output must "
                 "have twice the channels of sample"
             )
-        assert self._schedule is not None
 
         # 1. x̂_0 from the model output (Eq. 15 for ε-prediction), clipped or thresholded
-        x0 = clip_or_threshold(self._predict_x0(i, model_output, sample), cfg)
+        x0 = clip_or_threshold(step.predicted_x0(), cfg)
 
         # 2. the posterior mean μ̃_t(x_t, x̂_0), Eq. (7)
-        mean = c.x0_coeff[i] * x0 + c.xt_coeff[i] * sample
+        mean = c.x0_coeff * x0 + c.xt_coeff * step.sample
 
         # 3. x_{t'} = μ̃_t + σ_t z with z ~ N(0, I), and z = 0 at t = 0 (Algorithm 2, line 3)
-        if self._schedule[i] == 0:
+        if step.t == 0:
             return mean, x0
-        noise = draw_noise()
-        if predicted_variance is None or cfg.variance_type not in _LEARNED:
-            return mean + c.sigma[i] * noise, x0
+        noise = step.noise()
+        if step.variance is None or cfg.variance_type not in _LEARNED:
+            return mean + c.sigma * noise, x0
         if cfg.variance_type == "learned":  # the model outputs σ_t² itself
-            sigma = predicted_variance.clamp(min=0.0).sqrt()
+            sigma = step.variance.clamp(min=0.0).sqrt()
         else:
             # learned_range, Nichol & Dhariwal 2021, Eq. (15): log σ_t² = v log β_t + (1 - v) log β̃_t, with the
             # model output in [-1, 1] mapped to v = (output + 1) / 2
-            v = (predicted_variance + 1) / 2
-            sigma = torch.exp(0.5 * (v * c.log_beta_t[i] + (1 - v) * c.log_beta_tilde[i]))
+            v = (step.variance + 1) / 2
+            sigma = torch.exp(0.5 * (v * c.log_beta_t + (1 - v) * c.log_beta_tilde))
         return mean + sigma * noise, x0
 
 
 class _Coefficients(NamedTuple):
-    """One float32 value per step (as Python floats), by name."""
+    """The scalars of one step (float32 values as Python floats), by name."""
 
-    x0_coeff: list[float]
-    xt_coeff: list[float]
-    sigma: list[float]
-    log_beta_t: list[float]
-    log_beta_tilde: list[float]
+    x0_coeff: float
+    xt_coeff: float
+    sigma: float
+    log_beta_t: float
+    log_beta_tilde: float

@@ -14,7 +14,8 @@ from typing import ClassVar, NamedTuple
 
 import torch
 
-from .base import NoiseSource, Scheduler, SchedulerConfig
+from .base import Scheduler, StepInput, per_step
+from .config import SchedulerConfig
 
 __all__ = ["PNDMScheduler", "PNDMSchedulerConfig"]
 
@@ -63,19 +64,7 @@ class PNDMScheduler(Scheduler):
     config_class: ClassVar[type[PNDMSchedulerConfig]] = PNDMSchedulerConfig
     config: PNDMSchedulerConfig
 
-    def _final_alpha_bar(self) -> float:
-        return 1.0 if self.config.set_alpha_to_one else float(self.alphas_cumprod[0])
-
-    def _min_inference_steps(self) -> int:
-        return 1 if self.config.skip_prk_steps else _RK_STEPS + 1
-
-    def _min_steps_reason(self) -> str:
-        return (
-            f"the Runge-Kutta warm-up spans {_RK_STEPS} steps and is followed by at least one multistep step; "
-            "use skip_prk_steps=True for fewer steps"
-        )
-
-    def _layout(self, spaced: list[int]) -> list[int]:
+    def _model_call_timesteps(self, spaced: list[int]) -> list[int]:
         """One timestep per model call, from the spaced timesteps s_0 > s_1 > ... > s_{n-1}.
 
         * Runge-Kutta warm-up: for k = 0, 1, 2 the calls [s_k, s_{k+1} + h, s_{k+1} + h, s_{k+1}] with the half step
@@ -83,6 +72,13 @@ class PNDMScheduler(Scheduler):
         * ``skip_prk_steps``: [s_0, s_1, s_1, s_2, ..., s_{n-1}]; the second call at s_1 completes the improved-Euler
           first step.
         """
+        n = len(spaced)
+        if not self.config.skip_prk_steps and n < _RK_STEPS + 1:
+            raise ValueError(
+                f"num_inference_steps={n} is too small: {type(self).__name__} needs at least {_RK_STEPS + 1} (the "
+                f"Runge-Kutta warm-up spans {_RK_STEPS} steps and is followed by at least one multistep step; use "
+                "skip_prk_steps=True for fewer steps)"
+            )
         if float(self.alphas_cumprod[spaced[0]]) == 0.0:
             raise ValueError(
                 f"PNDMScheduler cannot start at timestep {spaced[0]}: its ᾱ is 0 (rescale_betas_zero_snr=True, or "
@@ -91,18 +87,40 @@ class PNDMScheduler(Scheduler):
             )
         if self.config.skip_prk_steps:
             return spaced[:1] + spaced[1:2] + spaced[1:]
-        half = self.config.num_train_timesteps // len(spaced) // 2
+        half = self.config.num_train_timesteps // n // 2
         warm_up = []
         for k in range(_RK_STEPS):  # s_k, the half step twice, s_{k+1}
             warm_up += [spaced[k], spaced[k + 1] + half, spaced[k + 1] + half, spaced[k + 1]]
         return warm_up + spaced[_RK_STEPS:]
 
-    def _reset_state(self) -> None:
+    def set_timesteps(self, num_inference_steps: int, device: str | torch.device | None = None) -> None:
+        """As :meth:`Scheduler.set_timesteps`; also resets the multistep state and computes the transfers, Eq. (9)."""
+        super().set_timesteps(num_inference_steps, device)
         # The multistep state is bounded: at most 4 noise estimates, the sample and sum of one Runge-Kutta step.
         self._eps_history: collections.deque[torch.Tensor] = collections.deque(maxlen=4)
         self._rk_sample: torch.Tensor | None = None  # x_t at the start of the current Runge-Kutta step
         self._rk_eps_sum: torch.Tensor | None = None  # (e_1 + 2 e_2 + 2 e_3) / 6 so far
         self._euler_sample: torch.Tensor | None = None  # x_t at the start of the first improved-Euler step
+
+        # Notation (Liu et al. 2022), for the transfer from t to t - δ that call i makes:
+        # - alpha_bar_t, alpha_bar_to -> ᾱ_t and ᾱ_{t-δ}
+        # - x_coeff                   -> sqrt(ᾱ_{t-δ} / ᾱ_t), the weight of x_t in φ
+        # - eps_numerator             -> ᾱ_{t-δ} - ᾱ_t
+        # - eps_denominator           -> ᾱ_t sqrt(1 - ᾱ_{t-δ}) + sqrt(ᾱ_t (1 - ᾱ_t) ᾱ_{t-δ})
+        # One float32 value per call, computed here once so that step() reads no tensor.
+        assert self._schedule is not None
+        starts, ends = zip(*(self._transfer_interval(i) for i in range(len(self._schedule))))
+        alpha_bar_t = self._alpha_bar_at(list(starts))
+        alpha_bar_to = self._alpha_bar_at(list(ends))
+
+        # the transfer φ(x_t, ε, t, t - δ), Eq. (9)
+        x_coeff = (alpha_bar_to / alpha_bar_t).sqrt()
+        eps_numerator = alpha_bar_to - alpha_bar_t
+        cross = (alpha_bar_t * (1 - alpha_bar_t) * alpha_bar_to).sqrt()
+        eps_denominator = alpha_bar_t * (1 - alpha_bar_to).sqrt() + cross
+        self._coefficients = per_step(
+            _Coefficients, x_coeff=x_coeff, eps_numerator=eps_numerator, eps_denominator=eps_denominator
+        )
 
     def _transfer_interval(self, i: int) -> tuple[int, int]:
         """(t, t - δ) of the transfer that step ``i`` makes, looked up in the schedule (-1: past its end).
@@ -120,47 +138,20 @@ class PNDMScheduler(Scheduler):
             return schedule[0], schedule[1]
         return schedule[i], schedule[i + 1] if i + 1 < len(schedule) else -1
 
-    def _prepare(self) -> None:
-        # Notation (Liu et al. 2022), for the transfer from t to t - δ that step i makes:
-        # - alpha_bar_t, alpha_bar_to -> ᾱ_t and ᾱ_{t-δ}
-        # - x_coeff                   -> sqrt(ᾱ_{t-δ} / ᾱ_t), the weight of x_t in φ
-        # - eps_numerator             -> ᾱ_{t-δ} - ᾱ_t
-        # - eps_denominator           -> ᾱ_t sqrt(1 - ᾱ_{t-δ}) + sqrt(ᾱ_t (1 - ᾱ_t) ᾱ_{t-δ})
-        # One float32 value per step, computed here once so that step() reads no tensor.
-        assert self._schedule is not None
-        starts, ends = zip(*(self._transfer_interval(i) for i in range(len(self._schedule))))
-        alpha_bar_t = self._alpha_bar_at(list(starts))
-        alpha_bar_to = self._alpha_bar_at(list(ends))
-
-        # the transfer φ(x_t, ε, t, t - δ), Eq. (9)
-        x_coeff = (alpha_bar_to / alpha_bar_t).sqrt()
-        eps_numerator = alpha_bar_to - alpha_bar_t
-        cross = (alpha_bar_t * (1 - alpha_bar_t) * alpha_bar_to).sqrt()
-        eps_denominator = alpha_bar_t * (1 - alpha_bar_to).sqrt() + cross
-        columns = (x_coeff, eps_numerator, eps_denominator)
-        self._coefficients = _Coefficients(*(column.tolist() for column in columns))
-
-    def _step(
-        self,
-        i: int,
-        model_output: torch.Tensor,
-        sample: torch.Tensor,
-        predicted_variance: torch.Tensor | None,
-        draw_noise: NoiseSource,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        # Notation (Liu et al. 2022), with s the timestep of this model call:
+    def _step(self, step: StepInput) -> tuple[torch.Tensor, torch.Tensor]:
+        # Notation (Liu et al. 2022), with s = step.t the timestep of this model call:
         # - eps          -> ε_θ(x_s, s), this call's noise estimate (e_1..e_4 within a Runge-Kutta step)
         # - eps_prime    -> ε', the combined estimate the transfer uses
         # - x_from       -> x_t, where the transfer starts (see _transfer_interval for t and t - δ)
         # - prev_sample  -> φ(x_t, ε', t, t - δ), Eq. (9)
-        # predicted_variance is dropped (deterministic steps); draw_noise is unused (no noise is added).
-        c = self._coefficients
+        # step.variance is not read (deterministic steps), and no noise is drawn.
+        i, sample, c = step.i, step.sample, self._coefficients[step.i]
         skip_prk = self.config.skip_prk_steps
 
         # 1. ε at the point (x_s, s) where the model was evaluated. Converting v / x_0 outputs here, before any
         #    combination, keeps the multistep formulas exact for every prediction_type.
-        eps = self._predict_eps(i, model_output, sample)
-        x0 = self._predict_x0(i, model_output, sample)
+        eps = step.predicted_eps()
+        x0 = step.predicted_x0()
 
         # 2. the combined noise estimate ε' and the sample the transfer starts from
         if not skip_prk and i < _RK_CALLS:
@@ -197,7 +188,7 @@ class PNDMScheduler(Scheduler):
             x_from = sample
 
         # 3. the transfer φ(x_t, ε', t, t - δ), Eq. (9)
-        prev_sample = c.x_coeff[i] * x_from - c.eps_numerator[i] * eps_prime / c.eps_denominator[i]
+        prev_sample = c.x_coeff * x_from - c.eps_numerator * eps_prime / c.eps_denominator
         return prev_sample, x0
 
 
@@ -220,8 +211,8 @@ def _adams_bashforth(history: collections.deque[torch.Tensor]) -> torch.Tensor:
 
 
 class _Coefficients(NamedTuple):
-    """One float32 value per step (as Python floats), by name."""
+    """The scalars of one model call (float32 values as Python floats), by name."""
 
-    x_coeff: list[float]
-    eps_numerator: list[float]
-    eps_denominator: list[float]
+    x_coeff: float
+    eps_numerator: float
+    eps_denominator: float
