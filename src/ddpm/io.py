@@ -102,7 +102,7 @@ def _fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_files(writes: Mapping[str | os.PathLike[str], Writer]) -> None:
+def atomic_write_files(writes: Mapping[Path, Writer]) -> None:
     """Write several files so that an interruption changes none of them.
 
     Each ``write(tmp_path)`` fills a temporary sibling of its target (``.<name>.<random>.tmp``), which is flushed to
@@ -116,7 +116,7 @@ def atomic_write_files(writes: Mapping[str | os.PathLike[str], Writer]) -> None:
     Args:
         writes: Target path → writer.
     """
-    targets = [Path(p) for p in writes]
+    targets = list(writes)
     with contextlib.ExitStack() as stack:
         staged = []
         for target, write in zip(targets, writes.values()):
@@ -136,7 +136,7 @@ def atomic_write(path: str | os.PathLike[str], write: Writer) -> None:
     If ``write`` raises (or the process is interrupted before the rename), ``path`` keeps its previous content and
     the temporary file is removed.
     """
-    atomic_write_files({path: write})
+    atomic_write_files({Path(path): write})
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
