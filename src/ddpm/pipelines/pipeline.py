@@ -294,8 +294,8 @@ class DiffusionPipeline:
                 (NCHW tensor in [0, 1] on the pipeline's device).
             return_dict: Return an ``ImagePipelineOutput`` (``.images``); ``False`` returns the
                 tuple ``(images,)``.
-            eta: DDIM's η (0 deterministic DDIM, 1 DDPM-like noise), set on the scheduler for this call only; the
-                scheduler checks its range. ``None`` keeps the scheduler's own ``eta`` (0.0 unless you built it
+            eta: DDIM's η in [0, 1] (0 deterministic DDIM, 1 DDPM-like noise), set on the scheduler for this call
+                only. ``None`` keeps the scheduler's own ``eta`` (0.0 unless you built it
                 otherwise). A scheduler without ``eta`` (DDPM, PNDM) accepts ``eta=0`` and ignores it; any other value
                 raises ``ValueError``.
             use_clipped_model_output: DDIM only, set for this call like ``eta``; ``None`` keeps the scheduler's
@@ -383,10 +383,12 @@ class DiffusionPipeline:
     def _scheduler_overrides(self, **values: Any) -> Iterator[None]:
         """Set DDIM's per-call knobs (``eta``, ``use_clipped_model_output``) and restore them afterwards.
 
-        The scheduler checks the values (DDIM's ``eta`` setter, its range); a scheduler without the knob accepts
-        only a falsy value (``eta=0``), which it ignores.
+        ``eta`` follows DDIM's rule (a finite number in [0, 1]) whatever the scheduler; a scheduler without the knob
+        accepts only a falsy value (``eta=0``), which it ignores.
         """
         scheduler = self.scheduler
+        if values.get("eta") is not None:
+            values["eta"] = _check_eta(values["eta"])
         changes = {name: value for name, value in values.items() if value is not None and hasattr(scheduler, name)}
         for name, value in values.items():
             if value and name not in changes:
@@ -468,3 +470,11 @@ class DiffusionPipeline:
             OverwriteError: The folder holds another kind of model (and ``overwrite`` is False), or is a file.
         """
         return save_pipeline(self, save_directory, overwrite=overwrite)
+
+
+def _check_eta(eta: Any) -> float:
+    """DDIM's rule for η, checked before any work: a finite number in [0, 1] (the DDIM scheduler checks it too)."""
+    is_number = isinstance(eta, (int, float)) and not isinstance(eta, bool)
+    if not is_number or not 0.0 <= eta <= 1.0:  # (NaN fails the comparison)
+        raise ValueError(f"eta must be a finite number in [0, 1] (0 = DDIM, 1 = DDPM-like noise), got {eta!r}")
+    return float(eta)
