@@ -1,7 +1,8 @@
 """Finding files: a local folder, a bundled model, or a Hugging Face Hub repo (through its cache).
 
-This is the only module that talks to ``huggingface_hub``. Every ``from_pretrained`` in ddpm asks it for the files
-it needs, one by one, so a Hub repo only ever downloads what is used (one weights file and the configs). It honours
+This is the only module that talks to ``huggingface_hub``. Every ``from_pretrained`` in ddpm asks :func:`locate` (or
+:func:`require`, which raises when the file is missing) for the files it needs, one by one: ``subfolder`` first, then
+the repo root, so a Hub repo only ever downloads what is used (one weights file and the configs). It honours
 ``HF_HUB_OFFLINE``, ``HF_HUB_CACHE`` and ``local_files_only`` exactly as huggingface_hub does, and turns its
 exceptions into :class:`~ddpm.errors.CheckpointNotFoundError` messages that say what to do.
 """
@@ -14,7 +15,18 @@ from pathlib import Path
 
 from .errors import CheckpointNotFoundError
 
-__all__ = ["BUNDLED_MODELS", "HubOptions", "bundled_model_path", "find_file", "is_offline", "require_file"]
+__all__ = [
+    "BUNDLED_MODELS",
+    "HubOptions",
+    "Located",
+    "bundled_model_path",
+    "find_file",
+    "is_offline",
+    "locate",
+    "not_found_error",
+    "require",
+    "require_file",
+]
 
 #: Short names of models shipped inside the package, mapped to their folder under ``ddpm/pretrained``.
 BUNDLED_MODELS: dict[str, str] = {
@@ -67,20 +79,30 @@ def _local_root(repo_id_or_path: str | os.PathLike[str]) -> Path | None:
     return None
 
 
-def _candidates(subfolder: str | None) -> list[str | None]:
-    return [subfolder, None] if subfolder else [None]
+@dataclass(frozen=True)
+class Located:
+    """A file :func:`locate` found.
+
+    Attributes:
+        path: The file on this machine (in the local folder or the Hugging Face cache).
+        subfolder: The folder of the repo it was found in: the ``subfolder`` asked for, or ``None`` for the root.
+    """
+
+    path: Path
+    subfolder: str | None
 
 
-def find_file(
+def locate(
     repo_id_or_path: str | os.PathLike[str],
     filename: str,
-    *,
     subfolder: str | None = None,
     options: HubOptions = HubOptions(),
-) -> Path | None:
-    """Return the local path of ``filename``, looking in ``subfolder`` first and then at the repo root.
+) -> Located | None:
+    """Find ``filename`` in ``subfolder`` of a repo, or else at its root: the one file lookup of ddpm.
 
-    The root fallback serves the flat google/ddpm-* repos, which keep every component's files at the top level.
+    The root fallback serves the flat google/ddpm-* repos, which keep every component's files at the top level,
+    while diffusers pipelines keep them in ``unet/`` and ``scheduler/``. A Hub file is downloaded into the cache
+    (or, offline, only looked up there).
 
     Args:
         repo_id_or_path: A local folder, a bundled model's short name, or a Hub id such as
@@ -90,72 +112,63 @@ def find_file(
         options: Revision, cache folder, offline switch and token for Hub ids.
 
     Returns:
-        The path, or ``None`` when the file is in neither place (or, offline, not in the cache).
+        The file and the folder it was in, or ``None`` when it is in neither place (or, offline, not cached).
 
     Raises:
         CheckpointNotFoundError: The repo does not exist, the revision does not exist, access is denied, or the
             network failed; the message names the id.
     """
+    folders = [subfolder, None] if subfolder else [None]
     root = _local_root(repo_id_or_path)
     if root is not None:
-        for sub in _candidates(subfolder):
-            path = root / sub / filename if sub else root / filename
+        for folder in folders:
+            path = root / folder / filename if folder else root / filename
             if path.is_file():
-                return path
+                return Located(path, folder)
         return None
-
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import (
-        EntryNotFoundError,
-        GatedRepoError,
-        HfHubHTTPError,
-        LocalEntryNotFoundError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
-
-    repo_id = str(repo_id_or_path)
     unreachable: Exception | None = None
-    for sub in _candidates(subfolder):
+    for folder in folders:
         try:
-            return Path(
-                hf_hub_download(
-                    repo_id,
-                    filename,
-                    subfolder=sub,
-                    revision=options.revision,
-                    cache_dir=options.cache_dir,
-                    local_files_only=options.local_files_only,
-                    token=options.token,
-                )
-            )
-        except LocalEntryNotFoundError as exc:  # (a subclass of EntryNotFoundError: keep it first)
-            # Online, this means the Hub could not be reached and this candidate is not cached; try the next.
-            if not is_offline(options):
-                unreachable = exc
-            continue
-        except EntryNotFoundError:
-            continue
-        except GatedRepoError as exc:
-            raise CheckpointNotFoundError(
-                f"{repo_id} is gated: accept its terms on the Hub and log in (huggingface-cli login) or pass token=... "
-                f"({exc})"
-            ) from None
-        except RevisionNotFoundError:
-            raise CheckpointNotFoundError(f"{repo_id} has no revision {options.revision!r}") from None
-        except RepositoryNotFoundError:
-            raise CheckpointNotFoundError(
-                f"{repo_id!r} is neither a local folder nor a Hub repository you can access "
-                "(check the spelling, or pass token=... for a private repo)"
-            ) from None
-        except (HfHubHTTPError, OSError) as exc:
-            raise CheckpointNotFoundError(f"could not download {filename} from {repo_id}: {exc}") from None
+            return Located(_download(str(repo_id_or_path), filename, folder, options), folder)
+        except _NotInRepo as missing:
+            unreachable = unreachable or missing.unreachable
     if unreachable is not None:
         raise CheckpointNotFoundError(
-            f"could not reach the Hugging Face Hub to get {filename} of {repo_id}, and it is not in the cache "
+            f"could not reach the Hugging Face Hub to get {filename} of {repo_id_or_path}, and it is not in the cache "
             f"({unreachable}); check the network, or set HF_HUB_OFFLINE=1 to use only cached files"
         )
     return None
+
+
+def require(
+    repo_id_or_path: str | os.PathLike[str],
+    filename: str,
+    subfolder: str | None = None,
+    options: HubOptions = HubOptions(),
+    *,
+    what: str | None = None,
+) -> Located:
+    """Like :func:`locate`, but raise a message that says where it looked when the file is in neither place.
+
+    Raises:
+        CheckpointNotFoundError: As :func:`locate`, or the file is missing (``what`` names it in the message).
+    """
+    found = locate(repo_id_or_path, filename, subfolder, options)
+    if found is None:
+        raise not_found_error(repo_id_or_path, [filename], subfolder=subfolder, options=options, what=what)
+    return found
+
+
+def find_file(
+    repo_id_or_path: str | os.PathLike[str],
+    filename: str,
+    *,
+    subfolder: str | None = None,
+    options: HubOptions = HubOptions(),
+) -> Path | None:
+    """The path :func:`locate` finds (``subfolder`` first, then the root), or ``None``."""
+    found = locate(repo_id_or_path, filename, subfolder, options)
+    return None if found is None else found.path
 
 
 def require_file(
@@ -166,11 +179,66 @@ def require_file(
     options: HubOptions = HubOptions(),
     what: str | None = None,
 ) -> Path:
-    """Like :func:`find_file`, but raise a message that explains where it looked when the file is missing."""
-    path = find_file(repo_id_or_path, filename, subfolder=subfolder, options=options)
-    if path is not None:
-        return path
-    raise not_found_error(repo_id_or_path, [filename], subfolder=subfolder, options=options, what=what)
+    """The path :func:`require` finds; raises :class:`~ddpm.errors.CheckpointNotFoundError` when it is missing."""
+    return require(repo_id_or_path, filename, subfolder, options, what=what).path
+
+
+class _NotInRepo(Exception):
+    """``_download`` found no such file; ``unreachable`` holds the error when the Hub could not be asked."""
+
+    def __init__(self, unreachable: Exception | None = None) -> None:
+        super().__init__()
+        self.unreachable = unreachable
+
+
+def _download(repo_id: str, filename: str, folder: str | None, options: HubOptions) -> Path:
+    """``folder/filename`` of a Hub repo from the cache, downloading it unless offline.
+
+    Raises:
+        _NotInRepo: The repo has no such file, or it is not cached and the Hub could not be reached.
+        CheckpointNotFoundError: The repo or revision does not exist, access is denied, or the download failed.
+    """
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        GatedRepoError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    try:
+        return Path(
+            hf_hub_download(
+                repo_id,
+                filename,
+                subfolder=folder,
+                revision=options.revision,
+                cache_dir=None if options.cache_dir is None else os.fspath(options.cache_dir),
+                local_files_only=options.local_files_only,
+                token=options.token,
+            )
+        )
+    except LocalEntryNotFoundError as exc:  # (a subclass of EntryNotFoundError: keep it first)
+        # Online, this means the Hub could not be reached and this file is not cached.
+        raise _NotInRepo(None if is_offline(options) else exc) from None
+    except EntryNotFoundError:
+        raise _NotInRepo() from None
+    except GatedRepoError as exc:
+        raise CheckpointNotFoundError(
+            f"{repo_id} is gated: accept its terms on the Hub and log in (huggingface-cli login) or pass token=... "
+            f"({exc})"
+        ) from None
+    except RevisionNotFoundError:
+        raise CheckpointNotFoundError(f"{repo_id} has no revision {options.revision!r}") from None
+    except RepositoryNotFoundError:
+        raise CheckpointNotFoundError(
+            f"{repo_id!r} is neither a local folder nor a Hub repository you can access "
+            "(check the spelling, or pass token=... for a private repo)"
+        ) from None
+    except (HfHubHTTPError, OSError) as exc:
+        raise CheckpointNotFoundError(f"could not download {filename} from {repo_id}: {exc}") from None
 
 
 def not_found_error(
@@ -181,7 +249,7 @@ def not_found_error(
     options: HubOptions = HubOptions(),
     what: str | None = None,
 ) -> CheckpointNotFoundError:
-    """The error for files that are in none of the places :func:`find_file` looks."""
+    """The error for files that are in none of the places :func:`locate` looks (``subfolder``, then the root)."""
     names = " or ".join(filenames)
     places = f"{subfolder}/ or the root" if subfolder else "the root"
     label = f" ({what})" if what else ""

@@ -14,7 +14,7 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import numpy as np
 import torch
@@ -48,6 +48,14 @@ def check_output_type(output_type: str) -> None:
         raise ValueError(f"output_type={output_type!r} is not supported; use one of {allowed}")
 
 
+@overload
+def postprocess(sample: torch.Tensor, output_type: Literal["pt"]) -> torch.Tensor: ...
+@overload
+def postprocess(sample: torch.Tensor, output_type: Literal["np"]) -> np.ndarray: ...
+@overload
+def postprocess(sample: torch.Tensor, output_type: Literal["pil"] = "pil") -> list[Image.Image]: ...
+@overload
+def postprocess(sample: torch.Tensor, output_type: str) -> torch.Tensor | np.ndarray | list[Image.Image]: ...
 def postprocess(sample: torch.Tensor, output_type: str = "pil") -> torch.Tensor | np.ndarray | list[Image.Image]:
     """Map a batch of model samples in [-1, 1] to images in [0, 1] of the requested form.
 
@@ -154,8 +162,8 @@ def make_image_grid(
             f"{len(images)} images do not fit a grid of {rows} rows x {cols} columns ({rows * cols} cells)"
         )
     if resize is not None:
-        size = (resize, resize) if isinstance(resize, int) else tuple(resize)
-        images = [img.resize(size) for img in images]
+        width, height = (resize, resize) if isinstance(resize, int) else resize
+        images = [img.resize((width, height)) for img in images]
     w, h = images[0].size
     for i, img in enumerate(images):
         if img.size != (w, h):

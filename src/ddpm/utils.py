@@ -6,7 +6,9 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["Generators", "extract", "randn_tensor"]
+from .config import show_value
+
+__all__ = ["Generators", "check_generators", "extract", "randn_tensor"]
 
 #: What every ``generator=`` argument accepts: one generator, one per sample, or None for the global RNG.
 Generators = torch.Generator | Sequence[torch.Generator] | None
@@ -27,13 +29,47 @@ def extract(a: torch.Tensor, t: torch.Tensor, x_shape: Sequence[int]) -> torch.T
     return out.reshape(out.shape[0], *([1] * (len(x_shape) - 1)))
 
 
-def _as_generator_list(generator: Generators) -> list[torch.Generator] | None:
-    if generator is None or isinstance(generator, torch.Generator):
+def check_generators(
+    generator: Generators, batch_size: int, device: torch.device, *, batch: str | None = None
+) -> list[torch.Generator] | None:
+    """Check a ``generator=`` argument for a batch of ``batch_size`` samples on ``device``: the one rule.
+
+    Args:
+        generator: One generator, a list of ``batch_size`` generators, or None for the global RNG.
+        batch_size: The number of samples; a list must have one generator per sample.
+        device: Where the samples live. A generator must be on the CPU (it then draws there, the same numbers on
+            every device) or on this device's type.
+        batch: How the error names the batch (default ``"a batch of {batch_size}"``), e.g. the caller's argument.
+
+    Returns:
+        The list of generators, or None for a single generator or None.
+
+    Raises:
+        TypeError: ``generator`` is neither a generator nor a list of them.
+        ValueError: A list whose length is not ``batch_size``, or a generator on another accelerator.
+    """
+    if generator is None:
         return None
-    gens = list(generator)
-    for i, g in enumerate(gens):
+    if not isinstance(generator, (torch.Generator, list, tuple)):
+        raise TypeError(
+            f"generator must be a torch.Generator or a list of them, got {type(generator).__name__}: "
+            f"{show_value(generator)}; e.g. torch.Generator().manual_seed(0)"
+        )
+    gens = None if isinstance(generator, torch.Generator) else list(generator)
+    if gens is not None and len(gens) != batch_size:
+        raise ValueError(
+            f"got a list of {len(gens)} generators for {batch or f'a batch of {batch_size}'}; pass exactly one "
+            "generator per image, or a single torch.Generator for the whole batch"
+        )
+    for i, g in enumerate([generator] if gens is None else gens):
         if not isinstance(g, torch.Generator):
-            raise TypeError(f"generator[{i}] is a {type(g).__name__}, not a torch.Generator")
+            raise TypeError(f"generator[{i}] is {show_value(g)} ({type(g).__name__}), not a torch.Generator")
+        if g.device.type not in ("cpu", device.type):
+            raise ValueError(
+                f"a {g.device.type} generator cannot draw noise for a pipeline on {device}; use a CPU generator "
+                f'(torch.Generator("cpu").manual_seed(seed), same images on every device) or move the pipeline '
+                f"with pipe.to({g.device.type!r})"
+            )
     return gens
 
 
@@ -59,38 +95,25 @@ def randn_tensor(
         generator: One generator, a list of ``B`` generators, or None for the global RNG of ``device``.
         device: Where the result lives (default CPU).
         dtype: The result's dtype (default float32).
+
+    Raises:
+        TypeError, ValueError: ``generator`` breaks a rule of :func:`check_generators`.
     """
     device = torch.device(device) if device is not None else torch.device("cpu")
     dtype = dtype or torch.float32
-    gens = _as_generator_list(generator)
-    if gens is not None and len(gens) == 1:
-        generator, gens = gens[0], None
-
-    first = gens[0] if gens is not None else generator
-    draw_device = device
-    if first is not None:
-        gen_device = first.device
-        if gen_device.type != device.type:
-            if gen_device.type == "cpu":
-                draw_device = torch.device("cpu")
-            else:
-                raise ValueError(
-                    f"cannot draw noise for a {device.type} tensor with a {gen_device.type} generator; "
-                    f'use a CPU generator (torch.Generator("cpu").manual_seed(seed)) or move the pipeline to '
-                    f"{gen_device.type}"
-                )
+    if isinstance(generator, (list, tuple)) and len(generator) == 1:
+        generator = generator[0]  # a list of one generator counts as that generator, whatever the batch size
+    gens = check_generators(generator, shape[0], device)
+    first = gens[0] if gens is not None else generator if isinstance(generator, torch.Generator) else None
+    # A CPU generator draws on the CPU for any device: the same seed then gives the same noise everywhere.
+    draw_device = torch.device("cpu") if isinstance(first, torch.Generator) and first.device.type == "cpu" else device
 
     if gens is not None:
-        if len(gens) != shape[0]:
-            raise ValueError(
-                f"got a list of {len(gens)} generators for a batch of {shape[0]}; pass exactly one generator per "
-                "sample, or a single generator"
-            )
         one = (1, *shape[1:])
         samples = [torch.randn(one, generator=g, device=draw_device, dtype=dtype) for g in gens]
         out = torch.cat(samples, dim=0)
     else:
-        out = torch.randn(tuple(shape), generator=generator, device=draw_device, dtype=dtype)
+        out = torch.randn(tuple(shape), generator=first, device=draw_device, dtype=dtype)
     if device.type == "cuda" and out.device.type == "cpu":
         # Through pinned memory, asynchronously: a copy from ordinary memory would make the host wait for the GPU
         # at every noise draw (each step of a stochastic sampler). The pinned block is not reused before the copy

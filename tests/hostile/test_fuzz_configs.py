@@ -28,8 +28,7 @@ from ddpm.config import read_json
 from ddpm.errors import ConfigError, DDPMError
 from ddpm.models import UNet2DConfig, UNet2DModel
 from ddpm.models.unet_blocks import BLOCK_TYPES
-from ddpm.pipelines import DDIMPipeline, DDPMPipeline, DiffusionPipeline
-from ddpm.pipelines.pipeline import parse_model_index
+from ddpm.pipelines import DDIMPipeline, DDPMPipeline, DiffusionPipeline, parse_model_index
 from ddpm.schedulers import DDIMScheduler, DDPMScheduler, PNDMScheduler
 from ddpm.schedulers.base import scheduler_config_keys
 

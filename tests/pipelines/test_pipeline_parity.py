@@ -10,6 +10,9 @@ calls in all), and the model is built once for the module.
 
 from __future__ import annotations
 
+from types import MethodType
+from typing import cast
+
 import numpy as np
 import pytest
 import torch
@@ -153,7 +156,7 @@ def test_model_card_snippet_runs_verbatim_with_the_ddpm_import_and_gives_diffuse
     # Two changes made outside the code: DDPM's default 1000 steps become 2 (CI time), and the global RNG that
     # ddpm() draws from is seeded right after loading, so the image can be compared with diffusers'.
     monkeypatch.setattr(DDPMPipeline, "default_num_inference_steps", 2)
-    load = DDPMPipeline.from_pretrained.__func__
+    load = cast(MethodType, DDPMPipeline.from_pretrained).__func__
 
     def load_then_seed(cls, *args, **kwargs):
         pipe = _quiet(load(cls, *args, **kwargs))

@@ -6,6 +6,8 @@ from __future__ import annotations
 import io
 import json
 import shutil
+from types import MethodType
+from typing import cast
 
 import numpy as np
 import pytest
@@ -24,10 +26,11 @@ from ddpm import (
     UNet2DModel,
 )
 from ddpm.pipelines import PIPELINES, DiffusionPipeline
+from ddpm.schedulers import Scheduler
 
 from helpers import MODEL_INDEX, TINY_UNET_CONFIG, install_in_hf_cache, pil_levels, write_tiny_repo
 
-SCHEDULERS = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler, "pndm": PNDMScheduler}
+SCHEDULERS: dict[str, type[Scheduler]] = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler, "pndm": PNDMScheduler}
 STEPS = {"ddpm": 3, "ddim": 3, "pndm": 4}  # PNDM needs at least 4 (its Runge-Kutta warm-up)
 
 
@@ -61,7 +64,8 @@ def test_pipeline_classes_differ_only_in_default_steps_and_scheduler_type():
     for cls in PIPELINES.values():
         assert (
             cls.__call__ is DiffusionPipeline.__call__
-            and cls.from_pretrained.__func__ is DiffusionPipeline.from_pretrained.__func__
+            and cast(MethodType, cls.from_pretrained).__func__
+            is cast(MethodType, DiffusionPipeline.from_pretrained).__func__
         )
 
 
@@ -73,9 +77,9 @@ def test_constructor_takes_unet_and_scheduler_and_exposes_components(pipe):
 
 def test_constructor_rejects_things_that_are_not_a_unet_or_a_scheduler(pipe):
     with pytest.raises(TypeError, match="unet"):
-        DDPMPipeline(unet=object(), scheduler=pipe.scheduler)
+        DDPMPipeline(unet=object(), scheduler=pipe.scheduler)  # type: ignore[arg-type]  # wrong on purpose
     with pytest.raises(TypeError, match="set_timesteps"):
-        DDPMPipeline(unet=pipe.unet, scheduler=object())
+        DDPMPipeline(unet=pipe.unet, scheduler=object())  # type: ignore[arg-type]  # wrong on purpose
 
 
 def test_to_accepts_device_dtype_both_and_keywords(pipe):
@@ -162,10 +166,11 @@ def test_global_rng_is_used_without_a_generator(pipe):
 def test_eta_is_set_for_one_call_and_restored(tiny_repo):
     pipe = DDIMPipeline.from_pretrained(tiny_repo)
     pipe.set_progress_bar_config(disable=True)
-    assert pipe.scheduler.eta == 0.0
+    scheduler = pipe.scheduler
+    assert isinstance(scheduler, DDIMScheduler) and scheduler.eta == 0.0
     seen = []
-    pipe(generator=_gen(), num_inference_steps=2, eta=1.0, callback=lambda *a: seen.append(pipe.scheduler.eta))
-    assert seen == [1.0, 1.0] and pipe.scheduler.eta == 0.0
+    pipe(generator=_gen(), num_inference_steps=2, eta=1.0, callback=lambda *a: seen.append(scheduler.eta))
+    assert seen == [1.0, 1.0] and scheduler.eta == 0.0
     deterministic = pipe(generator=_gen(0), num_inference_steps=3, output_type="np").images
     noisy = pipe(generator=_gen(0), num_inference_steps=3, output_type="np", eta=1.0).images
     assert np.abs(deterministic - noisy).max() > 1e-3
@@ -215,7 +220,12 @@ def test_callback_returning_none_or_false_continues(pipe):
     steps = []
     pipe(generator=_gen(), num_inference_steps=3, callback=lambda i, *a: steps.append(i))
     assert steps == [0, 1, 2]
-    pipe(generator=_gen(), num_inference_steps=3, callback=lambda i, *a: steps.append(i) or False)
+
+    def record_and_continue(i, *args):
+        steps.append(i)
+        return False
+
+    pipe(generator=_gen(), num_inference_steps=3, callback=record_and_continue)
     assert steps == [0, 1, 2, 0, 1, 2]
 
 
@@ -291,7 +301,7 @@ def test_generator_list_with_a_non_generator_raises(pipe):
 def test_cuda_generator_with_cpu_pipeline_raises(pipe):
     class CudaGenerator(torch.Generator):  # a CPU-only torch cannot make a real one; only .device matters here
         @property
-        def device(self):
+        def device(self):  # type: ignore[override]  # torch's stub calls it writeable; it is read-only
             return torch.device("cuda")
 
     with pytest.raises(ValueError, match="cuda generator cannot draw noise for a pipeline on cpu"):

@@ -50,42 +50,44 @@ def describe(model: str, revision: str | None = None) -> dict[str, Any]:
     from ..errors import CheckpointNotFoundError, ConfigError
     from ..models import UNet2DConfig, UNet2DModel
     from ..models.loading import find_weights_file
-    from ..pipelines.pipeline import MODEL_INDEX_NAME, parse_model_index, scheduler_classes
+    from ..pipelines.pretrained import MODEL_INDEX_NAME, SCHEDULER_CONFIG_NAME, parse_model_index, scheduler_class_named
 
     options = hub.HubOptions(revision=revision)
     files: list[Path] = []
-    index_path = hub.find_file(model, MODEL_INDEX_NAME, options=options)
-    index = parse_model_index(read_json(index_path), index_path) if index_path is not None else None
-    if index_path is not None:
-        files.append(index_path)
+    index_file = hub.locate(model, MODEL_INDEX_NAME, options=options)
+    index = parse_model_index(read_json(index_file.path), index_file.path) if index_file is not None else None
+    if index_file is not None:
+        files.append(index_file.path)
 
     # The UNet lives in unet/ when that folder has a config, else at the root (the flat google/ddpm-* repos).
-    folder = "unet" if hub.find_file(model, "unet/config.json", options=options) is not None else None
-    unet_path = hub.require_file(model, "config.json", subfolder=folder, options=options, what="the UNet config")
-    files.append(unet_path)
-    unet_config = UNet2DConfig.from_dict(read_json(unet_path), source=unet_path)
+    unet_file = hub.require(model, UNet2DConfig.config_name, "unet", options, what="the UNet config")
+    files.append(unet_file.path)
+    unet_config = UNet2DConfig.from_dict(read_json(unet_file.path), source=unet_file.path)
     with torch.device("meta"):  # parameters without memory: only their count is wanted
         meta_unet = UNet2DModel.from_config(unet_config)
     n_params = sum(p.numel() for p in meta_unet.parameters())
 
+    weights: Path | None = None
     try:  # in the folder or the cache only: info never downloads weights
-        weights: Path | None = find_weights_file(model, folder, dataclasses.replace(options, local_files_only=True))
+        weights = find_weights_file(model, unet_file.subfolder, dataclasses.replace(options, local_files_only=True))
         files.append(weights)
     except CheckpointNotFoundError:
-        weights = None
+        pass
 
     scheduler: dict[str, Any] | None = None
-    sched_path = hub.find_file(model, "scheduler_config.json", subfolder="scheduler", options=options)
-    if sched_path is not None:
-        files.append(sched_path)
-        raw = read_json(sched_path)
+    sched_file = hub.locate(model, SCHEDULER_CONFIG_NAME, "scheduler", options)
+    if sched_file is not None:
+        files.append(sched_file.path)
+        raw = read_json(sched_file.path)
         name = index.scheduler if index else raw.get("_class_name")
         if not isinstance(name, (str, type(None))):
             raise ConfigError(
-                f"{sched_path}: _class_name has value {show_value(name)}; expected a scheduler class name"
+                f"{sched_file.path}: _class_name has value {show_value(name)}; expected a scheduler class name"
             )
-        cls = scheduler_classes().get(name or "DDPMScheduler")
-        config = cls.from_config(cls.config_class.from_dict(raw, source=sched_path)).config.to_dict() if cls else raw
+        cls = scheduler_class_named(name or "DDPMScheduler")
+        config = raw
+        if cls is not None:
+            config = cls.from_config(cls.config_class.from_dict(raw, source=sched_file.path)).config.to_dict()
         scheduler = {"class": name or "DDPMScheduler", "supported": cls is not None, "config": config}
 
     return {

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..config import ConfigBase
-from ..hub import HubOptions, find_file, not_found_error
+from ..hub import HubOptions, require
 from ..io import Writer, atomic_write_files, check_save_folder, remove_stale_temporaries
 from ..runtime import resolve_dtype  # re-exported: ``from ddpm.models.modeling import resolve_dtype`` keeps working
 from .loading import SAFETENSORS_WEIGHTS_NAME, find_weights_file, load_into, load_state_dict_file, rename_legacy_keys
@@ -103,11 +103,29 @@ class ModelMixin(nn.Module):
             WeightsError: The weights file is damaged or does not fit the config (all differences listed).
             UnsafeCheckpointError: A ``.bin`` file carries pickled objects other than tensors.
         """
-        dtype = resolve_dtype(torch_dtype)
         options = HubOptions(revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token)
-        folder, config_path = _find_config(repo_id_or_path, cls.config_class.config_name, subfolder, options)
-        config = cls.config_class.from_json_file(config_path)
-        weights_path = find_weights_file(repo_id_or_path, folder, options, use_safetensors=use_safetensors)
+        return cls._from_pretrained(
+            repo_id_or_path, subfolder, options, torch_dtype=torch_dtype, use_safetensors=use_safetensors
+        )
+
+    @classmethod
+    def _from_pretrained(
+        cls: type[M],
+        repo_id_or_path: str | os.PathLike[str],
+        subfolder: str | None,
+        options: HubOptions,
+        *,
+        torch_dtype: torch.dtype | str | None = None,
+        use_safetensors: bool | None = None,
+    ) -> M:
+        """:meth:`from_pretrained` with the download options gathered; pipelines load their UNet through it."""
+        dtype = resolve_dtype(torch_dtype)
+        config_file = require(repo_id_or_path, cls.config_class.config_name, subfolder, options, what="model config")
+        config = cls.config_class.from_json_file(config_file.path)
+        # The weights sit beside the config: in the subfolder when it has the config, else at the root.
+        weights_path = find_weights_file(
+            repo_id_or_path, config_file.subfolder, options, use_safetensors=use_safetensors
+        )
         state = rename_legacy_keys(load_state_dict_file(weights_path))
         with torch.device("meta"):
             model = cls(config)
@@ -137,7 +155,9 @@ class ModelMixin(nn.Module):
         atomic_write_files(files)
         return Path(folder)
 
-    def _save_plan(self, folder: str | os.PathLike[str], *, overwrite: bool = False) -> dict[Path, Writer]:
+    def _save_plan(
+        self, folder: str | os.PathLike[str], *, overwrite: bool = False
+    ) -> dict[str | os.PathLike[str], Writer]:
         """Check ``folder`` (see :meth:`save_pretrained`) and return the files to write there, unwritten."""
         from safetensors.torch import save_file
 
@@ -150,18 +170,11 @@ class ModelMixin(nn.Module):
             overwrite=overwrite,
         )
         state = {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items()}
-        return {
-            folder / SAFETENSORS_WEIGHTS_NAME: lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}),
-            folder / config.config_name: lambda tmp: tmp.write_text(config.to_json_string(), encoding="utf-8"),
-        }
 
+        def write_weights(tmp: Path) -> None:
+            save_file(state, str(tmp), metadata={"format": "pt"})
 
-def _find_config(
-    repo_id_or_path: str | os.PathLike[str], filename: str, subfolder: str | None, options: HubOptions
-) -> tuple[str | None, Path]:
-    """Where the model lives: ``(subfolder, path)`` if the subfolder has the config, else ``(None, root path)``."""
-    for folder in [subfolder, None] if subfolder else [None]:
-        path = find_file(repo_id_or_path, f"{folder}/{filename}" if folder else filename, options=options)
-        if path is not None:
-            return folder, path
-    raise not_found_error(repo_id_or_path, [filename], subfolder=subfolder, options=options, what="model config")
+        def write_config(tmp: Path) -> None:
+            tmp.write_text(config.to_json_string(), encoding="utf-8")
+
+        return {folder / SAFETENSORS_WEIGHTS_NAME: write_weights, folder / config.config_name: write_config}

@@ -8,11 +8,22 @@ scheduler ``from_pretrained`` builds from the stored config:
 | `DDPMPipeline` | the one the checkpoint names | 1000 |
 | `DDIMPipeline` | `DDIMScheduler` | 50 |
 | `PNDMPipeline` | `PNDMScheduler` | 50 |
+
+Modules: ``pipeline`` (``DiffusionPipeline``: the sampling loop), ``ddpm`` / ``ddim`` / ``pndm`` (the three classes),
+``registry`` (``PIPELINES``), ``pretrained`` (``model_index.json``, ``from_pretrained`` / ``save_pretrained``),
+``callbacks`` (per-step callbacks), ``protocols`` (``SchedulerLike``), ``batch`` (many images to a folder).
 """
 
 from __future__ import annotations
 
-from .pipeline import MODEL_INDEX_NAME, DiffusionPipeline, StepCallback
+from .callbacks import StepCallback, StepEndCallback
+from .ddim import DDIMPipeline
+from .ddpm import DDPMPipeline
+from .pipeline import DiffusionPipeline
+from .pndm import PNDMPipeline
+from .pretrained import MODEL_INDEX_NAME, ModelIndex, parse_model_index
+from .protocols import SchedulerLike
+from .registry import PIPELINES, register_pipeline
 
 __all__ = [
     "MODEL_INDEX_NAME",
@@ -20,53 +31,11 @@ __all__ = [
     "DDIMPipeline",
     "DDPMPipeline",
     "DiffusionPipeline",
+    "ModelIndex",
     "PNDMPipeline",
+    "SchedulerLike",
     "StepCallback",
+    "StepEndCallback",
+    "parse_model_index",
+    "register_pipeline",
 ]
-
-
-class DDPMPipeline(DiffusionPipeline):
-    """Ancestral sampling of Ho et al. (2020), 1000 steps by default.
-
-    ``from_pretrained`` builds the scheduler class the checkpoint names (DDPMScheduler for the google/ddpm-* repos).
-    See ``DiffusionPipeline`` for the constructor, loading and the call.
-
-    Example:
-        ```python
-        from ddpm import DDPMPipeline
-
-        pipe = DDPMPipeline.from_pretrained("google/ddpm-ema-celebahq-256")
-        image = pipe().images[0]
-        image.save("ddpm_generated_image.png")
-        ```
-    """
-
-    default_num_inference_steps = 1000
-    scheduler_type = None
-
-
-class DDIMPipeline(DiffusionPipeline):
-    """Denoising diffusion implicit models (Song et al. 2021), 50 steps by default.
-
-    ``from_pretrained`` converts the stored scheduler config to a ``DDIMScheduler``; pass ``eta`` to a
-    call for stochastic DDIM (``eta=1`` adds DDPM-like noise). See ``DiffusionPipeline``.
-    """
-
-    default_num_inference_steps = 50
-    scheduler_type = "ddim"
-
-
-class PNDMPipeline(DiffusionPipeline):
-    """Pseudo numerical methods for diffusion models (Liu et al. 2022), 50 steps by default.
-
-    ``from_pretrained`` converts the stored scheduler config to a ``PNDMScheduler``. PNDM evaluates the
-    UNet ``len(scheduler.timesteps)`` times, a few more than ``num_inference_steps`` because of its Runge-Kutta
-    warm-up. See ``DiffusionPipeline``.
-    """
-
-    default_num_inference_steps = 50
-    scheduler_type = "pndm"
-
-
-#: Pipeline classes by scheduler short name, as the CLI's ``--scheduler`` option names them.
-PIPELINES: dict[str, type[DiffusionPipeline]] = {"ddpm": DDPMPipeline, "ddim": DDIMPipeline, "pndm": PNDMPipeline}

@@ -11,8 +11,12 @@ x_T ~ N(0, I)                                          drawn by ddpm.utils.randn
 for t in scheduler.timesteps:
     eps = unet(x_t, t).sample                          # 1. predict the noise
     x_{t-1} = scheduler.step(eps, t, x_t).prev_sample  # 2. x_t -> x_{t-1}
+    callbacks(...)                                     # 3. callback_on_step_end and friends (pipelines.callbacks)
 image = (x_0 / 2 + 0.5).clamp(0, 1)                    # [-1, 1] -> [0, 1]
 ```
+
+Loading and saving live in :mod:`ddpm.pipelines.pretrained`, the per-step callbacks in :mod:`ddpm.pipelines.callbacks`,
+and what the loop needs of a scheduler in :class:`~ddpm.pipelines.protocols.SchedulerLike`.
 
 Random numbers are consumed in diffusers' order (the initial noise, then whatever each ``step`` draws), so the same
 generator gives the same images in both libraries.
@@ -21,46 +25,29 @@ generator gives the same images in both libraries.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
-import math
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar, overload
 
 import torch
 
 from .. import hub
-from ..config import check_keys, read_json, show_value
-from ..errors import ConfigError
 from ..fast import FastSamplingOptions, UNetRunner, running_dtype
 from ..image_processing import check_output_type, postprocess
-from ..io import Writer, atomic_write_files, check_save_folder, remove_stale_temporaries
+from ..models import UNet2DModel
 from ..outputs import ImagePipelineOutput
-from ..utils import Generators, randn_tensor
+from ..utils import Generators, check_generators, randn_tensor
+from .callbacks import StepCallback, StepEnd, StepEndCallback
+from .pretrained import load_pipeline, save_pipeline
+from .protocols import SchedulerLike
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["MODEL_INDEX_NAME", "DiffusionPipeline", "ModelIndex", "StepCallback", "parse_model_index"]
+__all__ = ["DiffusionPipeline"]
 
 P = TypeVar("P", bound="DiffusionPipeline")
-
-#: The file that lists a pipeline's components (diffusers' name and format).
-MODEL_INDEX_NAME = "model_index.json"
-
-#: ``callback(step_index, timestep, sample, pred_original_sample)``; return ``True`` to stop sampling early.
-StepCallback = Callable[[int, int, torch.Tensor, "torch.Tensor | None"], "bool | None"]
-
-#: Tensors a ``callback_on_step_end`` may ask for; ``"latents"`` is diffusers' name for the current sample.
-CALLBACK_TENSOR_INPUTS: tuple[str, ...] = ("latents", "pred_original_sample", "model_output")
-
-
-def scheduler_classes() -> dict[str, type]:
-    """Our scheduler classes by short name ("ddpm") and by class name ("DDPMScheduler")."""
-    from ..schedulers import SCHEDULERS
-
-    return {**SCHEDULERS, **{cls.__name__: cls for cls in SCHEDULERS.values()}}
 
 
 class DiffusionPipeline:
@@ -75,7 +62,8 @@ class DiffusionPipeline:
 
     Attributes:
         unet: The noise-prediction network.
-        scheduler: The sampler: DDPMScheduler, DDIMScheduler, PNDMScheduler or anything with their interface.
+        scheduler: The sampler: DDPMScheduler, DDIMScheduler, PNDMScheduler or anything with their interface
+            (:class:`~ddpm.pipelines.protocols.SchedulerLike` lists it).
         default_num_inference_steps: The step count a call uses when ``num_inference_steps`` is not given.
         scheduler_type: The scheduler family ``from_pretrained`` converts the stored config to (``"ddim"``,
             ``"pndm"``), or ``None`` to build the class the checkpoint names.
@@ -84,7 +72,7 @@ class DiffusionPipeline:
     default_num_inference_steps: ClassVar[int] = 1000
     scheduler_type: ClassVar[str | None] = None
 
-    def __init__(self, unet: torch.nn.Module, scheduler: Any) -> None:
+    def __init__(self, unet: UNet2DModel, scheduler: SchedulerLike) -> None:
         if not isinstance(unet, torch.nn.Module) or not hasattr(unet, "config"):
             raise TypeError(f"unet must be a UNet2DModel (a torch.nn.Module with a .config), got {type(unet).__name__}")
         for method in ("set_timesteps", "step"):
@@ -92,8 +80,8 @@ class DiffusionPipeline:
                 raise TypeError(
                     f"scheduler must have set_timesteps() and step(); {type(scheduler).__name__} has no {method}()"
                 )
-        self.unet = unet
-        self.scheduler = scheduler
+        self.unet: UNet2DModel = unet
+        self.scheduler: SchedulerLike = scheduler
         self._progress_bar_config: dict[str, Any] = {}
         self._interrupt = False
         self._fast: UNetRunner | None = None
@@ -120,7 +108,7 @@ class DiffusionPipeline:
         """The UNet's floating-point dtype; the noise is drawn in it, as diffusers does."""
         return next(self.unet.parameters()).dtype
 
-    def to(self: P, *args: Any, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> P:
+    def to(self: P, *args: Any, device: torch.device | str | int | None = None, dtype: torch.dtype | None = None) -> P:
         """Move the UNet to a device and/or cast it to a dtype; returns the pipeline.
 
         Accepts ``pipe.to("cuda")``, ``pipe.to(torch.float16)``, ``pipe.to("cuda", torch.float16)`` and the keyword
@@ -226,10 +214,44 @@ class DiffusionPipeline:
 
     @property
     def interrupt(self) -> bool:
-        """True once a ``callback_on_step_end`` has set ``pipe._interrupt = True`` during the current call."""
+        """True once a ``callback_on_step_end`` has set ``pipe._interrupt = True`` (or a ``callback`` returned True)
+        during the current call."""
         return self._interrupt
 
     # ------------------------------------------------------------------ sampling
+    @overload
+    def __call__(
+        self,
+        batch_size: int = 1,
+        generator: Generators = None,
+        num_inference_steps: int | None = None,
+        output_type: str = "pil",
+        return_dict: Literal[True] = True,
+        eta: float | None = None,
+        use_clipped_model_output: bool | None = None,
+        callback: StepCallback | None = None,
+        callback_on_step_end: StepEndCallback | None = None,
+        callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
+        check_finite: bool = False,
+    ) -> ImagePipelineOutput: ...
+
+    @overload
+    def __call__(
+        self,
+        batch_size: int = 1,
+        generator: Generators = None,
+        num_inference_steps: int | None = None,
+        output_type: str = "pil",
+        *,
+        return_dict: Literal[False],
+        eta: float | None = None,
+        use_clipped_model_output: bool | None = None,
+        callback: StepCallback | None = None,
+        callback_on_step_end: StepEndCallback | None = None,
+        callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
+        check_finite: bool = False,
+    ) -> tuple[Any]: ...
+
     @torch.inference_mode()
     def __call__(
         self,
@@ -241,7 +263,7 @@ class DiffusionPipeline:
         eta: float | None = None,
         use_clipped_model_output: bool | None = None,
         callback: StepCallback | None = None,
-        callback_on_step_end: Callable[..., Mapping[str, Any] | None] | None = None,
+        callback_on_step_end: StepEndCallback | None = None,
         callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
         check_finite: bool = False,
     ) -> ImagePipelineOutput | tuple[Any]:
@@ -259,15 +281,17 @@ class DiffusionPipeline:
                 (NCHW tensor in [0, 1] on the pipeline's device).
             return_dict: Return an ``ImagePipelineOutput`` (``.images``); ``False`` returns the
                 tuple ``(images,)``.
-            eta: DDIM's η (0 deterministic DDIM, 1 DDPM-like noise), set on the scheduler for this call only.
-                ``None`` keeps the scheduler's own ``eta`` (0.0 unless you built it otherwise). A scheduler without
-                ``eta`` (DDPM, PNDM) accepts ``eta=0`` and ignores it; any other value raises ``ValueError``.
+            eta: DDIM's η in [0, 1] (0 deterministic DDIM, 1 DDPM-like noise), set on the scheduler for this call
+                only. ``None`` keeps the scheduler's own ``eta`` (0.0 unless you built it
+                otherwise). A scheduler without ``eta`` (DDPM, PNDM) accepts ``eta=0`` and ignores it; any other value
+                raises ``ValueError``.
             use_clipped_model_output: DDIM only, set for this call like ``eta``; ``None`` keeps the scheduler's
                 setting.
             callback: Called after every step as ``callback(step_index, timestep, sample, pred_original_sample)``
                 with the 0-based step index, the timestep as an int, the new sample x_{t-1} (B, C, H, W) and the
                 scheduler's estimate of x_0 (same shape, or ``None`` if the scheduler gives none). Return ``True``
-                to stop: the remaining steps are skipped and the current sample is post-processed and returned.
+                to stop: the remaining steps are skipped and the current sample is post-processed and returned
+                (it runs as a step-end callback that sets ``pipe._interrupt``, before ``callback_on_step_end``).
                 Any other return value (``None`` included) continues. Do not modify the tensors in place.
             callback_on_step_end: diffusers' form, called as ``callback_on_step_end(pipe, step_index, timestep,
                 callback_kwargs)`` where ``callback_kwargs`` maps each name in
@@ -289,66 +313,38 @@ class DiffusionPipeline:
                 without it, or an unknown callback tensor name.
             FloatingPointError: ``check_finite=True`` and a step produced NaN or infinity.
         """
-        # 1. check the inputs before any work
         steps = self._check_call_inputs(batch_size, generator, num_inference_steps, output_type)
-        if isinstance(callback_on_step_end_tensor_inputs, str):
-            example = [callback_on_step_end_tensor_inputs]
-            raise TypeError(f"callback_on_step_end_tensor_inputs must be a list of names, e.g. {example!r}")
-        unknown = [n for n in callback_on_step_end_tensor_inputs if n not in CALLBACK_TENSOR_INPUTS]
-        if unknown:
-            raise ValueError(
-                f"callback_on_step_end_tensor_inputs: unknown {unknown}; choose from {list(CALLBACK_TENSOR_INPUTS)}"
-            )
-        scheduler, unet, fast = self.scheduler, self.unet, self._fast
-        device, dtype = self.device, self.dtype
+        on_step_end = StepEnd.for_call(callback, callback_on_step_end, callback_on_step_end_tensor_inputs, check_finite)
+        with self._scheduler_overrides(eta=eta, use_clipped_model_output=use_clipped_model_output):
+            sample = self._denoise(batch_size, generator, steps, on_step_end)
+        images = postprocess(sample, output_type)  # [-1, 1] -> images
+        return ImagePipelineOutput(images=images) if return_dict else (images,)
+
+    def _denoise(self, batch_size: int, generator: Generators, steps: int, on_step_end: StepEnd) -> torch.Tensor:
+        """Algorithm 2: draw x_T, then take the scheduler's steps down to x_0; returns x_0, (B, C, H, W) in [-1, 1]."""
+        scheduler, device, dtype, fast = self.scheduler, self.device, self.dtype, self._fast
         if fast is not None:
             dtype = running_dtype(dtype)  # x_t, the noise and the scheduler stay float32 for a half UNet
         self._interrupt = False
-
-        with self._scheduler_overrides(eta=eta, use_clipped_model_output=use_clipped_model_output):
-            # 2. x_T ~ N(0, I), in the UNet's dtype (float32 on the fast path); a CPU generator draws on the CPU
-            sample = randn_tensor(self._sample_shape(batch_size), generator, device, dtype)
-            sample = sample * scheduler.init_noise_sigma
-            # 3. the timesteps, e.g. 999, 979, ..., 19 for DDIM-50 with "leading" spacing
-            scheduler.set_timesteps(steps, device=device)
-            timesteps = scheduler.timesteps
-            # Python ints for the callbacks, read from the device once rather than once per step.
-            t_ints = timesteps.tolist() if (callback or check_finite) else None
-
-            for i, t in enumerate(self.progress_bar(timesteps, total=len(timesteps))):
-                # 4.1 predict the noise eps_theta(x_t, t)
-                model_input = scheduler.scale_model_input(sample, t)
-                model_output = unet(model_input, t).sample if fast is None else fast(model_input, t)
-                # 4.2 x_t -> x_{t-1}
-                out = scheduler.step(model_output, t, sample, generator=generator)
-                sample = out.prev_sample
-                x0 = getattr(out, "pred_original_sample", None)
-
-                if check_finite:
-                    _check_finite(model_output, sample, i, t_ints[i], len(timesteps), dtype)  # type: ignore[index]
-                stop = False
-                if callback is not None:
-                    stop = callback(i, t_ints[i], sample, x0) is True  # type: ignore[index]
-                if callback_on_step_end is not None:
-                    available = {"latents": sample, "pred_original_sample": x0, "model_output": model_output}
-                    kwargs = {name: available[name] for name in callback_on_step_end_tensor_inputs}
-                    returned = callback_on_step_end(self, i, t, kwargs)
-                    if returned:
-                        sample = returned.get("latents", sample)
-                    stop = stop or self._interrupt
-                if stop:
-                    logger.debug("sampling stopped by a callback after step %d of %d", i, len(timesteps))
-                    break
-
-        # 5. [-1, 1] -> images
-        images = postprocess(sample, output_type)
-        if not return_dict:
-            return (images,)
-        return ImagePipelineOutput(images=images)
+        # x_T ~ N(0, I), in the UNet's dtype (float32 on the fast path); a CPU generator draws on the CPU
+        sample = randn_tensor(self._sample_shape(batch_size), generator, device, dtype) * scheduler.init_noise_sigma
+        scheduler.set_timesteps(steps, device=device)  # e.g. 999, 979, ..., 19 for DDIM-50 with "leading" spacing
+        timesteps = scheduler.timesteps
+        for i, t in enumerate(self.progress_bar(timesteps, total=len(timesteps))):
+            model_input = scheduler.scale_model_input(sample, t)
+            model_output = self.unet(model_input, t).sample if fast is None else fast(model_input, t)  # eps(x_t, t)
+            out = scheduler.step(model_output, t, sample, generator=generator)  # x_t -> x_{t-1}
+            x0 = getattr(out, "pred_original_sample", None)  # the scheduler's estimate of x_0, if it makes one
+            sample = on_step_end(self, i, t, out.prev_sample, x0, model_output)
+            if self._interrupt:
+                logger.debug("sampling stopped by a callback after step %d of %d", i, len(timesteps))
+                break
+        return sample
 
     def _check_call_inputs(
         self, batch_size: int, generator: Generators, num_inference_steps: int | None, output_type: str
     ) -> int:
+        """Check a call's arguments before any work; returns the number of steps."""
         if not isinstance(batch_size, int) or isinstance(batch_size, bool):
             raise TypeError(f"batch_size must be an int, got {batch_size!r}")
         if batch_size < 1:
@@ -359,31 +355,30 @@ class DiffusionPipeline:
         if steps < 1:
             raise ValueError(f"num_inference_steps must be at least 1, got {steps}")
         check_output_type(output_type)
-        _check_generators(generator, batch_size, self.device)
+        check_generators(generator, batch_size, self.device, batch=f"batch_size={batch_size}")
         return steps
 
     def _sample_shape(self, batch_size: int) -> tuple[int, int, int, int]:
         config = self.unet.config
         size = config.sample_size
-        height, width = (size, size) if isinstance(size, int) else tuple(size)
+        if size is None:
+            raise TypeError("the UNet's config has no sample_size, so the pipeline cannot tell the image size")
+        height, width = (size, size) if isinstance(size, int) else size
         return (batch_size, config.in_channels, height, width)  # (B, C, H, W)
 
     @contextlib.contextmanager
     def _scheduler_overrides(self, **values: Any) -> Iterator[None]:
-        """Set DDIM's per-call knobs (``eta``, ``use_clipped_model_output``) and restore them afterwards."""
+        """Set DDIM's per-call knobs (``eta``, ``use_clipped_model_output``) and restore them afterwards.
+
+        ``eta`` follows DDIM's rule (a finite number in [0, 1]) whatever the scheduler; a scheduler without the knob
+        accepts only a falsy value (``eta=0``), which it ignores.
+        """
         scheduler = self.scheduler
-        changes: dict[str, Any] = {}
+        if values.get("eta") is not None:
+            values["eta"] = _check_eta(values["eta"])
+        changes = {name: value for name, value in values.items() if value is not None and hasattr(scheduler, name)}
         for name, value in values.items():
-            if value is None:
-                continue
-            if name == "eta":
-                is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
-                if not is_number or not math.isfinite(value) or value < 0:
-                    raise ValueError(f"eta must be a finite number >= 0 (0 = DDIM, 1 = DDPM-like noise), got {value!r}")
-                value = float(value)
-            if hasattr(scheduler, name):
-                changes[name] = value
-            elif value:
+            if value and name not in changes:
                 raise ValueError(
                     f"{name}={value!r} applies only to DDIMScheduler, and this pipeline's scheduler is "
                     f"{type(scheduler).__name__}; swap it first: "
@@ -441,68 +436,7 @@ class DiffusionPipeline:
             UnsafeCheckpointError: The UNet weights are a pickle that references code; nothing in it ran.
         """
         options = hub.HubOptions(revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token)
-        index = _read_model_index(repo_id_or_path, options)
-        pipeline_cls: type[P] = cls._class_for_index(index) if index is not None else cls._default_class()
-        scheduler_cls = pipeline_cls._scheduler_class_for(repo_id_or_path, index, options)
-
-        from ..models import UNet2DModel
-
-        unet = UNet2DModel.from_pretrained(
-            repo_id_or_path, subfolder="unet", revision=revision, cache_dir=cache_dir,
-            local_files_only=local_files_only, token=token, torch_dtype=torch_dtype,
-        )  # fmt: skip
-        scheduler = scheduler_cls.from_pretrained(
-            repo_id_or_path, subfolder="scheduler", revision=revision, cache_dir=cache_dir,
-            local_files_only=local_files_only, token=token,
-        )  # fmt: skip
-        return pipeline_cls(unet=unet.eval(), scheduler=scheduler)
-
-    @classmethod
-    def _default_class(cls) -> type[Any]:
-        """The class to build without ``model_index.json``: the one called, or DDPMPipeline for the base class."""
-        if cls is not DiffusionPipeline:
-            return cls
-        from . import DDPMPipeline
-
-        return DDPMPipeline
-
-    @classmethod
-    def _class_for_index(cls, index: ModelIndex) -> type[Any]:
-        """Calling the base class picks the pipeline class ``model_index.json`` names; subclasses stay themselves."""
-        if index.unet != "UNet2DModel":
-            raise ConfigError(f"{index.source}: the unet is a {index.unet}, and ddpm implements only UNet2DModel")
-        if cls is not DiffusionPipeline:
-            return cls
-        from . import PIPELINES
-
-        by_name = {c.__name__: c for c in PIPELINES.values()}
-        if index.pipeline not in by_name:
-            raise ConfigError(
-                f"{index.source}: _class_name {index.pipeline!r} is not a ddpm pipeline; load it with one of "
-                f"{', '.join(sorted(by_name))}"
-            )
-        return by_name[index.pipeline]
-
-    @classmethod
-    def _scheduler_class_for(
-        cls, repo_id_or_path: str | os.PathLike[str], index: ModelIndex | None, options: hub.HubOptions
-    ) -> type[Any]:
-        classes = scheduler_classes()
-        if cls.scheduler_type is not None:
-            return classes[cls.scheduler_type]
-        if index is not None:
-            name, source = index.scheduler, index.source
-        else:
-            path = hub.find_file(repo_id_or_path, "scheduler_config.json", subfolder="scheduler", options=options)
-            name = read_json(path).get("_class_name", "DDPMScheduler") if path is not None else "DDPMScheduler"
-            source = str(path)
-        if not isinstance(name, str) or name not in classes or not name.endswith("Scheduler"):
-            supported = ", ".join(n for n in classes if n.endswith("Scheduler"))
-            raise ConfigError(
-                f"{source}: the scheduler is {show_value(name)}, which ddpm does not implement (supported: "
-                f"{supported}); load it with DDIMPipeline or PNDMPipeline to convert its config"
-            )
-        return classes[name]
+        return load_pipeline(cls, repo_id_or_path, options, torch_dtype, class_from_index=cls is DiffusionPipeline)
 
     def save_pretrained(self, save_directory: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
         """Save the pipeline as ``model_index.json`` + ``unet/`` + ``scheduler/``, a layout diffusers loads too.
@@ -522,148 +456,12 @@ class DiffusionPipeline:
         Raises:
             OverwriteError: The folder holds another kind of model (and ``overwrite`` is False), or is a file.
         """
-        from .. import __version__
-        from . import PIPELINES
-
-        known = {c.__name__ for c in PIPELINES.values()}
-        folder = Path(save_directory)
-        bare_model = folder.is_dir() and not (folder / MODEL_INDEX_NAME).exists()
-        folder = check_save_folder(
-            folder,
-            what=f"a {type(self).__name__}",
-            owned={MODEL_INDEX_NAME: lambda name: name in known},
-            foreign={"config.json": "a model without model_index.json, not a pipeline"} if bare_model else {},
-            overwrite=overwrite,
-        )
-        files: dict[Path, Writer] = {}
-        for name, part in (("unet", self.unet), ("scheduler", self.scheduler)):
-            plan = getattr(part, "_save_plan", None)
-            if plan is not None:
-                files.update(plan(folder / name, overwrite=overwrite))
-            else:  # a component of another library (e.g. a diffusers scheduler) saves itself, before the rest
-                part.save_pretrained(folder / name)
-        index = {
-            "_class_name": type(self).__name__ if type(self).__name__ in known else "DDPMPipeline",
-            "_ddpm_version": __version__,
-            # diffusers resolves each class inside the named library; ours use diffusers' class names.
-            "scheduler": ["diffusers", type(self.scheduler).__name__],
-            "unet": ["diffusers", type(self.unet).__name__],
-        }
-        text = _to_json(index)
-        files[folder / MODEL_INDEX_NAME] = lambda tmp: tmp.write_text(text, encoding="utf-8")  # last: completes it
-        remove_stale_temporaries(files)
-        atomic_write_files(files)
-        return folder
+        return save_pipeline(self, save_directory, overwrite=overwrite)
 
 
-def _to_json(data: Mapping[str, Any]) -> str:
-    import json
-
-    return json.dumps(dict(data), indent=2, sort_keys=True) + "\n"
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelIndex:
-    """What a ``model_index.json`` says, checked: the pipeline class and the class of each component.
-
-    Attributes:
-        pipeline: ``_class_name``, the pipeline class (``"DDPMPipeline"`` when the key is absent).
-        unet: The class of the ``unet`` component.
-        scheduler: The class of the ``scheduler`` component.
-        source: The file, for error messages.
-    """
-
-    pipeline: str
-    unet: str
-    scheduler: str
-    source: str = MODEL_INDEX_NAME
-
-
-def parse_model_index(data: Mapping[str, Any], source: str | os.PathLike[str] = MODEL_INDEX_NAME) -> ModelIndex:
-    """Check the content of a ``model_index.json`` and return what ddpm needs from it.
-
-    Keys ddpm does not use (other components, ``_diffusers_version``) are ignored.
-
-    Args:
-        data: The parsed JSON object.
-        source: The file it came from, named in errors.
-
-    Raises:
-        ConfigError: ``data`` is not an object, ``_class_name`` is not a string, or the ``unet`` or ``scheduler``
-            entry is not ``[library, class name]``; the message names the file, the key and the value.
-    """
-    source = str(source)
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{source} must hold a JSON object, found {type(data).__name__}")
-    check_keys(data, source)
-    pipeline = data.get("_class_name", "DDPMPipeline")
-    if not isinstance(pipeline, str):
-        raise ConfigError(f"{source}: _class_name has value {show_value(pipeline)}; expected a pipeline class name")
-    classes = {}
-    for name, example in (("unet", "UNet2DModel"), ("scheduler", "DDPMScheduler")):
-        entry = data.get(name)
-        if not (
-            isinstance(entry, (list, tuple))
-            and len(entry) == 2
-            and (entry[0] is None or isinstance(entry[0], str))
-            and isinstance(entry[1], str)
-            and entry[1]
-        ):
-            raise ConfigError(
-                f"{source}: the {name!r} entry is {show_value(entry)}; expected [library, class name], "
-                f'e.g. ["diffusers", "{example}"]'
-            )
-        classes[name] = entry[1]
-    extra = sorted(k for k in data if not k.startswith("_") and k not in classes)
-    if extra:
-        logger.debug("%s: ignoring components %s", source, ", ".join(extra))
-    return ModelIndex(pipeline=pipeline, unet=classes["unet"], scheduler=classes["scheduler"], source=source)
-
-
-def _read_model_index(repo_id_or_path: str | os.PathLike[str], options: hub.HubOptions) -> ModelIndex | None:
-    """The checked ``model_index.json``, or None when the repo has none (then it must have a UNet config)."""
-    path = hub.find_file(repo_id_or_path, MODEL_INDEX_NAME, options=options)
-    if path is not None:
-        return parse_model_index(read_json(path), source=path)
-    if hub.find_file(repo_id_or_path, "config.json", subfolder="unet", options=options) is None:
-        raise hub.not_found_error(
-            repo_id_or_path, [MODEL_INDEX_NAME, "config.json"], subfolder="unet", options=options, what="a pipeline"
-        )
-    logger.debug("%s has no %s; loading a UNet and a scheduler", repo_id_or_path, MODEL_INDEX_NAME)
-    return None
-
-
-def _check_generators(generator: Generators, batch_size: int, device: torch.device) -> None:
-    if generator is None:
-        return
-    if not isinstance(generator, (torch.Generator, list, tuple)):
-        raise TypeError(
-            f"generator must be a torch.Generator or a list of them, got {type(generator).__name__}: "
-            f"{show_value(generator)}; e.g. torch.Generator().manual_seed(0)"
-        )
-    gens = [generator] if isinstance(generator, torch.Generator) else list(generator)
-    if not isinstance(generator, torch.Generator) and len(gens) != batch_size:
-        raise ValueError(
-            f"got a list of {len(gens)} generators for batch_size={batch_size}; pass exactly one generator per "
-            "image, or a single torch.Generator for the whole batch"
-        )
-    for i, g in enumerate(gens):
-        if not isinstance(g, torch.Generator):
-            raise TypeError(f"generator[{i}] is {show_value(g)} ({type(g).__name__}), not a torch.Generator")
-        if g.device.type not in ("cpu", device.type):
-            raise ValueError(
-                f"a {g.device.type} generator cannot draw noise for a pipeline on {device}; use a CPU generator "
-                f'(torch.Generator("cpu").manual_seed(seed), same images on every device) or move the pipeline '
-                f"with pipe.to({g.device.type!r})"
-            )
-
-
-def _check_finite(
-    model_output: torch.Tensor, sample: torch.Tensor, step: int, timestep: int, total: int, dtype: torch.dtype
-) -> None:
-    hint = " (half precision overflows easily: try dtype float32 or bfloat16)" if dtype == torch.float16 else ""
-    for name, tensor in (("the UNet output", model_output), ("the sample", sample)):
-        if not torch.isfinite(tensor).all():
-            raise FloatingPointError(
-                f"{name} has NaN or infinite values at step {step} of {total} (timestep {timestep}){hint}"
-            )
+def _check_eta(eta: Any) -> float:
+    """DDIM's rule for η, checked before any work: a finite number in [0, 1] (the DDIM scheduler checks it too)."""
+    is_number = isinstance(eta, (int, float)) and not isinstance(eta, bool)
+    if not is_number or not 0.0 <= eta <= 1.0:  # (NaN fails the comparison)
+        raise ValueError(f"eta must be a finite number in [0, 1] (0 = DDIM, 1 = DDPM-like noise), got {eta!r}")
+    return float(eta)
