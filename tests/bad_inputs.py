@@ -274,7 +274,7 @@ class NaNUNet(torch.nn.Module):
 
 
 def _nan_pipeline(ctx: Ctx) -> Any:
-    pipe = DDPMPipeline(unet=NaNUNet(ctx.unet), scheduler=ctx.pipe.scheduler)
+    pipe = DDPMPipeline(unet=NaNUNet(ctx.unet), scheduler=ctx.pipe.scheduler)  # type: ignore[arg-type]  # a test double
     pipe.set_progress_bar_config(disable=True)
     return pipe(num_inference_steps=5, check_finite=True)
 

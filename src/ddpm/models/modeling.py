@@ -155,9 +155,7 @@ class ModelMixin(nn.Module):
         atomic_write_files(files)
         return Path(folder)
 
-    def _save_plan(
-        self, folder: str | os.PathLike[str], *, overwrite: bool = False
-    ) -> dict[str | os.PathLike[str], Writer]:
+    def _save_plan(self, folder: str | os.PathLike[str], *, overwrite: bool = False) -> dict[Path, Writer]:
         """Check ``folder`` (see :meth:`save_pretrained`) and return the files to write there, unwritten."""
         from safetensors.torch import save_file
 

@@ -201,7 +201,7 @@ def save_pipeline(pipe: DiffusionPipeline, save_directory: str | os.PathLike[str
         foreign={"config.json": "a model without model_index.json, not a pipeline"} if bare_model else {},
         overwrite=overwrite,
     )
-    files: dict[str | os.PathLike[str], Writer] = {}
+    files: dict[Path, Writer] = {}
     for name, part in (("unet", pipe.unet), ("scheduler", pipe.scheduler)):
         plan = getattr(part, "_save_plan", None)
         if plan is not None:

@@ -14,6 +14,7 @@ for t in scheduler.timesteps:
 
 from __future__ import annotations
 
+import os
 from typing import Any, Protocol
 
 import torch
@@ -56,3 +57,6 @@ class SchedulerLike(Protocol):
 
         (Typed ``Any`` because ``return_dict=False`` makes ddpm's and diffusers' ``step`` return a tuple instead.)
         """
+
+    def save_pretrained(self, save_directory: str | os.PathLike[str], *, overwrite: bool = False) -> Any:
+        """Write the scheduler's config to ``save_directory`` (``pipe.save_pretrained`` saves it into scheduler/)."""

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import nn
+
+if TYPE_CHECKING:
+    from ..models import UNet2DModel
+    from ..schedulers import Scheduler
 
 __all__ = ["ddim_grid"]
 
 
 @torch.no_grad()
-def ddim_grid(unet: nn.Module, noise_scheduler: Any, num_images: int, num_steps: int, *, seed: int = 0) -> Any:
+def ddim_grid(unet: UNet2DModel, noise_scheduler: Scheduler, num_images: int, num_steps: int, *, seed: int = 0) -> Any:
     """``num_images`` DDIM samples (η = 0, ``num_steps`` steps, CPU generator seeded with ``seed``) as one PIL grid."""
     from ..image_processing import grid_shape, make_image_grid
     from ..pipelines import DDIMPipeline

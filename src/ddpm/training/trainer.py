@@ -47,6 +47,7 @@ from ..errors import DDPMError
 from ..io import atomic_write, atomic_write_text
 from ..models import UNet2DModel
 from ..runtime import DTYPES, Distributed, resolve_device
+from ..schedulers import Scheduler
 from .config import PRECISIONS, RESUMABLE_CHANGES, TrainingConfig
 from .data import StepBatchSampler, to_model_range
 from .ema import EMA
@@ -169,7 +170,7 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------- saving
-def save_pipeline_folder(folder: str | os.PathLike[str], unet: nn.Module, noise_scheduler: Any) -> Path:
+def save_pipeline_folder(folder: str | os.PathLike[str], unet: UNet2DModel, noise_scheduler: Scheduler) -> Path:
     """Write a diffusers-layout pipeline folder (``model_index.json``, ``unet/``, ``scheduler/``).
 
     The folder loads with ``ddpm.DDPMPipeline.from_pretrained`` and with diffusers' ``DDPMPipeline``.
