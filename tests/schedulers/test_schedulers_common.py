@@ -31,7 +31,7 @@ from ddpm.schedulers.base import StepInput, per_step
 from helpers import CELEBAHQ_SCHEDULER_CONFIG, CIFAR10_SCHEDULER_CONFIG, install_in_hf_cache
 from scheduler_helpers import SHAPE, random_model_outputs, run_loop
 
-ALL: list[type[Scheduler]] = [DDPMScheduler, DDIMScheduler, PNDMScheduler]
+ALL: list[type[Scheduler]] = list(SCHEDULERS.values())  # every registered scheduler goes through these checks
 # The 283-byte scheduler_config.json of older google/ddpm-* revisions, with its stale key.
 LEGACY_SCHEDULER_CONFIG = {**CELEBAHQ_SCHEDULER_CONFIG, "_diffusers_version": "0.0.4", "timestep_values": None}
 
