@@ -97,6 +97,8 @@ def locate(
     filename: str,
     subfolder: str | None = None,
     options: HubOptions = HubOptions(),
+    *,
+    root_fallback: bool = True,
 ) -> Located | None:
     """Find ``filename`` in ``subfolder`` of a repo, or else at its root: the one file lookup of ddpm.
 
@@ -110,6 +112,8 @@ def locate(
         filename: The file to look for, e.g. ``"config.json"``.
         subfolder: The component folder (``"unet"``, ``"scheduler"``) to try before the root.
         options: Revision, cache folder, offline switch and token for Hub ids.
+        root_fallback: Look at the root when ``subfolder`` lacks the file (False: ``subfolder`` only, e.g. for the
+            weights that must sit beside the config found there).
 
     Returns:
         The file and the folder it was in, or ``None`` when it is in neither place (or, offline, not cached).
@@ -118,7 +122,7 @@ def locate(
         CheckpointNotFoundError: The repo does not exist, the revision does not exist, access is denied, or the
             network failed; the message names the id.
     """
-    folders = [subfolder, None] if subfolder else [None]
+    folders = [subfolder, None] if subfolder and root_fallback else [subfolder]
     root = _local_root(repo_id_or_path)
     if root is not None:
         for folder in folders:

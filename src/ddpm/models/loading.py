@@ -22,7 +22,7 @@ from torch import nn
 
 from ..config import show_value
 from ..errors import WeightsError
-from ..hub import HubOptions, find_file, not_found_error
+from ..hub import HubOptions, locate, not_found_error
 from ..io import check_readable, damaged_file_error, load_pickle
 
 logger = logging.getLogger(__name__)
@@ -79,8 +79,9 @@ def find_weights_file(
     else:
         names = [PICKLE_WEIGHTS_NAME]
     for name in names:
-        path = find_file(repo_id_or_path, f"{folder}/{name}" if folder else name, options=options)
-        if path is not None:
+        found = locate(repo_id_or_path, name, folder, options, root_fallback=False)
+        if found is not None:
+            path = found.path
             if name == PICKLE_WEIGHTS_NAME and use_safetensors is None:
                 logger.debug(
                     "%s has no %s; reading %s with torch.load(weights_only=True)",

@@ -43,7 +43,7 @@ from typing import Any, ClassVar, Literal, TypeVar, overload
 import torch
 
 from ..config import read_json
-from ..hub import HubOptions, require_file
+from ..hub import HubOptions, require
 from ..io import Writer, atomic_write_files, check_save_folder, remove_stale_temporaries
 from ..outputs import SchedulerOutput
 from ..utils import Generators, extract, randn_tensor
@@ -280,9 +280,7 @@ class Scheduler:
             ConfigError: The file is not valid JSON or holds an invalid value (the message names the file).
         """
         options = HubOptions(revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token)
-        path = require_file(
-            repo_id_or_path, cls.config_class.config_name, subfolder=subfolder, options=options, what="scheduler config"
-        )
+        path = require(repo_id_or_path, cls.config_class.config_name, subfolder, options, what="scheduler config").path
         init_kwargs = {k: overrides.pop(k) for k in cls._constructor_only if k in overrides}
         config = cls._build_config(read_json(path), overrides, source=path)
         return cls(config=config, **init_kwargs)
