@@ -276,6 +276,7 @@ def test_convolution_layout_follows_the_device(monkeypatch: pytest.MonkeyPatch) 
     """channels_last on the CPU; moving to another device re-lays the convolutions out in its preferred layout (the
     standard one on CUDA, where PyTorch's GroupNorm has no channels_last kernel); dtype changes and an explicit
     memory_format on the same device keep what they give."""
+    import ddpm.models.optimizations as optimizations
     import ddpm.models.unet_2d as unet_2d
 
     assert unet_2d.preferred_memory_format("cpu") == unet_2d.preferred_memory_format("meta") == torch.channels_last
@@ -285,12 +286,14 @@ def test_convolution_layout_follows_the_device(monkeypatch: pytest.MonkeyPatch) 
     assert all(w.is_contiguous(memory_format=torch.channels_last) for w in convs(model))
     model.to(torch.bfloat16)
     assert all(w.is_contiguous(memory_format=torch.channels_last) for w in convs(model))
-    model.to(memory_format=torch.contiguous_format)
+    model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]  # torch's stubs lack memory_format
     assert all(w.is_contiguous() for w in convs(model))
-    model.to(memory_format=torch.channels_last)
+    model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # (as above)
     # Without a GPU: "meta" stands in for CUDA (same preferred layout as CUDA's for this test).
     preferred = unet_2d.preferred_memory_format
-    monkeypatch.setattr(unet_2d, "preferred_memory_format", lambda d: preferred("cuda" if d.type == "meta" else d))
+    monkeypatch.setattr(
+        optimizations, "preferred_memory_format", lambda d: preferred("cuda" if d.type == "meta" else d)
+    )
     moved = model.to("meta")
     assert all(w.device.type == "meta" and w.is_contiguous() for w in convs(moved))
     back = moved.to_empty(device="cpu")

@@ -11,8 +11,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .resnet import add_into, divide
-
 __all__ = ["AttentionBlock"]
 
 
@@ -69,4 +67,4 @@ class AttentionBlock(nn.Module):
         out = self.to_out[0](out)  # (B, N, C)
         # (B, N, C) -> (B, H, W, C) -> (B, C, H, W): a channels_last view.
         out = out.view(b, height, width, c).permute(0, 3, 1, 2)
-        return divide(add_into(out, x), self.rescale_output_factor)
+        return (out + x) / self.rescale_output_factor

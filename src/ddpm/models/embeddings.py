@@ -11,7 +11,7 @@ import math
 import torch
 from torch import nn
 
-from .resnet import make_activation
+from .activations import Activation
 
 __all__ = ["TimestepEmbedding", "timestep_embedding"]
 
@@ -65,7 +65,7 @@ class TimestepEmbedding(nn.Module):
     def __init__(self, in_features: int, out_features: int, act_fn: str = "silu") -> None:
         super().__init__()
         self.linear_1 = nn.Linear(in_features, out_features)
-        self.act = make_activation(act_fn)
+        self.act = Activation(act_fn)
         self.linear_2 = nn.Linear(out_features, out_features)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:

@@ -5,12 +5,12 @@ its weights load unchanged and ours load in diffusers. Differences from diffuser
 
 * a float timestep is used as given; diffusers truncates Python floats to integers (``999.7`` → ``999``);
 * bad input (spatial size, channel count, dtype, non-finite timesteps) raises a ``ValueError`` that says what to do;
-* on the CPU, convolution weights are stored channels_last, so activations run in that layout too (measurably
-  faster there; the output is returned in the standard layout), the upsampler runs as a sub-pixel convolution and
-  the 1×1 shortcuts are accumulated in place. Moving the model to another device re-lays its convolution weights
-  out in that device's preferred layout (:func:`preferred_memory_format`): the standard one on CUDA, where
-  PyTorch's GroupNorm has no channels_last kernel. fp32 results agree with diffusers to ~1e-5 (up to ~6e-5 at
-  256×256, from the different summation order of the channels_last GroupNorm and convolution kernels).
+* speed measures that do not change the results beyond float rounding (all in :mod:`ddpm.models.optimizations`):
+  convolution weights in the device's preferred layout (:func:`preferred_memory_format`: channels_last on the CPU,
+  the standard one on CUDA, where PyTorch's GroupNorm has no channels_last kernel; the output is returned in the
+  standard layout), and eager-inference fast paths for the residual blocks and the upsamplers. fp32 results agree
+  with diffusers to ~1e-5 (up to ~6e-5 at 256×256, from the different summation order of the channels_last
+  GroupNorm and convolution kernels).
 """
 
 from __future__ import annotations
@@ -26,9 +26,10 @@ from torch import nn
 from ..config import MAX_TRAIN_TIMESTEPS, ConfigBase, check, show_value
 from ..errors import ConfigError, UnsupportedConfigError
 from ..outputs import UNet2DOutput
+from .activations import ACTIVATION_NAMES, Activation
 from .embeddings import TimestepEmbedding, timestep_embedding
 from .modeling import ModelMixin
-from .resnet import ACTIVATIONS, make_activation
+from .optimizations import DeviceLayoutMixin, is_compiling, preferred_memory_format, relayout_convolutions
 from .unet_blocks import DOWN_BLOCK_TYPES, MID_BLOCK_TYPES, UP_BLOCK_TYPES, BlockSettings, UNetMidBlock2D, block_class
 
 __all__ = ["UNet2DConfig", "UNet2DModel", "preferred_memory_format"]
@@ -155,7 +156,9 @@ class UNet2DConfig(ConfigBase):
             raise self._unsupported("class_embed_type", "null (no class conditioning)")
         if self.num_class_embeds is not None:
             raise self._unsupported("num_class_embeds", "null (no class conditioning)")
-        check(self.act_fn in ACTIVATIONS, self, "act_fn", f"expected one of {', '.join(map(repr, ACTIVATIONS))}")
+        check(
+            self.act_fn in ACTIVATION_NAMES, self, "act_fn", f"expected one of {', '.join(map(repr, ACTIVATION_NAMES))}"
+        )
         check(
             self.mid_block_type is None or self.mid_block_type in MID_BLOCK_TYPES,
             self,
@@ -166,8 +169,9 @@ class UNet2DConfig(ConfigBase):
             for name in getattr(self, key):
                 cls = block_class(name)
                 if cls is None or cls.__name__ not in allowed:
+                    source = self._source()
                     raise ConfigError(
-                        f"{self._source() + ': ' if self._source() else ''}config key {key!r} contains "
+                        f"{source + ': ' if source else ''}config key {key!r} contains "
                         f"{show_value(name)}, a block type ddpm does not implement; allowed: {', '.join(allowed)}"
                     )
 
@@ -248,20 +252,7 @@ class UNet2DConfig(ConfigBase):
             )
 
 
-def preferred_memory_format(device: torch.device | str) -> torch.memory_format:
-    """The activation layout the UNet runs fastest in on ``device``'s kind of processor.
-
-    channels_last on the CPU (oneDNN's convolutions and PyTorch's CPU GroupNorm both have NHWC kernels) and on
-    ``meta`` (where models are built before their weights are loaded onto the CPU); the standard layout elsewhere.
-    On CUDA, PyTorch's GroupNorm (through 2.11 at least) has no channels_last kernel: it copies its input to the
-    standard layout and returns that layout, and the next convolution copies it back. On an H200 that made the
-    channels_last UNet's batch-16 and batch-64 forwards 1.2 to 1.4 times slower than diffusers' standard-layout
-    one (``benchmarks/gpu_sampling.py``, see docs/performance.md).
-    """
-    return torch.channels_last if torch.device(device).type in ("cpu", "meta") else torch.contiguous_format
-
-
-class UNet2DModel(ModelMixin):
+class UNet2DModel(DeviceLayoutMixin, ModelMixin):
     """The DDPM UNet: predicts the noise (or another target) for a noisy image batch at given timesteps.
 
     Build it with fresh weights from a config (``UNet2DModel(config)``, ``UNet2DModel(**keys)``,
@@ -306,10 +297,9 @@ class UNet2DModel(ModelMixin):
         self.down_blocks = nn.ModuleList()
         for i, name in enumerate(config.down_block_types):
             block = block_class(name)
+            assert block is not None  # the config has checked the names
             self.down_blocks.append(
-                block(  # type: ignore[call-arg]
-                    channels[max(i - 1, 0)], channels[i], config.layers_per_block, i < last, settings
-                )
+                block(channels[max(i - 1, 0)], channels[i], config.layers_per_block, i < last, settings)
             )
 
         self.mid_block = (
@@ -328,8 +318,9 @@ class UNet2DModel(ModelMixin):
         self.up_blocks = nn.ModuleList()
         for i, name in enumerate(config.up_block_types):
             block = block_class(name)
+            assert block is not None
             self.up_blocks.append(
-                block(  # type: ignore[call-arg]
+                block(
                     reversed_channels[min(i + 1, last)],  # skip channels from the level below
                     reversed_channels[max(i - 1, 0)],  # channels coming from the previous up block
                     reversed_channels[i],
@@ -340,27 +331,9 @@ class UNet2DModel(ModelMixin):
             )
 
         self.conv_norm_out = nn.GroupNorm(config.norm_num_groups, channels[0], eps=config.norm_eps)
-        self.conv_act = make_activation("silu")
+        self.conv_act = Activation("silu")
         self.conv_out = nn.Conv2d(channels[0], config.out_channels, kernel_size=3, padding=1)
-        # Convolution weights live in the device's preferred layout (channels_last on the CPU: oneDNN would
-        # otherwise re-layout them on every call with channels_last activations). Loading keeps the layout, moving
-        # to another device re-lays them out (_apply); results do not depend on it.
-        self._relayout_convolutions()
-
-    def _relayout_convolutions(self) -> None:
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                layout = preferred_memory_format(module.weight.device)
-                module.weight.data = module.weight.data.contiguous(memory_format=layout)
-
-    def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
-        # .to(device), .cuda(), .cpu() end in the new device's preferred layout; a dtype change or an explicit
-        # .to(memory_format=...) on the same device keeps the layout it gives.
-        before = self.conv_in.weight.device
-        result = super()._apply(fn, recurse)
-        if self.conv_in.weight.device.type != before.type:
-            self._relayout_convolutions()
-        return result
+        relayout_convolutions(self)  # the device's preferred layout; DeviceLayoutMixin keeps it across .to()
 
     # ------------------------------------------------------------------ forward
     def forward(
@@ -409,7 +382,7 @@ class UNet2DModel(ModelMixin):
         for up in self.up_blocks:
             h = up(h, skips, temb)
 
-        h = self.conv_act(self.conv_norm_out(h), inplace=True)
+        h = self.conv_act(self.conv_norm_out(h))
         out = self.conv_out(h).contiguous()  # (B, out_channels, H, W), standard layout for the caller
         return UNet2DOutput(sample=out) if return_dict else (out,)
 
@@ -461,8 +434,13 @@ class UNet2DModel(ModelMixin):
             if t.dtype == torch.bool or t.is_complex():
                 raise ValueError(f"timestep tensor has dtype {t.dtype}; pass integer or floating-point timesteps")
             # Integer timesteps (what schedulers give) are always finite: no device sync is needed to check them.
-            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-                raise ValueError(f"timestep holds non-finite values: {t.tolist()}")
+            # Float ones are read on the host, except under torch.compile, where reading them would split the graph:
+            # there the check is an assertion inside the graph (a RuntimeError when it fails).
+            if t.is_floating_point():
+                if is_compiling():
+                    torch._assert_async(torch.isfinite(t).all(), "timestep holds non-finite values")
+                elif not bool(torch.isfinite(t).all()):
+                    raise ValueError(f"timestep holds non-finite values: {t.tolist()}")
             return t.to(sample.device)
         if isinstance(timestep, bool) or not isinstance(timestep, numbers.Real):
             raise TypeError(f"timestep must be a number or a tensor, got {type(timestep).__name__}: {timestep!r}")
