@@ -10,14 +10,12 @@ folder.
 import os
 
 # !pip install diffusers
-from ddpm import DDPMPipeline
+from ddpm import DDPMPipeline, DDIMPipeline, PNDMPipeline
 
 model_id = os.environ.get("DDPM_MODEL", "google/ddpm-ema-celebahq-256")
 
 # load model and scheduler
-ddpm = DDPMPipeline.from_pretrained(
-    model_id
-)  # you can replace DDPMPipeline with DDIMPipeline or PNDMPipeline for faster inference
+ddpm = DDPMPipeline.from_pretrained(model_id)  # you can replace DDPMPipeline with DDIMPipeline or PNDMPipeline for faster inference
 
 # run pipeline in inference (sample random noise and denoise)
 image = ddpm().images[0]
