@@ -23,6 +23,7 @@ FOUNDATION: dict[str, set[str]] = {
     "config": {"errors", "io"},
     "utils": {"errors", "config"},
     "image_processing": {"errors", "io"},
+    "mixins": {"errors", "io", "hub", "config"},
 }
 BASE = set(FOUNDATION)
 

@@ -17,6 +17,7 @@ from torch import nn
 from ..config import ConfigBase
 from ..hub import HubOptions, require
 from ..io import Writer, atomic_write_files, check_save_folder, remove_stale_temporaries
+from ..mixins import ConfigMixin, PushToHubMixin
 from ..runtime import resolve_dtype  # re-exported: ``from ddpm.models.modeling import resolve_dtype`` keeps working
 from .loading import SAFETENSORS_WEIGHTS_NAME, find_weights_file, load_into, load_state_dict_file, rename_legacy_keys
 
@@ -25,7 +26,7 @@ __all__ = ["ModelMixin", "resolve_dtype"]
 M = TypeVar("M", bound="ModelMixin")
 
 
-class ModelMixin(nn.Module):
+class ModelMixin(nn.Module, ConfigMixin, PushToHubMixin):
     """Base of ddpm models: a ``config`` attribute plus the diffusers-style loading and saving methods.
 
     Subclasses set :attr:`config_class` and take their config as the first constructor argument.

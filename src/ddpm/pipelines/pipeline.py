@@ -36,6 +36,7 @@ import torch
 from .. import hub
 from ..fast import FastSamplingOptions, UNetRunner, running_dtype
 from ..image_processing import check_output_type, postprocess
+from ..mixins import PushToHubMixin
 from ..models import UNet2DModel
 from ..outputs import ImagePipelineOutput
 from ..utils import Generators, check_generators, randn_tensor
@@ -50,7 +51,7 @@ __all__ = ["DiffusionPipeline"]
 P = TypeVar("P", bound="DiffusionPipeline")
 
 
-class DiffusionPipeline:
+class DiffusionPipeline(PushToHubMixin):
     """Unconditional image generation with a ``UNet2DModel`` and any ddpm scheduler.
 
     Construct it from parts, ``DDPMPipeline(unet=unet, scheduler=scheduler)``, or load a saved or Hub pipeline with

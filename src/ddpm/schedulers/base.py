@@ -45,6 +45,7 @@ import torch
 from ..config import read_json
 from ..hub import HubOptions, require
 from ..io import Writer, atomic_write_files, check_save_folder, remove_stale_temporaries
+from ..mixins import ConfigMixin, PushToHubMixin
 from ..outputs import SchedulerOutput
 from ..utils import Generators, extract, randn_tensor
 from .config import (
@@ -148,7 +149,7 @@ def per_step(row: Callable[..., Row], **columns: torch.Tensor) -> list[Row]:
 # ------------------------------------------------------------------------------------------------------ scheduler
 
 
-class Scheduler:
+class Scheduler(ConfigMixin, PushToHubMixin):
     """Base of :class:`DDPMScheduler`, :class:`DDIMScheduler` and :class:`PNDMScheduler`.
 
     Usage is the same for all three::

@@ -1,0 +1,1 @@
+"""Tests that run the same diffusers script against diffusers and ddpm and compare the results (issue 12)."""
