@@ -43,6 +43,7 @@ from ddpm import (
     UnsupportedConfigError,
     WeightsError,
 )
+from ddpm.errors import VariantNotFoundError
 from ddpm.pipelines import DiffusionPipeline
 from ddpm.training import TrainingError
 from ddpm.training.trainer import _CHECKPOINT_FORMAT as CHECKPOINT_FORMAT
@@ -328,6 +329,55 @@ def _write_json(name: str, data: Any) -> Callable[[Path], None]:
         path.write_text(json.dumps(data))
 
     return setup
+
+
+SHARD = "diffusion_pytorch_model-{:05d}-of-0000"  # the start of shard k's name (3 or 4 shards)
+SHARD_INDEX = "diffusion_pytorch_model.safetensors.index.json"
+
+
+def _resave(ctx: Ctx, **kwargs: Any) -> None:
+    """Save the template's UNet into the repo folder again, with ``save_pretrained`` options."""
+    ctx.unet.save_pretrained(ctx.repo, overwrite=True, **kwargs)  # overwrite: the folder also holds a pipeline
+
+
+def _sharded(ctx: Ctx) -> None:
+    """The repo's weights (2.8 MB) as safetensors shards of at most 1.2 MB plus their index (the single file
+    removed)."""
+    _resave(ctx, max_shard_size=1_200_000)
+    assert len(_shards(ctx)) >= 3 and not (ctx.repo / WEIGHTS).exists()
+
+
+def _shards(ctx: Ctx) -> list[Path]:
+    """The shard files the index lists, in order."""
+    weight_map = json.loads((ctx.repo / SHARD_INDEX).read_text())["weight_map"]
+    return [ctx.repo / name for name in sorted(set(weight_map.values()))]
+
+
+def _edit_index(ctx: Ctx, shard: str) -> None:
+    index = json.loads((ctx.repo / SHARD_INDEX).read_text())
+    index["weight_map"]["conv_in.weight"] = shard
+    (ctx.repo / SHARD_INDEX).write_text(json.dumps(index))
+
+
+def _rewrite_shard(ctx: Ctx, k: int, change: Callable[[dict[str, torch.Tensor]], None]) -> None:
+    from safetensors.torch import load_file, save_file
+
+    path = _shards(ctx)[k - 1]
+    state = load_file(path)
+    change(state)
+    save_file(state, str(path))
+
+
+def _duplicate_tensor(ctx: Ctx) -> None:
+    """Copy ``conv_in.weight`` (in shard 1) into shard 2 as well."""
+    from safetensors.torch import load_file
+
+    tensor = load_file(_shards(ctx)[0])["conv_in.weight"]
+    _rewrite_shard(ctx, 2, lambda state: state.update({"conv_in.weight": tensor}))
+
+
+def _drop_tensor(ctx: Ctx) -> None:
+    _rewrite_shard(ctx, 1, lambda state: state.pop("conv_in.weight"))
 
 
 UNSAFE_SAYS = ("{repo}/" + BIN, "refused", "nothing in it ran", "safetensors")
@@ -1118,6 +1168,104 @@ CASES: list[Case] = [
         _steps(lambda c: (c.repo / WEIGHTS).unlink(), load_unet),
         CheckpointNotFoundError,
         ("no diffusion_pytorch_model.safetensors or diffusion_pytorch_model.bin",),
+    ),
+    Case(
+        "missing-variant",
+        "missing files",
+        '`from_pretrained(variant="fp16")` where only the plain weights exist',
+        lambda c: UNet2DModel.from_pretrained(c.repo, variant="fp16"),
+        VariantNotFoundError,
+        ("no diffusion_pytorch_model.fp16.safetensors", "the folder holds diffusion_pytorch_model.safetensors"),
+    ),
+    Case(
+        "missing-plain-weights-only-variant",
+        "missing files",
+        "only `fp16` variant weights, loaded without `variant`",
+        _steps(lambda c: _resave(c, variant="fp16"), lambda c: (c.repo / WEIGHTS).unlink(), load_unet),
+        CheckpointNotFoundError,
+        ("diffusion_pytorch_model.fp16.safetensors", "pass variant='fp16'"),
+    ),
+    Case(
+        "missing-shard",
+        "missing files",
+        "a sharded checkpoint with one shard deleted",
+        _steps(_sharded, lambda c: _shards(c)[1].unlink(), load_unet),
+        CheckpointNotFoundError,
+        ("{repo}/" + SHARD_INDEX, "lists the shard " + SHARD.format(2), "incomplete"),
+    ),
+    Case(
+        "shard-index-escapes",
+        "damaged weights",
+        "a shard index whose `weight_map` points outside the folder (`../x.safetensors`)",
+        _steps(_sharded, lambda c: _edit_index(c, "../x.safetensors"), load_unet),
+        WeightsError,
+        ("{repo}/" + SHARD_INDEX, "plain file names", "../x.safetensors"),
+    ),
+    Case(
+        "shard-tensor-twice",
+        "damaged weights",
+        "the same tensor in two shards",
+        _steps(_sharded, _duplicate_tensor, load_unet),
+        WeightsError,
+        ("{repo}/" + SHARD_INDEX, "conv_in.weight", "is in two shards"),
+    ),
+    Case(
+        "shard-lacks-tensor",
+        "damaged weights",
+        "a shard that lacks a tensor its index puts there",
+        _steps(_sharded, _drop_tensor, load_unet),
+        WeightsError,
+        ("{repo}/" + SHARD.format(1), "lacks 1 tensor", "conv_in.weight"),
+    ),
+    # --- loading and saving options
+    _runtime(
+        "dtype-and-torch-dtype-differ",
+        "loading options",
+        "`from_pretrained(torch_dtype=torch.float16, dtype=torch.bfloat16)`",
+        lambda c: UNet2DModel.from_pretrained(c.repo, torch_dtype=torch.float16, dtype=torch.bfloat16),
+        ValueError,
+        "torch_dtype=torch.float16 and dtype=torch.bfloat16 disagree",
+    ),
+    _runtime(
+        "device-map-two-devices",
+        "loading options",
+        '`from_pretrained(device_map={"conv_in": "cpu", "": "mps"})`: a model split over devices',
+        lambda c: UNet2DModel.from_pretrained(c.repo, device_map={"conv_in": "cpu", "": "mps"}),
+        NotImplementedError,
+        "spreads the model over 2 devices",
+        "ddpm keeps a model on one device",
+    ),
+    _runtime(
+        "device-map-not-a-device",
+        "loading options",
+        '`from_pretrained(device_map="gpu")`',
+        lambda c: UNet2DModel.from_pretrained(c.repo, device_map="gpu"),
+        ValueError,
+        "device_map='gpu' is neither a device",
+    ),
+    _runtime(
+        "variant-with-path",
+        "loading options",
+        '`from_pretrained(variant="../fp16")`',
+        lambda c: UNet2DModel.from_pretrained(c.repo, variant="../fp16"),
+        ValueError,
+        "variant must be a name such as 'fp16'",
+    ),
+    _runtime(
+        "save-bad-shard-size",
+        "loading options",
+        '`save_pretrained(max_shard_size="10XB")`',
+        lambda c: c.unet.save_pretrained(c.tmp / "out", max_shard_size="10XB"),
+        ValueError,
+        "10XB",
+    ),
+    _runtime(
+        "save-unknown-keyword",
+        "loading options",
+        "`save_pretrained(dir, safe_serialisation=False)` (misspelt)",
+        lambda c: c.unet.save_pretrained(c.tmp / "out", safe_serialisation=False),
+        TypeError,
+        "unexpected keyword argument(s) safe_serialisation",
     ),
 ]
 

@@ -13,6 +13,7 @@ __all__ = [
     "OverwriteError",
     "UnsafeCheckpointError",
     "UnsupportedConfigError",
+    "VariantNotFoundError",
     "WeightsError",
 ]
 
@@ -45,6 +46,14 @@ class UnsafeCheckpointError(WeightsError):
 
 class CheckpointNotFoundError(DDPMError, FileNotFoundError):
     """A model id is neither a local folder nor available (from the cache, or online when allowed)."""
+
+
+class VariantNotFoundError(CheckpointNotFoundError, ValueError):
+    """``from_pretrained(..., variant=...)`` found no weights of that variant; the message names the files present.
+
+    It is a :class:`CheckpointNotFoundError` (an ``OSError``, as diffusers raises for a model) and a ``ValueError``
+    (as diffusers raises for a pipeline).
+    """
 
 
 class OverwriteError(DDPMError, FileExistsError):

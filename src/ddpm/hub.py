@@ -10,10 +10,15 @@ exceptions into :class:`~ddpm.errors.CheckpointNotFoundError` messages that say 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import CheckpointNotFoundError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
 
 __all__ = [
     "BUNDLED_MODELS",
@@ -22,10 +27,12 @@ __all__ = [
     "bundled_model_path",
     "find_file",
     "is_offline",
+    "local_files",
     "locate",
     "not_found_error",
     "require",
     "require_file",
+    "split_into_shards",
 ]
 
 #: Short names of models shipped inside the package, mapped to their folder under ``ddpm/pretrained``.
@@ -77,6 +84,21 @@ def _local_root(repo_id_or_path: str | os.PathLike[str]) -> Path | None:
     if isinstance(repo_id_or_path, Path) or text.startswith((".", "/", "~")) or text.count("/") > 1 or "\\" in text:
         raise CheckpointNotFoundError(f"no such folder: {path}")
     return None
+
+
+def local_files(repo_id_or_path: str | os.PathLike[str], subfolder: str | None = None) -> list[str] | None:
+    """The names of the files in ``subfolder`` (None: the root) of a local folder, sorted; None for a Hub id.
+
+    Error messages use it to say what a folder holds instead of what was asked for.
+    """
+    try:
+        root = _local_root(repo_id_or_path)
+    except CheckpointNotFoundError:
+        return None
+    if root is None:
+        return None
+    folder = root / subfolder if subfolder else root
+    return sorted(p.name for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
 
 
 @dataclass(frozen=True)
@@ -245,6 +267,39 @@ def _download(repo_id: str, filename: str, folder: str | None, options: HubOptio
         raise CheckpointNotFoundError(f"could not download {filename} from {repo_id}: {exc}") from None
 
 
+def split_into_shards(
+    state: Mapping[str, torch.Tensor], *, filename_pattern: str, max_shard_size: int | str
+) -> tuple[dict[str, list[str]], int]:
+    """Group tensors into shard files as the Hub (huggingface_hub, diffusers, transformers) does.
+
+    Tensors are taken in order and a new shard is started when the next one would push the current shard past
+    ``max_shard_size``; a tensor larger than the limit gets a shard of its own. With one shard its file is named by
+    ``filename_pattern`` with ``{suffix}`` removed, else ``{suffix}`` becomes ``-00001-of-0000N``.
+
+    Args:
+        state: Tensor name -> tensor, in the order to write.
+        filename_pattern: e.g. ``"diffusion_pytorch_model{suffix}.safetensors"``.
+        max_shard_size: An int (bytes) or a string with a unit, e.g. ``"10GB"``, ``"500MB"``, ``"300KB"``
+            (decimal units, as the Hub uses).
+
+    Returns:
+        File name -> the tensor names it holds, and the total size in bytes.
+
+    Raises:
+        ValueError: ``max_shard_size`` is not a positive int or a number with a unit (TB, GB, MB, KB).
+    """
+    from huggingface_hub import split_torch_state_dict_into_shards
+
+    if isinstance(max_shard_size, bool) or not isinstance(max_shard_size, (int, str)):
+        raise ValueError(f"max_shard_size must be an int (bytes) or a string like '10GB', got {max_shard_size!r}")
+    if isinstance(max_shard_size, int) and max_shard_size <= 0:
+        raise ValueError(f"max_shard_size must be positive, got {max_shard_size}")
+    split = split_torch_state_dict_into_shards(
+        dict(state), filename_pattern=filename_pattern, max_shard_size=max_shard_size
+    )
+    return dict(split.filename_to_tensors), int(split.metadata["total_size"])
+
+
 def not_found_error(
     repo_id_or_path: str | os.PathLike[str],
     filenames: list[str],
@@ -252,10 +307,12 @@ def not_found_error(
     subfolder: str | None = None,
     options: HubOptions = HubOptions(),
     what: str | None = None,
+    root_fallback: bool = True,
 ) -> CheckpointNotFoundError:
-    """The error for files that are in none of the places :func:`locate` looks (``subfolder``, then the root)."""
+    """The error for files that are in none of the places :func:`locate` looks (``subfolder``, then the root unless
+    ``root_fallback`` is False)."""
     names = " or ".join(filenames)
-    places = f"{subfolder}/ or the root" if subfolder else "the root"
+    places = "the root" if not subfolder else f"{subfolder}/ or the root" if root_fallback else f"{subfolder}/"
     label = f" ({what})" if what else ""
     if _local_root(repo_id_or_path) is not None:
         return CheckpointNotFoundError(f"{repo_id_or_path}: no {names}{label} in {places} of the folder")

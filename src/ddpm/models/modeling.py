@@ -8,6 +8,8 @@ libraries in both directions.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -17,13 +19,73 @@ from torch import nn
 from ..config import ConfigBase
 from ..hub import HubOptions, require
 from ..io import Writer, atomic_write_files, check_save_folder, remove_stale_temporaries
-from ..mixins import ConfigMixin, PushToHubMixin
+from ..mixins import ConfigMixin, PushToHubMixin, upload_folder
 from ..runtime import resolve_dtype  # re-exported: ``from ddpm.models.modeling import resolve_dtype`` keeps working
-from .loading import SAFETENSORS_WEIGHTS_NAME, find_weights_file, load_into, load_state_dict_file, rename_legacy_keys
+from .loading import (
+    DEFAULT_MAX_SHARD_SIZE,
+    find_weights,
+    load_into,
+    load_weights,
+    remove_stale_weights,
+    rename_legacy_keys,
+    resolve_device_map,
+    resolve_load_dtype,
+    weights_writers,
+)
 
-__all__ = ["ModelMixin", "resolve_dtype"]
+__all__ = ["PUSH_KWARGS", "ModelMixin", "WeightsOptions", "check_push_kwargs", "push_folder", "resolve_dtype"]
 
 M = TypeVar("M", bound="ModelMixin")
+
+#: The keywords ``save_pretrained(..., push_to_hub=True, **kwargs)`` passes on to the upload.
+PUSH_KWARGS = frozenset({"repo_id", "commit_message", "private", "token", "create_pr", "revision"})
+
+
+@dataclass(frozen=True)
+class WeightsOptions:
+    """How ``from_pretrained`` reads and places a model's weights, checked (see :meth:`ModelMixin.from_pretrained`).
+
+    Attributes:
+        dtype: The floating-point dtype of the parameters (None: float32).
+        device: The device the parameters are created on (None: the CPU).
+        use_safetensors: None (prefer safetensors), True (only safetensors), False (only ``.bin``).
+        variant: The weights variant (``"fp16"``), or None for the plain weights.
+    """
+
+    dtype: torch.dtype | None = None
+    device: torch.device | None = None
+    use_safetensors: bool | None = None
+    variant: str | None = None
+
+
+def check_push_kwargs(kwargs: Mapping[str, Any]) -> None:
+    """Refuse keywords of ``save_pretrained`` that are neither its own nor the upload's (:data:`PUSH_KWARGS`).
+
+    Raises:
+        TypeError: An unknown keyword, named.
+    """
+    unknown = sorted(set(kwargs) - PUSH_KWARGS)
+    if unknown:
+        raise TypeError(
+            f"save_pretrained() got unexpected keyword argument(s) {', '.join(unknown)}; "
+            f"with push_to_hub=True it also takes {', '.join(sorted(PUSH_KWARGS))}"
+        )
+
+
+def push_folder(folder: Path, class_name: str, **kwargs: Any) -> Any:
+    """Upload a folder ``save_pretrained`` just wrote (``save_pretrained(..., push_to_hub=True)``).
+
+    Args:
+        folder: The saved folder.
+        class_name: For the default commit message, ``"Upload <class_name>"``.
+        **kwargs: :data:`PUSH_KWARGS`; ``repo_id`` defaults to the folder's name, as in diffusers.
+
+    Returns:
+        huggingface_hub's ``CommitInfo``.
+    """
+    repo_id = kwargs.pop("repo_id", None) or folder.resolve().name
+    kwargs["commit_message"] = kwargs.get("commit_message") or f"Upload {class_name}"
+    return upload_folder(folder, repo_id, **kwargs)
 
 
 class ModelMixin(nn.Module, ConfigMixin, PushToHubMixin):
@@ -78,14 +140,24 @@ class ModelMixin(nn.Module, ConfigMixin, PushToHubMixin):
         token: str | bool | None = None,
         torch_dtype: torch.dtype | str | None = None,
         *,
+        dtype: torch.dtype | str | None = None,
         use_safetensors: bool | None = None,
+        variant: str | None = None,
+        device_map: str | int | torch.device | Mapping[str, str | int | torch.device] | None = None,
+        low_cpu_mem_usage: bool | None = None,
     ) -> M:
         """Load a model from a local folder or a Hugging Face Hub repo.
 
         The config and the weights are read from ``subfolder`` when it holds a config, otherwise from the repo root
         (the google/ddpm-* repos keep everything at the root). Weights come from
         ``diffusion_pytorch_model.safetensors`` when present, else from ``diffusion_pytorch_model.bin`` (read with
-        ``torch.load(weights_only=True)``). Legacy attention names are renamed. The model is returned in eval mode.
+        ``torch.load(weights_only=True)`` after a scan that refuses pickled code), or from a sharded checkpoint
+        (``diffusion_pytorch_model.safetensors.index.json`` and the shards it lists, each checked against it).
+        Legacy attention names are renamed. Loading is strict: every missing, unexpected or mis-shaped tensor is
+        reported. The model is returned in eval mode.
+
+        The model is built without memory (on the ``meta`` device) and each parameter is created once, from the file,
+        in the wanted dtype on the wanted device: there is never a randomly initialised copy.
 
         Args:
             repo_id_or_path: A Hub id (``"google/ddpm-ema-celebahq-256"``) or a local folder.
@@ -95,19 +167,37 @@ class ModelMixin(nn.Module, ConfigMixin, PushToHubMixin):
             local_files_only: Never download; use the cache only (``HF_HUB_OFFLINE=1`` does the same).
             token: A Hub token for private or gated repos.
             torch_dtype: The dtype of the parameters (default float32), e.g. ``torch.float16``.
-            use_safetensors: True requires the safetensors file (no fallback), False reads the ``.bin`` file,
+            dtype: The same option under diffusers' newer name; passing both with different values is an error.
+            use_safetensors: True requires safetensors files (no fallback), False reads the ``.bin`` files,
                 None (default) prefers safetensors.
+            variant: Load ``diffusion_pytorch_model.<variant>.safetensors`` (e.g. ``"fp16"``) instead of the plain
+                weights; absent variant files are an error that lists the weights files present.
+            device_map: Where the parameters are created: a device (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``0``,
+                ``torch.device``), ``"auto"`` (the first GPU, else the CPU; ``"balanced"`` and ``"sequential"`` mean
+                the same), or a dict whose values name one device. Default: the CPU. A model is never split across
+                devices; a dict naming several is refused.
+            low_cpu_mem_usage: Accepted for diffusers compatibility and ignored: loading never makes a second,
+                randomly initialised copy of the model (see above).
 
         Raises:
-            CheckpointNotFoundError: The folder/repo, its config or its weights cannot be found.
+            CheckpointNotFoundError: The folder/repo, its config or its weights cannot be found (a missing variant
+                raises :class:`~ddpm.errors.VariantNotFoundError`).
             ConfigError: The config is malformed or uses a value ddpm does not implement.
-            WeightsError: The weights file is damaged or does not fit the config (all differences listed).
+            WeightsError: The weights are damaged, do not fit the config (all differences listed), or a shard does
+                not match its index.
             UnsafeCheckpointError: A ``.bin`` file carries pickled objects other than tensors.
+            ValueError: A dtype, variant or device_map is malformed, or ``torch_dtype`` and ``dtype`` disagree.
+            NotImplementedError: ``device_map`` spreads the model over several devices.
         """
+        del low_cpu_mem_usage  # ddpm's one way of loading is the low-memory one
         options = HubOptions(revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token)
-        return cls._from_pretrained(
-            repo_id_or_path, subfolder, options, torch_dtype=torch_dtype, use_safetensors=use_safetensors
+        load = WeightsOptions(
+            dtype=resolve_load_dtype(torch_dtype, dtype),
+            device=resolve_device_map(device_map),
+            use_safetensors=use_safetensors,
+            variant=variant,
         )
+        return cls._from_pretrained(repo_id_or_path, subfolder, options, load)
 
     @classmethod
     def _from_pretrained(
@@ -115,51 +205,95 @@ class ModelMixin(nn.Module, ConfigMixin, PushToHubMixin):
         repo_id_or_path: str | os.PathLike[str],
         subfolder: str | None,
         options: HubOptions,
-        *,
-        torch_dtype: torch.dtype | str | None = None,
-        use_safetensors: bool | None = None,
+        load: WeightsOptions = WeightsOptions(),
     ) -> M:
-        """:meth:`from_pretrained` with the download options gathered; pipelines load their UNet through it."""
-        dtype = resolve_dtype(torch_dtype)
+        """:meth:`from_pretrained` with its options gathered and checked; pipelines load their UNet through it."""
         config_file = require(repo_id_or_path, cls.config_class.config_name, subfolder, options, what="model config")
         config = cls.config_class.from_json_file(config_file.path)
         # The weights sit beside the config: in the subfolder when it has the config, else at the root.
-        weights_path = find_weights_file(
-            repo_id_or_path, config_file.subfolder, options, use_safetensors=use_safetensors
+        weights = find_weights(
+            repo_id_or_path,
+            config_file.subfolder,
+            options,
+            use_safetensors=load.use_safetensors,
+            variant=load.variant,
         )
-        state = rename_legacy_keys(load_state_dict_file(weights_path))
+        state = rename_legacy_keys(load_weights(weights))
         with torch.device("meta"):
             model = cls(config)
-        load_into(model, state, source=weights_path, dtype=dtype or torch.float32)
+        load_into(model, state, source=weights.source, dtype=load.dtype or torch.float32, device=load.device)
+        if load.device is not None:
+            model.to(load.device)  # buffers made by the constructor; the parameters are there already
         return model.eval()
 
-    def save_pretrained(self, folder: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
-        """Write ``config.json`` and ``diffusion_pytorch_model.safetensors`` to ``folder``, all or nothing.
+    def save_pretrained(
+        self,
+        save_directory: str | os.PathLike[str],
+        *,
+        safe_serialization: bool = True,
+        variant: str | None = None,
+        max_shard_size: int | str | None = DEFAULT_MAX_SHARD_SIZE,
+        push_to_hub: bool = False,
+        overwrite: bool = False,
+        **push_kwargs: Any,
+    ) -> Path:
+        """Write ``config.json`` and the weights to ``save_directory``, all or nothing, in diffusers' file names.
 
-        Both files are written to temporary names first and renamed into place together, so an interrupted save
-        leaves the previous model intact. diffusers' ``from_pretrained`` reads the result, and so does
-        :meth:`from_pretrained`.
+        The weights go to ``diffusion_pytorch_model[.<variant>].safetensors`` (``.bin``, a ``torch.save`` of the
+        plain state dict, with ``safe_serialization=False``), or, above ``max_shard_size``, to shards
+        ``diffusion_pytorch_model[.<variant>]-0000k-of-0000N.safetensors`` listed in
+        ``diffusion_pytorch_model.safetensors.index[.<variant>].json``. Every file is written to a temporary name
+        first and they are renamed into place together, so an interrupted save leaves the previous model intact;
+        weights files of the same variant left from an earlier save (other shards, the other format) are then
+        removed. diffusers' ``from_pretrained`` reads the result, and so does :meth:`from_pretrained`.
 
         Args:
-            folder: The folder to write (created if missing). A model of the same class there is replaced.
+            save_directory: The folder to write (created if missing). A model of the same class there is replaced.
+            safe_serialization: Write safetensors (default) or a ``.bin`` pickle.
+            variant: Insert this name into the weights file names (``"fp16"``); load them with ``variant=``.
+            max_shard_size: The largest weights file, in bytes or as ``"10GB"``/``"500MB"``/``"300KB"`` (default
+                ``"10GB"``, diffusers' default); None never shards.
+            push_to_hub: Then upload the folder to the Hub repo ``repo_id`` (default: the folder's name).
             overwrite: Also replace another kind of model: by default a folder whose ``config.json`` names another
                 class, or that holds a pipeline (``model_index.json``; save into its ``unet/`` instead), is refused.
+            **push_kwargs: With ``push_to_hub``: ``repo_id``, ``commit_message``, ``private``, ``token``,
+                ``create_pr``, ``revision``.
 
         Returns:
             The folder.
 
         Raises:
-            OverwriteError: ``folder`` holds another kind of model (and ``overwrite`` is False), or is a file.
+            OverwriteError: ``save_directory`` holds another kind of model (and ``overwrite`` is False), or is a file.
+            ValueError: ``variant`` or ``max_shard_size`` is malformed.
+            TypeError: An unknown keyword argument.
         """
-        files = self._save_plan(folder, overwrite=overwrite)
+        check_push_kwargs(push_kwargs)
+        files = self._save_plan(
+            save_directory,
+            overwrite=overwrite,
+            safe_serialization=safe_serialization,
+            variant=variant,
+            max_shard_size=max_shard_size,
+        )
         remove_stale_temporaries(files)
         atomic_write_files(files)
-        return Path(folder)
+        folder = Path(save_directory)
+        remove_stale_weights(folder, {p.name for p in files}, variant)
+        if push_to_hub:
+            push_folder(folder, type(self).__name__, **push_kwargs)
+        return folder
 
-    def _save_plan(self, folder: str | os.PathLike[str], *, overwrite: bool = False) -> dict[Path, Writer]:
-        """Check ``folder`` (see :meth:`save_pretrained`) and return the files to write there, unwritten."""
-        from safetensors.torch import save_file
-
+    def _save_plan(
+        self,
+        folder: str | os.PathLike[str],
+        *,
+        overwrite: bool = False,
+        safe_serialization: bool = True,
+        variant: str | None = None,
+        max_shard_size: int | str | None = DEFAULT_MAX_SHARD_SIZE,
+    ) -> dict[Path, Writer]:
+        """Check ``folder`` (see :meth:`save_pretrained`) and return the files to write there, unwritten: the
+        weights (shards before their index), then ``config.json``."""
         config = self.config
         folder = check_save_folder(
             folder,
@@ -169,11 +303,13 @@ class ModelMixin(nn.Module, ConfigMixin, PushToHubMixin):
             overwrite=overwrite,
         )
         state = {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items()}
-
-        def write_weights(tmp: Path) -> None:
-            save_file(state, str(tmp), metadata={"format": "pt"})
+        weights = weights_writers(
+            state, safe_serialization=safe_serialization, variant=variant, max_shard_size=max_shard_size
+        )
+        files: dict[Path, Writer] = {folder / name: write for name, write in weights.items()}
 
         def write_config(tmp: Path) -> None:
             tmp.write_text(config.to_json_string(), encoding="utf-8")
 
-        return {folder / SAFETENSORS_WEIGHTS_NAME: write_weights, folder / config.config_name: write_config}
+        files[folder / config.config_name] = write_config
+        return files

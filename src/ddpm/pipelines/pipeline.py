@@ -27,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar, overload
 
@@ -38,10 +38,12 @@ from ..fast import FastSamplingOptions, UNetRunner, running_dtype
 from ..image_processing import check_output_type, postprocess
 from ..mixins import PushToHubMixin
 from ..models import UNet2DModel
+from ..models.loading import DEFAULT_MAX_SHARD_SIZE, resolve_device_map
+from ..models.modeling import WeightsOptions, check_push_kwargs, push_folder
 from ..outputs import ImagePipelineOutput
 from ..utils import Generators, check_generators, randn_tensor
 from .callbacks import StepCallback, StepEnd, StepEndCallback
-from .pretrained import load_pipeline, save_pipeline
+from .pretrained import DtypeOption, component_dtype, load_pipeline, save_pipeline
 from .protocols import SchedulerLike
 
 logger = logging.getLogger(__name__)
@@ -404,13 +406,18 @@ class DiffusionPipeline(PushToHubMixin):
         cache_dir: str | os.PathLike[str] | None = None,
         local_files_only: bool = False,
         token: str | bool | None = None,
-        torch_dtype: torch.dtype | None = None,
+        torch_dtype: DtypeOption = None,
+        dtype: DtypeOption = None,
+        use_safetensors: bool | None = None,
+        variant: str | None = None,
+        device_map: str | int | torch.device | Mapping[str, str | int | torch.device] | None = None,
+        low_cpu_mem_usage: bool | None = None,
     ) -> P:
         """Load a pipeline from a local folder, a bundled model, or a Hugging Face Hub repo.
 
         Reads ``model_index.json`` when there is one (a missing one means a UNet plus a DDPM scheduler), then loads
         the UNet from ``unet/`` and the scheduler from ``scheduler/``, falling back to the repo root for the flat
-        google/ddpm-* repos. Only the configs and one weights file are downloaded; with ``HF_HUB_OFFLINE=1`` or
+        google/ddpm-* repos. Only the configs and the UNet's weights are downloaded; with ``HF_HUB_OFFLINE=1`` or
         ``local_files_only=True`` nothing is, and the files must be in the cache.
 
         ``DDIMPipeline`` and ``PNDMPipeline`` build their own scheduler from the stored (usually DDPM) scheduler
@@ -423,23 +430,48 @@ class DiffusionPipeline(PushToHubMixin):
             cache_dir: The Hugging Face cache folder (default: ``HF_HUB_CACHE``).
             local_files_only: Never download; use only the cache or the local folder.
             token: A Hub token for private or gated repos.
-            torch_dtype: Load the UNet weights in this dtype (e.g. ``torch.float16``).
+            torch_dtype: Load the UNet weights in this dtype (e.g. ``torch.float16``; default float32), or a dict of
+                component name -> dtype with an optional ``"default"`` entry, as in diffusers
+                (``{"unet": torch.float16, "default": torch.float32}``).
+            dtype: The same option under diffusers' newer name; passing both with different values is an error.
+            use_safetensors, variant, device_map, low_cpu_mem_usage: Passed to the UNet's
+                :meth:`~ddpm.models.modeling.ModelMixin.from_pretrained`, which documents them (``device_map``: one
+                device, or ``"auto"``/``"balanced"`` for the first GPU, else the CPU).
 
         Returns:
-            The pipeline, UNet in eval mode on the CPU.
+            The pipeline, UNet in eval mode (on the CPU unless ``device_map`` says otherwise).
 
         Raises:
             CheckpointNotFoundError: The id is neither a folder nor available from the cache or the Hub; offline,
-                the message says how to make it available.
+                the message says how to make it available. A missing variant raises
+                :class:`~ddpm.errors.VariantNotFoundError` (also a ``ValueError``, as in diffusers).
             ConfigError: A config file (``model_index.json``, ``config.json``, ``scheduler_config.json``) is not
                 valid JSON, holds a bad value, or names a class ddpm does not implement; the message names the file.
             WeightsError: The UNet weights are damaged or do not fit its config.
             UnsafeCheckpointError: The UNet weights are a pickle that references code; nothing in it ran.
+            ValueError: A dtype, variant or device_map is malformed.
         """
+        del low_cpu_mem_usage  # loading never makes a second copy of the model (ModelMixin.from_pretrained)
         options = hub.HubOptions(revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token)
-        return load_pipeline(cls, repo_id_or_path, options, torch_dtype, class_from_index=cls is DiffusionPipeline)
+        load = WeightsOptions(
+            dtype=component_dtype(torch_dtype, dtype, "unet"),
+            device=resolve_device_map(device_map),
+            use_safetensors=use_safetensors,
+            variant=variant,
+        )
+        return load_pipeline(cls, repo_id_or_path, options, load, class_from_index=cls is DiffusionPipeline)
 
-    def save_pretrained(self, save_directory: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+    def save_pretrained(
+        self,
+        save_directory: str | os.PathLike[str],
+        *,
+        safe_serialization: bool = True,
+        variant: str | None = None,
+        max_shard_size: int | str | None = None,
+        push_to_hub: bool = False,
+        overwrite: bool = False,
+        **push_kwargs: Any,
+    ) -> Path:
         """Save the pipeline as ``model_index.json`` + ``unet/`` + ``scheduler/``, a layout diffusers loads too.
 
         All files are written to temporary names first and renamed into place together, ``model_index.json`` last:
@@ -447,17 +479,36 @@ class DiffusionPipeline(PushToHubMixin):
 
         Args:
             save_directory: The folder to write (created if needed). A ddpm pipeline saved there is replaced.
+            safe_serialization, variant: How the UNet's weights are written; see
+                :meth:`~ddpm.models.modeling.ModelMixin.save_pretrained`.
+            max_shard_size: The largest UNet weights file (None: the model's default, ``"10GB"``).
+            push_to_hub: Then upload the folder to the Hub repo ``repo_id`` (default: the folder's name).
             overwrite: Also replace another kind of model: by default a folder with a ``model_index.json`` of
                 another pipeline class, a bare model folder (``config.json`` without ``model_index.json``), or
                 ``unet/`` / ``scheduler/`` folders holding other models are refused.
+            **push_kwargs: With ``push_to_hub``: ``repo_id``, ``commit_message``, ``private``, ``token``,
+                ``create_pr``, ``revision``.
 
         Returns:
             The folder.
 
         Raises:
             OverwriteError: The folder holds another kind of model (and ``overwrite`` is False), or is a file.
+            ValueError: ``variant`` or ``max_shard_size`` is malformed.
+            TypeError: An unknown keyword argument.
         """
-        return save_pipeline(self, save_directory, overwrite=overwrite)
+        check_push_kwargs(push_kwargs)
+        folder = save_pipeline(
+            self,
+            save_directory,
+            overwrite=overwrite,
+            safe_serialization=safe_serialization,
+            variant=variant,
+            max_shard_size=DEFAULT_MAX_SHARD_SIZE if max_shard_size is None else max_shard_size,
+        )
+        if push_to_hub:
+            push_folder(folder, type(self).__name__, **push_kwargs)
+        return folder
 
 
 def _check_eta(eta: Any) -> float:

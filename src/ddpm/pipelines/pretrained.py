@@ -23,6 +23,8 @@ from ..config import check_keys, read_json, show_value
 from ..errors import ConfigError
 from ..io import Writer, atomic_write_files, check_save_folder, remove_stale_temporaries
 from ..models import UNet2DModel
+from ..models.loading import DEFAULT_MAX_SHARD_SIZE, remove_stale_weights, resolve_load_dtype
+from ..models.modeling import WeightsOptions
 from ..schedulers import SCHEDULERS, Scheduler
 from .registry import PIPELINES, pipeline_class_named
 
@@ -31,7 +33,14 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["MODEL_INDEX_NAME", "ModelIndex", "load_pipeline", "parse_model_index", "save_pipeline"]
+__all__ = [
+    "MODEL_INDEX_NAME",
+    "ModelIndex",
+    "component_dtype",
+    "load_pipeline",
+    "parse_model_index",
+    "save_pipeline",
+]
 
 P = TypeVar("P", bound="DiffusionPipeline")
 
@@ -121,11 +130,35 @@ def scheduler_class_named(class_name: str) -> type[Scheduler] | None:
     return next((cls for cls in SCHEDULERS.values() if cls.__name__ == class_name), None)
 
 
+DtypeOption = torch.dtype | str | Mapping[str, torch.dtype | str] | None
+
+
+def component_dtype(torch_dtype: DtypeOption, dtype: DtypeOption, component: str = "unet") -> torch.dtype | None:
+    """The dtype a pipeline's ``from_pretrained`` loads ``component`` in.
+
+    Either option is one dtype for every model component, or, as in diffusers, a dict of component name -> dtype
+    with an optional ``"default"`` entry for the others (``{"unet": torch.float16, "default": torch.float32}``).
+
+    Raises:
+        ValueError: A value is not a floating-point dtype, or ``torch_dtype`` and ``dtype`` disagree.
+    """
+
+    def pick(option: DtypeOption) -> torch.dtype | str | None:
+        if isinstance(option, Mapping):
+            unknown = sorted(k for k in option if not isinstance(k, str))
+            if unknown:
+                raise ValueError(f"dtype dict keys must be component names or 'default', got {unknown[0]!r}")
+            return option.get(component, option.get("default"))
+        return option
+
+    return resolve_load_dtype(pick(torch_dtype), pick(dtype))
+
+
 def load_pipeline(
     called: type[P],
     repo_id_or_path: str | os.PathLike[str],
     options: hub.HubOptions,
-    torch_dtype: torch.dtype | None,
+    load: WeightsOptions,
     *,
     class_from_index: bool,
 ) -> P:
@@ -135,7 +168,7 @@ def load_pipeline(
         called: The class ``from_pretrained`` was called on.
         repo_id_or_path: A Hub id, a local folder or a bundled model name.
         options: The download options.
-        torch_dtype: The UNet's dtype (None: float32).
+        load: How the UNet's weights are read and placed (dtype, device, format, variant).
         class_from_index: Build the class ``model_index.json`` names (``called`` is ``DiffusionPipeline`` itself)
             rather than ``called``.
     """
@@ -146,7 +179,7 @@ def load_pipeline(
     scheduler_file = hub.locate(repo_id_or_path, SCHEDULER_CONFIG_NAME, "scheduler", options)
     scheduler_config = read_json(scheduler_file.path) if scheduler_file is not None else {}
     scheduler_cls = _scheduler_class(pipeline_cls, index, scheduler_config, scheduler_file)
-    unet = UNet2DModel._from_pretrained(repo_id_or_path, "unet", options, torch_dtype=torch_dtype)
+    unet = UNet2DModel._from_pretrained(repo_id_or_path, "unet", options, load)
     if scheduler_file is None:
         raise hub.not_found_error(
             repo_id_or_path, [SCHEDULER_CONFIG_NAME], subfolder="scheduler", options=options, what="scheduler config"
@@ -189,7 +222,15 @@ def _scheduler_class(
     return scheduler_cls
 
 
-def save_pipeline(pipe: DiffusionPipeline, save_directory: str | os.PathLike[str], *, overwrite: bool) -> Path:
+def save_pipeline(
+    pipe: DiffusionPipeline,
+    save_directory: str | os.PathLike[str],
+    *,
+    overwrite: bool,
+    safe_serialization: bool = True,
+    variant: str | None = None,
+    max_shard_size: int | str | None = DEFAULT_MAX_SHARD_SIZE,
+) -> Path:
     """``pipe.save_pretrained(...)``: see :meth:`DiffusionPipeline.save_pretrained`."""
     known = {cls.__name__ for cls in PIPELINES.values()}
     folder = Path(save_directory)
@@ -202,12 +243,14 @@ def save_pipeline(pipe: DiffusionPipeline, save_directory: str | os.PathLike[str
         overwrite=overwrite,
     )
     files: dict[Path, Writer] = {}
+    weights = {"safe_serialization": safe_serialization, "variant": variant, "max_shard_size": max_shard_size}
     for name, part in (("unet", pipe.unet), ("scheduler", pipe.scheduler)):
         plan = getattr(part, "_save_plan", None)
+        extra = weights if name == "unet" else {}
         if plan is not None:
-            files.update(plan(folder / name, overwrite=overwrite))
+            files.update(plan(folder / name, overwrite=overwrite, **extra))
         else:  # a component of another library (e.g. a diffusers scheduler) saves itself, before the rest
-            cast(Any, part).save_pretrained(folder / name)
+            cast(Any, part).save_pretrained(folder / name, **extra)
     index = {
         "_class_name": type(pipe).__name__ if type(pipe).__name__ in known else "DDPMPipeline",
         "_ddpm_version": __version__,
@@ -219,6 +262,7 @@ def save_pipeline(pipe: DiffusionPipeline, save_directory: str | os.PathLike[str
     files[folder / MODEL_INDEX_NAME] = lambda tmp: _write_text(tmp, text)  # last: completes the folder
     remove_stale_temporaries(files)
     atomic_write_files(files)
+    remove_stale_weights(folder / "unet", {p.name for p in files}, variant)
     return folder
 
 
