@@ -18,7 +18,14 @@ import torch
 
 from ddpm import UNet2DModel
 from ddpm.errors import CheckpointNotFoundError, ConfigError, UnsafeCheckpointError, WeightsError
-from ddpm.models.loading import load_state_dict_file, rename_legacy_keys
+from ddpm.models.loading import (
+    add_variant,
+    load_state_dict_file,
+    rename_legacy_keys,
+    resolve_device_map,
+    resolve_load_dtype,
+)
+from ddpm.pipelines.pretrained import component_dtype
 
 from helpers import (
     MODEL_INDEX,
@@ -279,3 +286,84 @@ def test_bad_config_json_names_the_file(reference: Any, tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         UNet2DModel.from_pretrained(folder)
     assert str(folder / "config.json") in str(info.value) and "'fourier'" in str(info.value)
+
+
+# ---------------------------------------------------------------------------------------------- call forms (issue 12)
+
+
+def test_resolve_device_map_accepts_one_device_and_refuses_a_split() -> None:
+    one = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+    assert resolve_device_map(None) is None
+    assert resolve_device_map("cpu") == resolve_device_map(torch.device("cpu")) == torch.device("cpu")
+    assert resolve_device_map({"": "cpu", "conv_in": torch.device("cpu")}) == torch.device("cpu")
+    assert resolve_device_map("auto") == resolve_device_map("balanced") == one
+    with pytest.raises(NotImplementedError, match="spreads the model over 2 devices"):
+        resolve_device_map({"conv_in": "cpu", "": "mps"})
+    for bad, words in [(-1, "cannot be negative"), ("meta", "real device"), (True, "pass a device"), ({}, "empty")]:
+        with pytest.raises(ValueError, match=words):
+            resolve_device_map(bad)
+
+
+def test_dtype_options_resolve_once_for_models_and_pipelines() -> None:
+    assert resolve_load_dtype("fp16", torch.float16) == torch.float16
+    assert resolve_load_dtype(None, "bfloat16") == torch.bfloat16 and resolve_load_dtype(None, None) is None
+    assert component_dtype({"unet": torch.float16, "default": torch.float32}, None) == torch.float16
+    assert component_dtype(None, {"vae": torch.float16, "default": torch.bfloat16}) == torch.bfloat16
+    assert component_dtype({"vae": torch.float16}, None) is None
+    with pytest.raises(ValueError, match="disagree"):
+        component_dtype({"unet": torch.float16}, torch.bfloat16)
+
+
+def test_variant_names_are_diffusers_names() -> None:
+    assert add_variant("diffusion_pytorch_model.safetensors", "fp16") == "diffusion_pytorch_model.fp16.safetensors"
+    assert add_variant("diffusion_pytorch_model.bin.index.json", "ema") == "diffusion_pytorch_model.bin.index.ema.json"
+    assert add_variant("diffusion_pytorch_model.bin", None) == "diffusion_pytorch_model.bin"
+
+
+def test_a_failed_sharded_save_leaves_the_previous_model_intact(
+    reference: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import safetensors.torch
+
+    model = UNet2DModel.from_pretrained(_repo(tmp_path, reference, weights="safetensors", model_index=False))
+    folder = tmp_path / "saved"
+    model.save_pretrained(folder)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    calls: list[str] = []
+    real_save_file = safetensors.torch.save_file
+
+    def failing_save_file(tensors: Any, filename: str, metadata: Any = None) -> None:
+        calls.append(filename)
+        if len(calls) == 2:
+            raise OSError("disk full")
+        real_save_file(tensors, filename, metadata=metadata)
+
+    monkeypatch.setattr(safetensors.torch, "save_file", failing_save_file)
+    with pytest.raises(OSError, match="disk full"):
+        model.save_pretrained(folder, max_shard_size=1_000_000)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # no shard, no index, no temporary file
+    _assert_same_outputs(UNet2DModel.from_pretrained(folder), reference)
+
+
+def test_a_sharded_hub_repo_with_a_shard_missing_from_the_cache(reference: Any, hf_cache: str, tmp_path: Path) -> None:
+    model = UNet2DModel.from_pretrained(_repo(tmp_path, reference, weights="safetensors", model_index=False))
+    model.save_pretrained(tmp_path / "sharded", max_shard_size=1_000_000)
+    snapshot = install_in_hf_cache(hf_cache, "ddpm-tests/sharded-unet", tmp_path / "sharded")
+    _assert_same_outputs(UNet2DModel.from_pretrained("ddpm-tests/sharded-unet"), reference)
+    index = json.loads((snapshot / "diffusion_pytorch_model.safetensors.index.json").read_text())
+    second = sorted(set(index["weight_map"].values()))[1]
+    (snapshot / second).unlink()
+    with pytest.raises(
+        CheckpointNotFoundError, match=f"lists the shard {second}, which is not in ddpm-tests/sharded-unet"
+    ):
+        UNet2DModel.from_pretrained("ddpm-tests/sharded-unet")
+
+
+def test_save_pretrained_refuses_unknown_keywords_and_bad_sizes(reference: Any, tmp_path: Path) -> None:
+    model = UNet2DModel.from_pretrained(_repo(tmp_path, reference, weights="safetensors", model_index=False))
+    with pytest.raises(TypeError, match="safe_serialisation"):
+        model.save_pretrained(tmp_path / "a", safe_serialisation=False)
+    for size in (0, "big", True):
+        with pytest.raises(ValueError):
+            model.save_pretrained(tmp_path / "b", max_shard_size=size)
+    assert not (tmp_path / "a").exists()
