@@ -359,7 +359,7 @@ def _edit_index(ctx: Ctx, shard: str) -> None:
     (ctx.repo / SHARD_INDEX).write_text(json.dumps(index))
 
 
-def _rewrite_shard(ctx: Ctx, k: int, change: Callable[[dict[str, torch.Tensor]], None]) -> None:
+def _rewrite_shard(ctx: Ctx, k: int, change: Callable[[dict[str, torch.Tensor]], object]) -> None:
     from safetensors.torch import load_file, save_file
 
     path = _shards(ctx)[k - 1]

@@ -116,6 +116,10 @@ def test_a_save_replaces_the_weights_of_its_variant_only(reference: Any, tmp_pat
         assert _max_diff(lib.UNet2DModel.from_pretrained(folder), reference, x) <= ATOL
 
 
+def _diffusers_pipeline(unet: Any) -> Any:
+    return diffusers.DDPMPipeline(unet=unet, scheduler=diffusers.DDPMScheduler())
+
+
 def _saved_by_diffusers(reference: Any, tmp_path: Path, **save: Any) -> Path:
     folder = tmp_path / "theirs"
     reference.save_pretrained(folder, **save)
@@ -179,9 +183,7 @@ def test_variant_errors_name_the_files_present(reference: Any, tmp_path: Path) -
 def test_hub_repo_forms_from_the_offline_cache(reference: Any, hf_cache: str, tmp_path: Path, x: torch.Tensor) -> None:
     """A pipeline-layout Hub repo whose UNet is sharded in an fp16 variant, read by id from the cache."""
     repo = tmp_path / "repo"
-    diffusers.DDPMPipeline(unet=reference, scheduler=diffusers.DDPMScheduler()).save_pretrained(
-        repo, variant="fp16", max_shard_size=SHARD
-    )
+    _diffusers_pipeline(reference).save_pretrained(repo, variant="fp16", max_shard_size=SHARD)
     assert len(list((repo / "unet").glob("*.fp16-*-of-*.safetensors"))) >= 3
     install_in_hf_cache(hf_cache, "ddpm-tests/sharded-fp16", repo)
     hub = {"subfolder": "unet", "variant": "fp16", "cache_dir": hf_cache, "local_files_only": True}
@@ -193,11 +195,9 @@ def test_hub_repo_forms_from_the_offline_cache(reference: Any, hf_cache: str, tm
 
 
 def test_pipeline_forms_load_both_ways(reference: Any, tmp_path: Path, x: torch.Tensor) -> None:
-    save = {"variant": "fp16", "max_shard_size": SHARD}
-    load = {"variant": "fp16"}
-    diffusers.DDPMPipeline(unet=reference, scheduler=diffusers.DDPMScheduler()).save_pretrained(
-        tmp_path / "theirs", **save
-    )
+    save: dict[str, Any] = {"variant": "fp16", "max_shard_size": SHARD}
+    load: dict[str, Any] = {"variant": "fp16"}
+    _diffusers_pipeline(reference).save_pretrained(tmp_path / "theirs", **save)
     dtypes = {"unet": torch.float16, "default": torch.float32}
     ours = ddpm.DDPMPipeline.from_pretrained(
         tmp_path / "theirs", torch_dtype=dtypes, device_map="cpu", low_cpu_mem_usage=True, **load
@@ -213,7 +213,7 @@ def test_pipeline_forms_load_both_ways(reference: Any, tmp_path: Path, x: torch.
 
 
 def test_pipeline_variant_that_is_absent_raises_value_error_as_in_diffusers(reference: Any, tmp_path: Path) -> None:
-    diffusers.DDPMPipeline(unet=reference, scheduler=diffusers.DDPMScheduler()).save_pretrained(tmp_path)
+    _diffusers_pipeline(reference).save_pretrained(tmp_path)
     for lib in (ddpm, diffusers):
         with pytest.raises(ValueError):
             lib.DDPMPipeline.from_pretrained(tmp_path, variant="fp16")
