@@ -4,7 +4,9 @@ This is the only module that talks to ``huggingface_hub``. Every ``from_pretrain
 :func:`require`, which raises when the file is missing) for the files it needs, one by one: ``subfolder`` first, then
 the repo root, so a Hub repo only ever downloads what is used (one weights file and the configs). It honours
 ``HF_HUB_OFFLINE``, ``HF_HUB_CACHE`` and ``local_files_only`` exactly as huggingface_hub does, and turns its
-exceptions into :class:`~ddpm.errors.CheckpointNotFoundError` messages that say what to do.
+exceptions into :class:`~ddpm.errors.CheckpointNotFoundError` messages that say what to do. A sharded checkpoint is
+fetched the same way, its index and then each shard it lists; :func:`split_into_shards` groups tensors into shards on
+saving exactly as the Hub's own tools do.
 """
 
 from __future__ import annotations
