@@ -434,9 +434,14 @@ class DiffusionPipeline(PushToHubMixin):
                 component name -> dtype with an optional ``"default"`` entry, as in diffusers
                 (``{"unet": torch.float16, "default": torch.float32}``).
             dtype: The same option under diffusers' newer name; passing both with different values is an error.
-            use_safetensors, variant, device_map, low_cpu_mem_usage: Passed to the UNet's
-                :meth:`~ddpm.models.modeling.ModelMixin.from_pretrained`, which documents them (``device_map``: one
-                device, or ``"auto"``/``"balanced"`` for the first GPU, else the CPU).
+            use_safetensors: None prefers safetensors, True allows only safetensors, False only ``.bin``.
+            variant: Load the UNet weights of this variant (``"fp16"``); absent, a ``VariantNotFoundError``.
+            device_map: The one device of the UNet (``"cpu"``, ``"cuda"``, ``0``, ``{"": "cuda"}``), or ``"auto"`` /
+                ``"balanced"`` for the first GPU, else the CPU.
+            low_cpu_mem_usage: Accepted and ignored: loading never makes a second copy of the model.
+
+        The last four are the UNet's :meth:`~ddpm.models.modeling.ModelMixin.from_pretrained` options, which it
+        documents in full.
 
         Returns:
             The pipeline, UNet in eval mode (on the CPU unless ``device_map`` says otherwise).
@@ -479,7 +484,8 @@ class DiffusionPipeline(PushToHubMixin):
 
         Args:
             save_directory: The folder to write (created if needed). A ddpm pipeline saved there is replaced.
-            safe_serialization, variant: How the UNet's weights are written; see
+            safe_serialization: Write the UNet weights as safetensors (default) or a ``.bin`` pickle.
+            variant: Insert this name into the UNet weights file names (``"fp16"``); see
                 :meth:`~ddpm.models.modeling.ModelMixin.save_pretrained`.
             max_shard_size: The largest UNet weights file (None: the model's default, ``"10GB"``).
             push_to_hub: Then upload the folder to the Hub repo ``repo_id`` (default: the folder's name).
