@@ -51,10 +51,16 @@ SWAPPED = (
     "DDPMPipeline",
     "DDIMPipeline",
     "PNDMPipeline",
+    "DiffusionPipeline",
 )
 
 # Tests of diffusers' private internals (out of scope): test id substring -> reason.
-INTERNAL: dict[str, str] = {}
+INTERNAL: dict[str, str] = {
+    "PipelineFastTests::test_save_load_local": (
+        "asserts that diffusers' own logger 'diffusers.pipelines.pipeline_utils' records each component it loads; "
+        "ddpm logs to its own loggers (the images saved and reloaded are compared and equal)"
+    ),
+}
 
 # Deliberate, documented deviations (docs/compatibility.md): test id substring -> reason.
 DEVIATIONS: dict[str, str] = {}
