@@ -58,7 +58,8 @@ SWAPPED = (
 INTERNAL: dict[str, str] = {
     "PipelineFastTests::test_save_load_local": (
         "asserts that diffusers' own logger 'diffusers.pipelines.pipeline_utils' records each component it loads; "
-        "ddpm logs to its own loggers (the images saved and reloaded are compared and equal)"
+        "ddpm logs to its own loggers (the images before saving and after reloading are equal: "
+        "tests/compat/test_pipeline_compat.py)"
     ),
 }
 

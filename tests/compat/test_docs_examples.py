@@ -131,7 +131,7 @@ def test_contribution_page_one_step_pipeline_subclass() -> None:
     outputs = {}
     for name, lib in LIBS.items():
 
-        class UnetSchedulerOneForwardPipeline(lib.DiffusionPipeline):  # type: ignore[name-defined,misc]
+        class UnetSchedulerOneForwardPipeline(lib.DiffusionPipeline):  # type: ignore[name-defined]
             def __init__(self, unet: Any, scheduler: Any) -> None:
                 super().__init__()
                 self.register_modules(unet=unet, scheduler=scheduler)
@@ -243,7 +243,7 @@ def test_basic_training_tutorial_saves_a_pipeline_diffusers_loads(tmp_path: Path
 def test_push_to_hub_page_scheduler(tmp_path: Path, hf_cache: str) -> None:
     """using-diffusers/push_to_hub.md: ``DDIMScheduler(beta_start=..., ...).push_to_hub(name)`` (HfApi mocked),
     then ``DDIMScheduler.from_pretrained("<namespace>/<name>")``."""
-    kwargs = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
+    kwargs: dict[str, Any] = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
                   set_alpha_to_one=False)  # fmt: skip
     scheduler = ddpm.DDIMScheduler(**kwargs)
     uploaded: dict[str, Any] = {}
@@ -307,8 +307,8 @@ def test_write_own_pipeline_page_denoising_loop() -> None:
             previous_noisy_sample = scheduler.step(noisy_residual, t, input).prev_sample
             input = previous_noisy_sample
         image = (input / 2 + 0.5).clamp(0, 1).squeeze()
-        image = (image.permute(1, 2, 0) * 255).round().to(torch.uint8).cpu().numpy()
-        images[name] = np.asarray(Image.fromarray(image), dtype=np.int64)
+        pixels = (image.permute(1, 2, 0) * 255).round().to(torch.uint8).cpu().numpy()
+        images[name] = np.asarray(Image.fromarray(pixels), dtype=np.int64)
     assert np.abs(images["ddpm"] - images["diffusers"]).max() <= 1
 
 

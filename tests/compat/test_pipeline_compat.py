@@ -91,7 +91,7 @@ def test_pipe_config_is_diffusers_read_only_component_map(unets, tmp_path: Path,
     assert dict(ours.config) == dict(theirs.config) == {"unet": ("diffusers", "UNet2DModel"), "scheduler": (
         "diffusers", scheduler)}  # fmt: skip
     with pytest.raises(TypeError):
-        ours.config["unet"] = ("diffusers", "Other")  # type: ignore[index]  # read-only on purpose
+        ours.config["unet"] = ("diffusers", "Other")  # read-only
     # model_index.json holds the same entries (as JSON lists), plus the pipeline class and the version
     ours.save_pretrained(tmp_path)
     index = json.loads((tmp_path / "model_index.json").read_text())
@@ -188,14 +188,15 @@ def test_to_forms_progress_bar_components_and_numpy_to_pil_as_in_diffusers() -> 
     theirs_unet = diffusers_unet(MICRO_CONFIG, seed=4)
     ours_unet = ddpm.UNet2DModel.from_config(MICRO_CONFIG).eval()
     ours, theirs = _pipes((ours_unet, theirs_unet))
-    for args, kwargs in [
+    forms: list[tuple[tuple[Any, ...], dict[str, Any]]] = [
         (("cpu",), {}),
         ((torch.float64,), {}),
         (("cpu", torch.float32), {}),
         ((), {"device": "cpu"}),
         ((), {"dtype": torch.float64}),
         ((), {"device": torch.device("cpu"), "dtype": torch.float32, "silence_dtype_warnings": True}),
-    ]:
+    ]
+    for args, kwargs in forms:
         assert ours.to(*args, **kwargs) is ours and theirs.to(*args, **kwargs) is theirs
         assert (ours.device, ours.dtype) == (theirs.device, theirs.dtype)
     assert list(ours.components) == list(theirs.components) == ["unet", "scheduler"]
