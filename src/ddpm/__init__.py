@@ -28,6 +28,7 @@ _EXPORTS: dict[str, str] = {
     "DDPMPipeline": "ddpm.pipelines",
     "DDIMPipeline": "ddpm.pipelines",
     "PNDMPipeline": "ddpm.pipelines",
+    "DiffusionPipeline": "ddpm.pipelines",
     "make_image_grid": "ddpm.image_processing",
     "randn_tensor": "ddpm.utils",
     "DDPMError": "ddpm.errors",
@@ -54,7 +55,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .image_processing import make_image_grid
     from .models import UNet2DConfig, UNet2DModel
     from .outputs import ImagePipelineOutput, SchedulerOutput, UNet2DOutput
-    from .pipelines import DDIMPipeline, DDPMPipeline, PNDMPipeline
+    from .pipelines import DDIMPipeline, DDPMPipeline, DiffusionPipeline, PNDMPipeline
     from .schedulers import DDIMScheduler, DDPMScheduler, PNDMScheduler
     from .utils import randn_tensor
 

@@ -2,7 +2,8 @@
 
 A sampler ends with a batch ``x_0`` of shape (B, C, H, W) in the model's range [-1, 1]. ``postprocess`` maps it
 to [0, 1] and returns one of three forms (``OUTPUT_TYPES``): an NCHW tensor (``"pt"``), an NHWC float32 numpy array
-(``"np"``) or a list of PIL images (``"pil"``). PIL conversion rounds to the nearest of the 256 levels
+(``"np"``) or a list of PIL images (``"pil"``); ``"latent"`` returns ``x_0`` itself, untouched, as diffusers'
+pipelines do for that name. PIL conversion rounds to the nearest of the 256 levels
 (``round(x * 255)``), as diffusers does, so the same sample gives the same 8-bit pixels in both libraries.
 
 Pillow is imported only by the functions that need it, so ``import ddpm`` stays light.
@@ -36,9 +37,9 @@ __all__ = [
     "save_image",
 ]
 
-#: The accepted values of every ``output_type=`` argument.
-OUTPUT_TYPES: tuple[str, ...] = ("pil", "np", "pt")
-OutputType = Literal["pil", "np", "pt"]
+#: The accepted values of every ``output_type=`` argument (``"latent"``: the raw sample, not an image).
+OUTPUT_TYPES: tuple[str, ...] = ("pil", "np", "pt", "latent")
+OutputType = Literal["pil", "np", "pt", "latent"]
 
 
 def check_output_type(output_type: str) -> None:
@@ -49,7 +50,7 @@ def check_output_type(output_type: str) -> None:
 
 
 @overload
-def postprocess(sample: torch.Tensor, output_type: Literal["pt"]) -> torch.Tensor: ...
+def postprocess(sample: torch.Tensor, output_type: Literal["pt", "latent"]) -> torch.Tensor: ...
 @overload
 def postprocess(sample: torch.Tensor, output_type: Literal["np"]) -> np.ndarray: ...
 @overload
@@ -65,10 +66,11 @@ def postprocess(sample: torch.Tensor, output_type: str = "pil") -> torch.Tensor 
     Args:
         sample: The final sample, shape (B, C, H, W), values nominally in [-1, 1].
         output_type: ``"pt"`` for an NCHW tensor on ``sample``'s device, ``"np"`` for an NHWC float32 array,
-            ``"pil"`` for a list of B PIL images (mode ``"RGB"``, or ``"L"`` for one channel).
+            ``"pil"`` for a list of B PIL images (mode ``"RGB"``, or ``"L"`` for one channel), ``"latent"`` for
+            ``sample`` itself (diffusers' name for "skip the post-processing").
 
     Returns:
-        The images in the requested form, all with values in [0, 1] (0..255 for PIL).
+        The images in the requested form, all with values in [0, 1] (0..255 for PIL); for ``"latent"``, ``sample``.
 
     Raises:
         ValueError: ``output_type`` is not one of ``OUTPUT_TYPES``, or ``sample`` is not 4-D.
@@ -76,6 +78,8 @@ def postprocess(sample: torch.Tensor, output_type: str = "pil") -> torch.Tensor 
     check_output_type(output_type)
     if sample.ndim != 4:
         raise ValueError(f"expected a (B, C, H, W) batch of samples, got shape {tuple(sample.shape)}")
+    if output_type == "latent":
+        return sample
     if sample.dtype not in (torch.float32, torch.float64):
         sample = sample.float()
     images = (sample / 2 + 0.5).clamp(0, 1)  # [-1, 1] -> [0, 1]

@@ -1,4 +1,8 @@
-"""Small tensor helpers shared by the model, the schedulers and the pipelines, each defined once."""
+"""Small tensor helpers shared by the model, the schedulers and the pipelines, each defined once.
+
+``make_image_grid`` is re-exported from :mod:`ddpm.image_processing`, where it lives, because diffusers' scripts
+import it as ``from diffusers.utils import make_image_grid``: ``from ddpm.utils import make_image_grid`` works too.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,9 @@ from collections.abc import Sequence
 import torch
 
 from .config import show_value
+from .image_processing import make_image_grid
 
-__all__ = ["Generators", "check_generators", "extract", "randn_tensor"]
+__all__ = ["Generators", "check_generators", "extract", "make_image_grid", "randn_tensor"]
 
 #: What every ``generator=`` argument accepts: one generator, one per sample, or None for the global RNG.
 Generators = torch.Generator | Sequence[torch.Generator] | None

@@ -21,7 +21,7 @@ FOUNDATION: dict[str, set[str]] = {
     "io": {"errors"},
     "hub": {"errors"},
     "config": {"errors", "io"},
-    "utils": {"errors", "config"},
+    "utils": {"errors", "config", "image_processing"},  # image_processing: make_image_grid, re-exported
     "image_processing": {"errors", "io"},
     "mixins": {"errors", "io", "hub", "config"},
 }

@@ -82,6 +82,42 @@ def test_constructor_rejects_things_that_are_not_a_unet_or_a_scheduler(pipe):
         DDPMPipeline(unet=pipe.unet, scheduler=object())  # type: ignore[arg-type]  # wrong on purpose
 
 
+def test_register_modules_builds_a_subclass_after_a_bare_init_and_checks_its_parts(pipe):
+    class OneStep(DiffusionPipeline):
+        def __init__(self, unet, scheduler):
+            super().__init__()
+            assert "components not registered" in repr(self)
+            self.register_modules(unet=unet, scheduler=scheduler)
+
+    built = OneStep(**pipe.components)
+    assert built.unet is pipe.unet and built.scheduler is pipe.scheduler
+    with pytest.raises(TypeError, match="vae"):
+        built.register_modules(vae=pipe.unet)
+    with pytest.raises(TypeError, match="set_timesteps"):
+        built.register_modules(scheduler=object())
+    assert built.scheduler is pipe.scheduler  # a refused part leaves the pipeline as it was
+    with pytest.raises(TypeError, match="scheduler"):
+        DDPMPipeline(unet=pipe.unet)
+
+
+def test_latent_output_is_the_raw_sample_and_num_timesteps_counts_the_steps(pipe):
+    latent = pipe(generator=_gen(), num_inference_steps=3, output_type="latent").images
+    pt = pipe(generator=_gen(), num_inference_steps=3, output_type="pt").images
+    assert pipe.num_timesteps == 3
+    torch.testing.assert_close((latent / 2 + 0.5).clamp(0, 1), pt)
+    assert latent.min() < 0  # not post-processed
+
+
+def test_attention_slicing_checks_its_argument_and_changes_nothing(pipe):
+    before = pipe(generator=_gen(), num_inference_steps=2, output_type="np").images
+    pipe.enable_attention_slicing(1)
+    np.testing.assert_array_equal(pipe(generator=_gen(), num_inference_steps=2, output_type="np").images, before)
+    for bad in (0, -1, True, "half", 1.5):
+        with pytest.raises(ValueError, match="slice_size"):
+            pipe.enable_attention_slicing(bad)
+    pipe.disable_attention_slicing()
+
+
 def test_to_accepts_device_dtype_both_and_keywords(pipe):
     assert pipe.device == torch.device("cpu") and pipe.dtype == torch.float32
     assert pipe.to(torch.float64) is pipe and pipe.dtype == torch.float64

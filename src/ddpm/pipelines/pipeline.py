@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import types
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar, overload
@@ -35,15 +36,15 @@ import torch
 
 from .. import hub
 from ..fast import FastSamplingOptions, UNetRunner, running_dtype
-from ..image_processing import check_output_type, postprocess
+from ..image_processing import check_output_type, numpy_to_pil, postprocess
 from ..mixins import PushToHubMixin
 from ..models import UNet2DModel
 from ..models.loading import DEFAULT_MAX_SHARD_SIZE, resolve_device_map
 from ..models.modeling import WeightsOptions, check_push_kwargs, push_folder
 from ..outputs import ImagePipelineOutput
 from ..utils import Generators, check_generators, randn_tensor
-from .callbacks import StepCallback, StepEnd, StepEndCallback
-from .pretrained import DtypeOption, component_dtype, load_pipeline, save_pipeline
+from .callbacks import CALLBACK_TENSOR_INPUTS, StepCallback, StepEnd, StepEndCallback
+from .pretrained import DtypeOption, ModelIndex, component_dtype, load_pipeline, save_pipeline
 from .protocols import SchedulerLike
 
 logger = logging.getLogger(__name__)
@@ -63,6 +64,9 @@ class DiffusionPipeline(PushToHubMixin):
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     ```
 
+    A diffusers-style subclass may build itself with ``super().__init__()`` followed by
+    ``self.register_modules(unet=unet, scheduler=scheduler)``.
+
     Attributes:
         unet: The noise-prediction network.
         scheduler: The sampler: DDPMScheduler, DDIMScheduler, PNDMScheduler or anything with their interface
@@ -75,21 +79,52 @@ class DiffusionPipeline(PushToHubMixin):
     default_num_inference_steps: ClassVar[int] = 1000
     scheduler_type: ClassVar[str | None] = None
 
-    def __init__(self, unet: UNet2DModel, scheduler: SchedulerLike) -> None:
-        if not isinstance(unet, torch.nn.Module) or not hasattr(unet, "config"):
+    #: diffusers' list of components a pipeline may lack; a ddpm pipeline needs both of its parts.
+    _optional_components: ClassVar[list[str]] = []
+    #: The tensors ``callback_on_step_end_tensor_inputs`` may name (diffusers' attribute for them).
+    _callback_tensor_inputs: ClassVar[list[str]] = list(CALLBACK_TENSOR_INPUTS)
+    #: diffusers' ``DiffusionPipeline.numpy_to_pil``: NHWC floats in [0, 1] -> a list of PIL images.
+    numpy_to_pil = staticmethod(numpy_to_pil)
+
+    unet: UNet2DModel
+    scheduler: SchedulerLike
+
+    def __init__(self, unet: UNet2DModel | None = None, scheduler: SchedulerLike | None = None) -> None:
+        self._progress_bar_config: dict[str, Any] = {}
+        self._interrupt = False
+        self._num_timesteps = 0
+        self._fast: UNetRunner | None = None
+        if unet is not None or scheduler is not None:
+            self.register_modules(unet=unet, scheduler=scheduler)
+
+    def register_modules(self, **modules: Any) -> None:
+        """Set the pipeline's parts by name: ``self.register_modules(unet=unet, scheduler=scheduler)``.
+
+        diffusers' way for a subclass's ``__init__`` to store its components after ``super().__init__()``; the
+        constructor calls it too. Each part is checked before any is set.
+
+        Raises:
+            TypeError: A name other than ``unet`` and ``scheduler``, a ``unet`` that is not a model with a
+                ``config``, or a ``scheduler`` without ``set_timesteps()`` and ``step()``.
+        """
+        unknown = sorted(set(modules) - {"unet", "scheduler"})
+        if unknown:
+            raise TypeError(f"a ddpm pipeline has two components, unet and scheduler; got {unknown}")
+        unet = modules.get("unet")
+        if "unet" in modules and (not isinstance(unet, torch.nn.Module) or not hasattr(unet, "config")):
             raise TypeError(f"unet must be a UNet2DModel (a torch.nn.Module with a .config), got {type(unet).__name__}")
-        for method in ("set_timesteps", "step"):
+        scheduler = modules.get("scheduler")
+        for method in ("set_timesteps", "step") if "scheduler" in modules else ():
             if not callable(getattr(scheduler, method, None)):
                 raise TypeError(
                     f"scheduler must have set_timesteps() and step(); {type(scheduler).__name__} has no {method}()"
                 )
-        self.unet: UNet2DModel = unet
-        self.scheduler: SchedulerLike = scheduler
-        self._progress_bar_config: dict[str, Any] = {}
-        self._interrupt = False
-        self._fast: UNetRunner | None = None
+        for name, part in modules.items():
+            setattr(self, name, part)
 
     def __repr__(self) -> str:
+        if not hasattr(self, "unet") or not hasattr(self, "scheduler"):
+            return f"{type(self).__name__}(components not registered yet)"
         return (
             f"{type(self).__name__}(unet={type(self.unet).__name__}, scheduler={type(self.scheduler).__name__}, "
             f"device={self.device}, dtype={self.dtype})"
@@ -102,6 +137,16 @@ class DiffusionPipeline(PushToHubMixin):
         return {"unet": self.unet, "scheduler": self.scheduler}
 
     @property
+    def config(self) -> Mapping[str, Any]:
+        """diffusers' ``pipe.config``: a read-only mapping of each component to its ``(library, class name)``.
+
+        For example ``{"unet": ("diffusers", "UNet2DModel"), "scheduler": ("diffusers", "DDIMScheduler")}``: the
+        component entries ``save_pretrained`` writes to ``model_index.json`` (which adds ``_class_name`` and the
+        version). It follows the parts: after ``pipe.scheduler = DDIMScheduler(...)`` it names the new class.
+        """
+        return types.MappingProxyType(dict(ModelIndex.of(self).components()))
+
+    @property
     def device(self) -> torch.device:
         """The device the UNet's weights are on; sampling runs there."""
         return next(self.unet.parameters()).device
@@ -111,11 +156,18 @@ class DiffusionPipeline(PushToHubMixin):
         """The UNet's floating-point dtype; the noise is drawn in it, as diffusers does."""
         return next(self.unet.parameters()).dtype
 
-    def to(self: P, *args: Any, device: torch.device | str | int | None = None, dtype: torch.dtype | None = None) -> P:
+    def to(
+        self: P,
+        *args: Any,
+        device: torch.device | str | int | None = None,
+        dtype: torch.dtype | None = None,
+        silence_dtype_warnings: bool = False,
+    ) -> P:
         """Move the UNet to a device and/or cast it to a dtype; returns the pipeline.
 
         Accepts ``pipe.to("cuda")``, ``pipe.to(torch.float16)``, ``pipe.to("cuda", torch.float16)`` and the keyword
         forms ``device=...``, ``dtype=...``. Schedulers move their tables at ``set_timesteps`` time.
+        ``silence_dtype_warnings`` is accepted for diffusers' signature; ddpm warns about nothing here.
 
         Raises:
             TypeError: An argument is neither a device nor a dtype, or a dtype is not a floating-point type.
@@ -201,6 +253,28 @@ class DiffusionPipeline(PushToHubMixin):
         """The fast path's UNet runner (its ``stats`` give capture and compile times), or None when it is off."""
         return self._fast
 
+    # ------------------------------------------------------------------ memory options of diffusers
+    def enable_attention_slicing(self, slice_size: str | int | None = "auto") -> None:
+        """Accepted for diffusers compatibility; does nothing, and images are the same with or without it.
+
+        diffusers' attention slicing computes attention a few heads or images at a time, to bound the memory of the
+        (H·W × H·W) score matrix. ddpm's attention calls ``torch.nn.functional.scaled_dot_product_attention``,
+        whose fused kernels (flash and memory-efficient attention on CUDA, the flash kernel on the CPU) work block
+        by block and never hold that matrix, so there is nothing to slice; slicing would only add kernel launches.
+
+        Args:
+            slice_size: diffusers' values: ``"auto"``, ``"max"``, a positive int, or None. Checked, then ignored.
+
+        Raises:
+            ValueError: ``slice_size`` is none of those.
+        """
+        valid_int = isinstance(slice_size, int) and not isinstance(slice_size, bool) and slice_size > 0
+        if slice_size not in (None, "auto", "max") and not valid_int:
+            raise ValueError(f'slice_size must be "auto", "max", a positive int or None, got {slice_size!r}')
+
+    def disable_attention_slicing(self) -> None:
+        """Accepted for diffusers compatibility; does nothing (see :meth:`enable_attention_slicing`)."""
+
     # ------------------------------------------------------------------ progress bar
     def set_progress_bar_config(self, **tqdm_kwargs: Any) -> None:
         """Set keyword arguments for the tqdm progress bar of later calls, e.g. ``disable=True`` or ``leave=False``.
@@ -209,11 +283,22 @@ class DiffusionPipeline(PushToHubMixin):
         """
         self._progress_bar_config = dict(tqdm_kwargs)
 
-    def progress_bar(self, iterable: Iterable[Any], total: int | None = None) -> Iterable[Any]:
-        """Wrap ``iterable`` in a tqdm bar configured by ``set_progress_bar_config``."""
+    def progress_bar(self, iterable: Iterable[Any] | None = None, total: int | None = None) -> Any:
+        """A tqdm bar configured by ``set_progress_bar_config``, wrapping ``iterable`` or counting to ``total``.
+
+        Raises:
+            ValueError: Neither ``iterable`` nor ``total`` is given.
+        """
         from tqdm.auto import tqdm
 
+        if iterable is None and total is None:
+            raise ValueError("progress_bar() needs an iterable or a total")
         return tqdm(iterable, total=total, **self._progress_bar_config)
+
+    @property
+    def num_timesteps(self) -> int:
+        """The number of denoising steps of the current or last call (``len(scheduler.timesteps)``); 0 before any."""
+        return self._num_timesteps
 
     @property
     def interrupt(self) -> bool:
@@ -280,8 +365,9 @@ class DiffusionPipeline(PushToHubMixin):
             num_inference_steps: Denoising steps; defaults to ``default_num_inference_steps`` (1000 for
                 DDPMPipeline, 50 for DDIMPipeline and PNDMPipeline). The UNet runs ``len(scheduler.timesteps)``
                 times: PNDM's Runge-Kutta warm-up makes that more than ``num_inference_steps``.
-            output_type: ``"pil"`` (list of PIL images), ``"np"`` (NHWC float32 array in [0, 1]) or ``"pt"``
-                (NCHW tensor in [0, 1] on the pipeline's device).
+            output_type: ``"pil"`` (list of PIL images), ``"np"`` (NHWC float32 array in [0, 1]), ``"pt"``
+                (NCHW tensor in [0, 1] on the pipeline's device) or ``"latent"`` (the final sample itself, NCHW in
+                the model's range [-1, 1], not post-processed).
             return_dict: Return an ``ImagePipelineOutput`` (``.images``); ``False`` returns the
                 tuple ``(images,)``.
             eta: DDIM's η in [0, 1] (0 deterministic DDIM, 1 DDPM-like noise), set on the scheduler for this call
@@ -301,7 +387,8 @@ class DiffusionPipeline(PushToHubMixin):
                 ``callback_on_step_end_tensor_inputs`` to its tensor. It may return a dict whose ``"latents"``
                 replaces the current sample, and may set ``pipe._interrupt = True`` to stop like ``callback``.
             callback_on_step_end_tensor_inputs: Which tensors ``callback_on_step_end`` receives: any of
-                ``"latents"`` (the sample), ``"pred_original_sample"``, ``"model_output"``.
+                ``"latents"`` (the sample), ``"pred_original_sample"``, ``"model_output"`` (the list is
+                ``pipe._callback_tensor_inputs``).
             check_finite: After every step, check the UNet output and the new sample for NaN or infinity and raise
                 ``FloatingPointError`` naming the step. Costs one device sync per step, so it is off by default.
 
@@ -333,6 +420,7 @@ class DiffusionPipeline(PushToHubMixin):
         sample = randn_tensor(self._sample_shape(batch_size), generator, device, dtype) * scheduler.init_noise_sigma
         scheduler.set_timesteps(steps, device=device)  # e.g. 999, 979, ..., 19 for DDIM-50 with "leading" spacing
         timesteps = scheduler.timesteps
+        self._num_timesteps = len(timesteps)
         for i, t in enumerate(self.progress_bar(timesteps, total=len(timesteps))):
             model_input = scheduler.scale_model_input(sample, t)
             model_output = self.unet(model_input, t).sample if fast is None else fast(model_input, t)  # eps(x_t, t)

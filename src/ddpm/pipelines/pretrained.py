@@ -65,6 +65,25 @@ class ModelIndex:
     scheduler: str
     source: str = MODEL_INDEX_NAME
 
+    @classmethod
+    def of(cls, pipe: DiffusionPipeline) -> ModelIndex:
+        """The index of a pipeline object: what ``save_pretrained`` writes and ``pipe.config`` shows.
+
+        A pipeline class ddpm does not register (a user's subclass) is recorded as ``"DDPMPipeline"``, the class
+        that loads it in both libraries.
+        """
+        name = type(pipe).__name__
+        pipeline = name if pipeline_class_named(name) is not None else "DDPMPipeline"
+        return cls(pipeline=pipeline, unet=type(pipe.unet).__name__, scheduler=type(pipe.scheduler).__name__)
+
+    def components(self) -> dict[str, tuple[str, str]]:
+        """Each component's ``(library, class name)``, as ``model_index.json`` lists them.
+
+        The library is ``"diffusers"``: diffusers resolves each class inside the named library, and ddpm's classes
+        have diffusers' names.
+        """
+        return {"scheduler": ("diffusers", self.scheduler), "unet": ("diffusers", self.unet)}
+
 
 def parse_model_index(data: Mapping[str, Any], source: str | os.PathLike[str] = MODEL_INDEX_NAME) -> ModelIndex:
     """Check the content of a ``model_index.json`` and return what ddpm needs from it.
@@ -251,12 +270,11 @@ def save_pipeline(
             files.update(plan(folder / name, overwrite=overwrite, **extra))
         else:  # a component of another library (e.g. a diffusers scheduler) saves itself, before the rest
             cast(Any, part).save_pretrained(folder / name, **extra)
+    model_index = ModelIndex.of(pipe)
     index = {
-        "_class_name": type(pipe).__name__ if type(pipe).__name__ in known else "DDPMPipeline",
+        "_class_name": model_index.pipeline,
         "_ddpm_version": __version__,
-        # diffusers resolves each class inside the named library; ours use diffusers' class names.
-        "scheduler": ["diffusers", type(pipe.scheduler).__name__],
-        "unet": ["diffusers", type(pipe.unet).__name__],
+        **{name: list(entry) for name, entry in model_index.components().items()},
     }
     text = json.dumps(index, indent=2, sort_keys=True) + "\n"
     files[folder / MODEL_INDEX_NAME] = lambda tmp: _write_text(tmp, text)  # last: completes the folder
