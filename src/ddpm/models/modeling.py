@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import torch
 from torch import nn
@@ -17,7 +17,7 @@ from torch import nn
 from ..config import ConfigBase
 from ..hub import HubOptions, require
 from ..io import Writer, atomic_write_files, check_save_folder, remove_stale_temporaries
-from ..mixins import ConfigMixin, PushToHubMixin
+from ..mixins import ConfigMixin, PushToHubMixin, config_attribute
 from ..runtime import resolve_dtype  # re-exported: ``from ddpm.models.modeling import resolve_dtype`` keeps working
 from .loading import SAFETENSORS_WEIGHTS_NAME, find_weights_file, load_into, load_state_dict_file, rename_legacy_keys
 
@@ -177,3 +177,13 @@ class ModelMixin(nn.Module, ConfigMixin, PushToHubMixin):
             tmp.write_text(config.to_json_string(), encoding="utf-8")
 
         return {folder / SAFETENSORS_WEIGHTS_NAME: write_weights, folder / config.config_name: write_config}
+
+    if not TYPE_CHECKING:  # hidden from mypy, which would otherwise accept any attribute name on models
+
+        def __getattr__(self, name: str) -> Any:
+            """Parameters, buffers and submodules first (nn.Module's lookup), then a config key read as an attribute
+            (deprecated, with a FutureWarning, as in diffusers; see :func:`ddpm.mixins.config_attribute`)."""
+            try:
+                return super().__getattr__(name)
+            except AttributeError:
+                return config_attribute(self, name)
