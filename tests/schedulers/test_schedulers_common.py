@@ -72,6 +72,32 @@ def test_the_rest_of_the_loop_interface_is_shared_too():
     assert params == ["self", "num_inference_steps", "device", "timesteps"]
 
 
+@pytest.mark.parametrize("cls", ALL)
+def test_constructor_parameters_are_the_config_keys_with_the_configs_defaults(cls):
+    # one source of truth: the constructor's named parameters cannot drift from the config dataclass
+    params = inspect.signature(cls.__init__).parameters.values()
+    named = {p.name: p.default for p in params if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD}
+    del named["self"]
+    fields = {f.name: f.default for f in cls.config_class._key_fields()}
+    assert named == fields
+    keyword_only = [p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    assert keyword_only == [*cls._constructor_only, "config"]
+
+
+def test_only_the_keys_a_caller_gives_override_config_and_count_as_chosen():
+    base = DDIMScheduler(beta_end=0.012, set_alpha_to_one=False)
+    assert DDIMScheduler(config=base.config).config.beta_end == 0.012  # defaults do not override config=
+    again = DDIMScheduler(1000, config=base.config, beta_end=0.02)  # given (positionally too), though defaults
+    assert again.config.beta_end == 0.02 and again.config.set_alpha_to_one is False
+    chosen = {"num_train_timesteps", "beta_end", "set_alpha_to_one"}
+    assert set(dict(again.config)["_use_default_values"]) == set(DDIMSchedulerConfig._field_names()) - chosen
+    written = json.loads(again.config.to_json_string())  # the file holds every key: none is a default any more
+    assert "_use_default_values" not in DDIMScheduler.from_config(written).config
+    with pytest.raises(TypeError, match="unexpected keyword argument.*'bogus'"):
+        DDPMScheduler(bogus=1)
+    assert DDPMScheduler(set_alpha_to_one=False).config.to_dict()["set_alpha_to_one"] is False  # carried along
+
+
 def test_package_exports_and_the_name_registry():
     assert SCHEDULERS == {"ddpm": DDPMScheduler, "ddim": DDIMScheduler, "pndm": PNDMScheduler}
     assert ddpm.DDIMScheduler is DDIMScheduler and ddpm.SchedulerOutput is SchedulerOutput
