@@ -54,10 +54,38 @@ SWAPPED = (
 )
 
 # Tests of diffusers' private internals (out of scope): test id substring -> reason.
-INTERNAL: dict[str, str] = {}
+INTERNAL: dict[str, str] = {
+    "SchedulerTest::test_deprecated_kwargs": "reads the private class attribute _deprecated_kwargs",
+    "DDPMSchedulerTest::test_variance": "calls the private _get_variance",
+    "DDIMSchedulerTest::test_variance": "calls the private _get_variance",
+    "PNDMSchedulerTest::test_full_loop_": "drives PNDM through prk_timesteps / step_prk / step_plms",
+    "PNDMSchedulerTest::test_inference_plms_no_past_residuals": "calls PNDM's step_plms",
+    "PNDMSchedulerTest::test_inference_steps": "calls PNDM's step_prk / step_plms",
+    "PNDMSchedulerTest::test_pow_of_3_inference_steps": "calls PNDM's prk_timesteps / step_prk",
+    "PNDMSchedulerTest::test_prediction_type": "calls PNDM's step_prk / step_plms",
+    "PNDMSchedulerTest::test_schedules": "calls PNDM's step_prk / step_plms",
+    "PNDMSchedulerTest::test_step_shape": "calls PNDM's step_prk / step_plms",
+    "PNDMSchedulerTest::test_steps_offset": "calls PNDM's step_prk / step_plms",
+    "PNDMSchedulerTest::test_time_indices": "calls PNDM's step_prk / step_plms",
+    "PNDMSchedulerTest::test_timesteps": "calls PNDM's step_prk / step_plms",
+}
 
 # Deliberate, documented deviations (docs/compatibility.md): test id substring -> reason.
-DEVIATIONS: dict[str, str] = {}
+DEVIATIONS: dict[str, str] = {
+    "SchedulerTest::test_betas": "beta_end=2 is refused (ConfigError: a beta must be in (0, 1)); diffusers builds NaN",
+    "SchedulerTest::test_trained_betas": "trained_betas of 2 values with num_train_timesteps=1000 is refused",
+    "DDPMSchedulerTest::test_variance_type": "variance_type='other' is refused (ConfigError names the allowed values)",
+    "DDIMSchedulerTest::test_time_indices": "a step at a timestep outside the schedule is refused (DDIM's previous "
+    "timestep comes from the schedule; diffusers steps to t - T // n)",
+    "DDIMSchedulerTest::test_eta": "a step at a timestep outside the schedule is refused (previous timestep from "
+    "the schedule)",
+    "DDIMSchedulerTest::test_inference_steps": "a step at a timestep outside the schedule is refused (previous "
+    "timestep from the schedule)",
+    "DDIMSchedulerTest::test_steps_offset": "steps at timestep 0, outside the steps_offset=1 schedule: refused "
+    "(previous timestep from the schedule)",
+    "DDIMSchedulerTest::test_timestep_spacing": "steps at timestep 0, outside the trailing schedule: refused "
+    "(previous timestep from the schedule)",
+}
 
 PLUGIN = '''
 """pytest plugin: make diffusers.<Name> resolve to ddpm.<Name> for the swapped classes."""

@@ -9,14 +9,21 @@ timestep bookkeeping and checks, and the forward process (:meth:`Scheduler.add_n
 Writing a scheduler (see ``ddim.py`` for a short one):
 
 1. **A config**: a frozen dataclass subclassing :class:`SchedulerConfig` (or :class:`ClippingSchedulerConfig` when
-   the algorithm clips x̂_0) that adds the scheduler's own keys and sets ``_class_name``.
+   the algorithm clips x̂_0) that adds the scheduler's own keys and sets ``_class_name``; and a constructor that
+   names every key with the config's default (``beta_end: float = MyConfig.beta_end``), then a keyword-only
+   ``config`` and ``**kwargs``, and passes them on: ``super().__init__(config=config, **self._named_keys(locals()),
+   **kwargs)`` (the base knows which keys the caller gave; see ``ddpm.py``).
 2. **The update**, :meth:`Scheduler._step`: one call of ``step()`` as a :class:`StepInput` in, ``(prev_sample,
    pred_original_sample)`` out, written top to bottom with the paper's equation numbers. The input already holds
    the model output in the compute dtype, converts it to x̂_0 or ε̂ (:meth:`StepInput.predicted_x0`,
    :meth:`StepInput.predicted_eps`) and draws the step noise the way diffusers does (:meth:`StepInput.noise`).
 3. Optionally, **set_timesteps**: override it, call ``super().set_timesteps(...)`` first, then compute the
    per-step scalars of the new schedule (``self._alpha_bar_at(...)``, :func:`per_step`) and reset any multistep
-   state. The signature stays the base's.
+   state. The signature stays the base's. A loop may start part-way: override :meth:`Scheduler._start_at` to
+   reset multistep state or refuse a start inside a multi-call step.
+5. Optionally, **per-call options** (DDIM's ``eta``): override ``step`` with them between ``sample`` and
+   ``generator`` (with defaults), keep ``generator``, ``variance_noise`` and ``return_dict``, and call
+   :meth:`Scheduler._advance` with the options; ``_step`` reads them as ``step.options``.
 4. Optionally, **the model-call schedule**, :meth:`Scheduler._model_call_timesteps`: when the model is evaluated
    more than once per spaced timestep (PNDM's Runge-Kutta warm-up), or when some step counts are impossible.
 
@@ -27,6 +34,8 @@ Precision and host-device synchronisation: β_t and ᾱ_t are computed in float6
 the same operations diffusers applies to its float32 schedule (so, for the same ᾱ, results agree to the last bit)
 and kept on the host as Python floats. ``step()`` therefore never reads a tensor value and touches no schedule
 tensor: the step index is a Python int, the timesteps a Python list, and scalars reach the kernels as arguments.
+A loop that starts part-way costs a lookup, not a sync: an element of ``timesteps`` is located by its storage
+offset, an int or a CPU tensor in a host table.
 The loop can run ahead of the GPU and be captured in a CUDA graph. ``add_noise`` and ``get_velocity`` gather from
 copies of sqrt(ᾱ_t) and sqrt(1 - ᾱ_t) that are moved to each device once and cached.
 """
