@@ -85,6 +85,23 @@ class ConfigBase(Mapping[str, Any]):
         default=None, compare=False, repr=False, kw_only=True, metadata=SIDE_STATE
     )
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # Every config compares by its keys (ConfigBase.__eq__): placed in the class before @dataclass runs, it keeps
+        # the decorator from writing a field-by-field __eq__ (the decorator still adds the field __hash__).
+        cls.__eq__ = ConfigBase.__eq__  # type: ignore[method-assign]
+
+    def __eq__(self, other: object) -> bool:
+        """Equal to a config of the same class, or any mapping (a diffusers ``FrozenDict``, ``dict(config)``), with
+        the same config keys and values. Entries whose name starts with ``_`` (bookkeeping: ``_class_name``,
+        ``_diffusers_version``, ``_use_default_values``) are not compared."""
+        if isinstance(other, ConfigBase) and type(other) is not type(self):
+            return False
+        if not isinstance(other, Mapping):
+            return NotImplemented
+        public = {k: v for k, v in other.items() if not (isinstance(k, str) and k.startswith("_"))}
+        return {k: getattr(self, k) for k in self._field_names()} == public
+
     # ------------------------------------------------------------------ mapping protocol
     def __getitem__(self, key: str) -> Any:
         if key not in self._field_names():
@@ -96,6 +113,10 @@ class ConfigBase(Mapping[str, Any]):
 
     def __len__(self) -> int:
         return len(self._field_names())
+
+    def extra_keys(self) -> Mapping[str, Any]:
+        """Keys that travel with this config without being its own (none here; a scheduler config has some)."""
+        return {}
 
     @classmethod
     def _key_fields(cls) -> tuple[dataclasses.Field[Any], ...]:

@@ -11,16 +11,40 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .config import ConfigBase, read_json
 from .errors import OverwriteError
 from .hub import HubOptions, require
 from .io import atomic_write_text
 
-__all__ = ["ConfigMixin", "PushToHubMixin", "upload_folder"]
+__all__ = ["ConfigMixin", "PushToHubMixin", "config_attribute", "upload_folder"]
+
+
+def config_attribute(obj: object, name: str) -> Any:
+    """``obj.<config key>``: diffusers' deprecated attribute access to a config key, with a ``FutureWarning``.
+
+    Called by ``__getattr__`` (so only for names that are not real attributes). The config stays the one source:
+    the value is read from ``obj.config`` (its keys, then the keys carried with it), never copied onto ``obj``.
+
+    Raises:
+        AttributeError: ``name`` is not a config key either (the usual message).
+    """
+    config = obj.__dict__.get("config") if not name.startswith("__") else None
+    if isinstance(config, ConfigBase) and not name.startswith("_"):
+        extra = config.extra_keys()
+        if name in config or name in extra:
+            warnings.warn(
+                f"reading the config key {name!r} as an attribute of {type(obj).__name__} is deprecated (as in "
+                "diffusers); read it from .config instead",
+                FutureWarning,
+                stacklevel=3,
+            )
+            return config[name] if name in config else extra[name]
+    raise AttributeError(f"'{type(obj).__name__}' object has no attribute '{name}'")
 
 
 def upload_folder(
@@ -107,6 +131,12 @@ class ConfigMixin:
         config_class = cls.__dict__.get("config_class")
         if config_class is not None:
             cls.config_name = config_class.config_name
+
+    if not TYPE_CHECKING:  # hidden from mypy, which would otherwise accept any attribute name on these objects
+
+        def __getattr__(self, name: str) -> Any:
+            """A config key read as an attribute (deprecated, with a FutureWarning); see :func:`config_attribute`."""
+            return config_attribute(self, name)
 
     def save_config(self, save_directory: str | os.PathLike[str], push_to_hub: bool = False, **kwargs: Any) -> Path:
         """Write only the config, ``save_directory/<config_name>``, atomically (the folder is created if missing).

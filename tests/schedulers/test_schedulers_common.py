@@ -6,6 +6,7 @@ import dataclasses
 import inspect
 import json
 import logging
+from collections.abc import Sequence
 from typing import Any, ClassVar, NamedTuple, cast
 
 import numpy as np
@@ -43,20 +44,58 @@ def _meta_free(config) -> dict:
 # ------------------------------------------------------------------------------------------------- the interface
 
 
-def test_step_has_one_signature_for_all_schedulers():
-    signatures = {cls.__name__: inspect.signature(cls.step) for cls in ALL}
-    assert len(set(signatures.values())) == 1, signatures
-    params = signatures["DDPMScheduler"].parameters
-    assert list(params) == ["self", "model_output", "timestep", "sample", "generator", "return_dict"]
-    assert params["generator"].kind is inspect.Parameter.KEYWORD_ONLY and params["generator"].default is None
-    assert params["return_dict"].kind is inspect.Parameter.KEYWORD_ONLY and params["return_dict"].default is True
+def test_step_has_one_signature_shape_for_all_schedulers():
+    # Every scheduler takes the base call: (model_output, timestep, sample) positionally, then generator,
+    # variance_noise and return_dict by keyword with the same defaults; a scheduler's own per-call options sit
+    # between sample and generator, have defaults, and may be positional where diffusers takes them so.
+    base = inspect.signature(Scheduler.step).parameters
+    assert list(base) == ["self", "model_output", "timestep", "sample", "generator", "variance_noise", "return_dict"]
+    assert all(base[k].kind is inspect.Parameter.KEYWORD_ONLY for k in ("generator", "variance_noise", "return_dict"))
+    for cls in ALL:
+        params = inspect.signature(cls.step).parameters
+        assert list(params)[:4] == ["self", "model_output", "timestep", "sample"], cls
+        assert [params[k].annotation for k in list(params)[1:4]] == [base[k].annotation for k in list(base)[1:4]]
+        for name in ("generator", "variance_noise", "return_dict"):
+            assert params[name].kind is not inspect.Parameter.POSITIONAL_ONLY, (cls, name)
+            assert params[name].default == base[name].default, (cls, name)
+        assert all(p.default is not inspect.Parameter.empty for p in list(params.values())[4:]), cls
+    assert list(inspect.signature(DDPMScheduler.step).parameters)[4:6] == ["generator", "return_dict"]
+    ddim = list(inspect.signature(DDIMScheduler.step).parameters)[4:]
+    assert ddim == ["eta", "use_clipped_model_output", "generator", "variance_noise", "return_dict"]
 
 
 def test_the_rest_of_the_loop_interface_is_shared_too():
     shared = ("set_timesteps", "add_noise", "get_velocity", "scale_model_input", "from_pretrained", "save_pretrained")
     for name in shared:
         assert len({inspect.signature(getattr(cls, name)) for cls in ALL}) == 1, name
-    assert list(inspect.signature(DDPMScheduler.set_timesteps).parameters) == ["self", "num_inference_steps", "device"]
+    params = list(inspect.signature(DDPMScheduler.set_timesteps).parameters)
+    assert params == ["self", "num_inference_steps", "device", "timesteps"]
+
+
+@pytest.mark.parametrize("cls", ALL)
+def test_constructor_parameters_are_the_config_keys_with_the_configs_defaults(cls):
+    # one source of truth: the constructor's named parameters cannot drift from the config dataclass
+    params = inspect.signature(cls.__init__).parameters.values()
+    named = {p.name: p.default for p in params if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD}
+    del named["self"]
+    fields = {f.name: f.default for f in cls.config_class._key_fields()}
+    assert named == fields
+    keyword_only = [p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    assert keyword_only == [*cls._constructor_only, "config"]
+
+
+def test_only_the_keys_a_caller_gives_override_config_and_count_as_chosen():
+    base = DDIMScheduler(beta_end=0.012, set_alpha_to_one=False)
+    assert DDIMScheduler(config=base.config).config.beta_end == 0.012  # defaults do not override config=
+    again = DDIMScheduler(1000, config=base.config, beta_end=0.02)  # given (positionally too), though defaults
+    assert again.config.beta_end == 0.02 and again.config.set_alpha_to_one is False
+    chosen = {"num_train_timesteps", "beta_end", "set_alpha_to_one"}
+    assert set(dict(again.config)["_use_default_values"]) == set(DDIMSchedulerConfig._field_names()) - chosen
+    written = json.loads(again.config.to_json_string())  # the file holds every key: none is a default any more
+    assert "_use_default_values" not in DDIMScheduler.from_config(written).config
+    with pytest.raises(TypeError, match="unexpected keyword argument.*'bogus'"):
+        DDPMScheduler(bogus=1)
+    assert DDPMScheduler(set_alpha_to_one=False).config.to_dict()["set_alpha_to_one"] is False  # carried along
 
 
 def test_package_exports_and_the_name_registry():
@@ -79,8 +118,13 @@ class _PlainDDIMScheduler(Scheduler):
 
     config_class = _PlainDDIMConfig
 
-    def set_timesteps(self, num_inference_steps: int, device: str | torch.device | None = None) -> None:
-        super().set_timesteps(num_inference_steps, device)
+    def set_timesteps(
+        self,
+        num_inference_steps: int | None = None,
+        device: str | torch.device | None = None,
+        timesteps: Sequence[int] | None = None,
+    ) -> None:
+        super().set_timesteps(num_inference_steps, device, timesteps)
         alpha_bar_prev = self._alpha_bar_at(self._prev_timesteps())
         self._coefficients = per_step(
             _PlainDDIMStep,
@@ -254,7 +298,10 @@ def test_swap_idiom_works_for_all_nine_pairs_from_a_hub_id(hf_cache, tmp_path, l
             theirs_source = getattr(diffusers, source_cls.__name__).from_config(hub_config)
             theirs = getattr(diffusers, target_cls.__name__).from_config(theirs_source.config)
             for key, value in dict(swapped.config).items():
-                if key in theirs.config:
+                if key == "_use_default_values":  # a set (diffusers' list order comes from a set), of shared keys
+                    shared = sorted(k for k in value if k in theirs.config)
+                    assert shared == sorted(theirs.config[key]), (source_cls, target_cls)
+                elif key in theirs.config:
                     expected = theirs.config[key]
                     assert value == (tuple(expected) if isinstance(expected, list) else expected), (key, source_cls)
             swapped.set_timesteps(10)
@@ -379,7 +426,7 @@ def test_leading_steps_offset_too_large_for_the_step_count_is_an_error():
         DDIMScheduler(steps_offset=1).set_timesteps(1000)
 
 
-@pytest.mark.parametrize("cls", ALL)
+@pytest.mark.parametrize("cls", [c for c in ALL if not c._steps_without_set_timesteps])
 def test_step_before_set_timesteps_and_after_the_last_step_are_runtime_errors(cls):
     scheduler = cls()
     outputs, x = random_model_outputs(2)
@@ -392,21 +439,40 @@ def test_step_before_set_timesteps_and_after_the_last_step_are_runtime_errors(cl
         scheduler.step(outputs[0], 0, x)
 
 
+def test_ddpm_steps_over_the_training_timesteps_without_set_timesteps():
+    # diffusers allows it: t -> t - 1 at any training timestep, loop after loop; the same steps as set_timesteps(T)
+    free, planned = DDPMScheduler(num_train_timesteps=50), DDPMScheduler(num_train_timesteps=50)
+    planned.set_timesteps(50)
+    outputs, x = random_model_outputs(50)
+    a = b = x
+    for i, t in enumerate(range(49, -1, -1)):
+        a = free.step(outputs[i], t, a, generator=torch.Generator().manual_seed(i)).prev_sample
+        b = planned.step(outputs[i], t, b, generator=torch.Generator().manual_seed(i)).prev_sample
+    assert torch.equal(a, b)
+    again = free.step(outputs[0], 49, x, generator=torch.Generator().manual_seed(0)).prev_sample  # a second loop
+    planned.set_timesteps(50)
+    assert torch.equal(again, planned.step(outputs[0], 49, x, generator=torch.Generator().manual_seed(0)).prev_sample)
+    assert free.num_inference_steps is None and free.step(outputs[1], 20, x).prev_sample.shape == x.shape  # any t
+
+
 @pytest.mark.parametrize("cls", ALL)
 def test_a_timestep_out_of_order_or_outside_the_schedule_is_rejected(cls):
     scheduler = cls()
     scheduler.set_timesteps(10)
-    outputs, x = random_model_outputs(1)
-    second = scheduler.timesteps[-1]  # in the schedule, not next
-    with pytest.raises(ValueError, match=rf"timestep {int(second)}, which is not the next one.*expects timestep"):
-        scheduler.step(outputs[0], second, x)
+    outputs, x = random_model_outputs(2)
     with pytest.raises(ValueError, match="timestep 901, which is not in the schedule"):
         scheduler.step(outputs[0], 901, x)
+    scheduler.step(outputs[0], scheduler.timesteps[0], x)  # the loop has started: from now on, in order
+    second = scheduler.timesteps[-1]  # in the schedule, not next
+    with pytest.raises(ValueError, match=rf"timestep {int(second)}, which is not the next one.*expects timestep"):
+        scheduler.step(outputs[1], second, x)
+    with pytest.raises(ValueError, match="timestep 901, which is not in the schedule"):
+        scheduler.step(outputs[1], 901, x)
     with pytest.raises(ValueError, match="one timestep for the whole batch"):
-        scheduler.step(outputs[0], torch.tensor([900, 800]), x)
+        scheduler.step(outputs[1], torch.tensor([900, 800]), x)
     with pytest.raises(TypeError, match="not a bool"):
-        scheduler.step(outputs[0], True, x)
-    scheduler.step(outputs[0], int(scheduler.timesteps[0]), x)  # the errors did not advance the schedule
+        scheduler.step(outputs[1], True, x)
+    scheduler.step(outputs[1], int(scheduler.timesteps[1]), x)  # the errors did not advance the schedule
 
 
 @pytest.mark.parametrize("cls", ALL)

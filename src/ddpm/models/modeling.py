@@ -11,7 +11,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import torch
 from torch import nn
@@ -19,7 +19,7 @@ from torch import nn
 from ..config import ConfigBase
 from ..hub import HubOptions, require
 from ..io import Writer, atomic_write_files, check_save_folder, remove_stale_temporaries
-from ..mixins import ConfigMixin, PushToHubMixin, upload_folder
+from ..mixins import ConfigMixin, PushToHubMixin, config_attribute, upload_folder
 from ..runtime import resolve_dtype  # re-exported: ``from ddpm.models.modeling import resolve_dtype`` keeps working
 from .loading import (
     DEFAULT_MAX_SHARD_SIZE,
@@ -313,3 +313,13 @@ class ModelMixin(nn.Module, ConfigMixin, PushToHubMixin):
 
         files[folder / config.config_name] = write_config
         return files
+
+    if not TYPE_CHECKING:  # hidden from mypy, which would otherwise accept any attribute name on models
+
+        def __getattr__(self, name: str) -> Any:
+            """Parameters, buffers and submodules first (nn.Module's lookup), then a config key read as an attribute
+            (deprecated, with a FutureWarning, as in diffusers; see :func:`ddpm.mixins.config_attribute`)."""
+            try:
+                return super().__getattr__(name)
+            except AttributeError:
+                return config_attribute(self, name)

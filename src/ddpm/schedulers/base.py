@@ -9,14 +9,21 @@ timestep bookkeeping and checks, and the forward process (:meth:`Scheduler.add_n
 Writing a scheduler (see ``ddim.py`` for a short one):
 
 1. **A config**: a frozen dataclass subclassing :class:`SchedulerConfig` (or :class:`ClippingSchedulerConfig` when
-   the algorithm clips x̂_0) that adds the scheduler's own keys and sets ``_class_name``.
+   the algorithm clips x̂_0) that adds the scheduler's own keys and sets ``_class_name``; and a constructor that
+   names every key with the config's default (``beta_end: float = MyConfig.beta_end``), then a keyword-only
+   ``config`` and ``**kwargs``, and passes them on: ``super().__init__(config=config, **self._named_keys(locals()),
+   **kwargs)`` (the base knows which keys the caller gave; see ``ddpm.py``).
 2. **The update**, :meth:`Scheduler._step`: one call of ``step()`` as a :class:`StepInput` in, ``(prev_sample,
    pred_original_sample)`` out, written top to bottom with the paper's equation numbers. The input already holds
    the model output in the compute dtype, converts it to x̂_0 or ε̂ (:meth:`StepInput.predicted_x0`,
    :meth:`StepInput.predicted_eps`) and draws the step noise the way diffusers does (:meth:`StepInput.noise`).
 3. Optionally, **set_timesteps**: override it, call ``super().set_timesteps(...)`` first, then compute the
    per-step scalars of the new schedule (``self._alpha_bar_at(...)``, :func:`per_step`) and reset any multistep
-   state. The signature stays the base's.
+   state. The signature stays the base's. A loop may start part-way: override :meth:`Scheduler._start_at` to
+   reset multistep state or refuse a start inside a multi-call step.
+5. Optionally, **per-call options** (DDIM's ``eta``): override ``step`` with them between ``sample`` and
+   ``generator`` (with defaults), keep ``generator``, ``variance_noise`` and ``return_dict``, and call
+   :meth:`Scheduler._advance` with the options; ``_step`` reads them as ``step.options``.
 4. Optionally, **the model-call schedule**, :meth:`Scheduler._model_call_timesteps`: when the model is evaluated
    more than once per spaced timestep (PNDM's Runge-Kutta warm-up), or when some step counts are impossible.
 
@@ -27,6 +34,8 @@ Precision and host-device synchronisation: β_t and ᾱ_t are computed in float6
 the same operations diffusers applies to its float32 schedule (so, for the same ᾱ, results agree to the last bit)
 and kept on the host as Python floats. ``step()`` therefore never reads a tensor value and touches no schedule
 tensor: the step index is a Python int, the timesteps a Python list, and scalars reach the kernels as arguments.
+A loop that starts part-way costs a lookup, not a sync: an element of ``timesteps`` is located by its storage
+offset, an int or a CPU tensor in a host table.
 The loop can run ahead of the GPU and be captured in a CUDA graph. ``add_noise`` and ``get_velocity`` gather from
 copies of sqrt(ᾱ_t) and sqrt(1 - ᾱ_t) that are moved to each device once and cached.
 """
@@ -34,9 +43,11 @@ copies of sqrt(ᾱ_t) and sqrt(1 - ᾱ_t) that are moved to each device once and
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
 import numbers
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar, overload
 
@@ -103,6 +114,9 @@ class StepInput:
         prediction_type: The config's ``prediction_type``.
         generator: The ``generator`` given to ``step()``.
         noise_dtype: The dtype the step noise is drawn in (the model output's), before it is cast to the compute dtype.
+        variance_noise: The ``variance_noise`` given to ``step()``: the z of this step, used instead of drawing one.
+        options: The scheduler's own per-call options, as its ``step()`` made them (DDIM: η and
+            ``use_clipped_model_output``); None for a scheduler without any.
     """
 
     i: int
@@ -115,6 +129,8 @@ class StepInput:
     prediction_type: PredictionType
     generator: Generators
     noise_dtype: torch.dtype
+    variance_noise: torch.Tensor | None = None
+    options: Any = None
 
     def predicted_x0(self) -> torch.Tensor:
         """x̂_0, the model's estimate of the clean sample (:func:`~ddpm.schedulers.math.predict_x0`)."""
@@ -129,10 +145,39 @@ class StepInput:
         )
 
     def noise(self) -> torch.Tensor:
-        """z ~ N(0, I) shaped like x_t, drawn as diffusers draws it (so seeded runs match), in the compute dtype."""
+        """z ~ N(0, I) shaped like x_t, drawn as diffusers draws it (so seeded runs match), in the compute dtype.
+
+        The ``variance_noise`` given to ``step()`` is returned instead when there is one.
+        """
         out = self.model_output
+        if self.variance_noise is not None:
+            return self.variance_noise.to(device=out.device, dtype=out.dtype)
         z = randn_tensor(out.shape, generator=self.generator, device=out.device, dtype=self.noise_dtype)
         return z.to(out.dtype)
+
+
+def _custom_timesteps(timesteps: Sequence[int] | torch.Tensor, num_train_timesteps: int) -> list[int]:
+    """Check a custom schedule given to ``set_timesteps(timesteps=...)`` and return it as Python ints."""
+    if isinstance(timesteps, torch.Tensor):
+        if timesteps.is_floating_point() or timesteps.is_complex() or timesteps.dim() > 1:
+            raise TypeError(f"timesteps must be a 1-d integer tensor or a list of ints, got {timesteps!r}")
+        timesteps = timesteps.tolist()  # read once, at set-up (a sync for a device tensor)
+    values = list(timesteps)
+    if not values:
+        raise ValueError("timesteps must hold at least one timestep")
+    if any(isinstance(v, bool) or not isinstance(v, numbers.Integral) for v in values):
+        raise TypeError(f"timesteps must be integers, got {values!r}")
+    values = [int(v) for v in values]
+    if any(a <= b for a, b in zip(values, values[1:])):
+        raise ValueError(f"timesteps must be in descending order (each one smaller than the one before), got {values}")
+    if values[0] >= num_train_timesteps:
+        raise ValueError(
+            f"timesteps must start below num_train_timesteps={num_train_timesteps} (the model was trained on "
+            f"0..{num_train_timesteps - 1}), got {values[0]}"
+        )
+    if values[-1] < 0:
+        raise ValueError(f"timesteps must be 0 or more, got {values[-1]}")
+    return values
 
 
 def per_step(row: Callable[..., Row], **columns: torch.Tensor) -> list[Row]:
@@ -144,6 +189,31 @@ def per_step(row: Callable[..., Row], **columns: torch.Tensor) -> list[Row]:
     names = list(columns)
     rows = zip(*(columns[name].tolist() for name in names))
     return [row(**dict(zip(names, values))) for values in rows]
+
+
+def _records_given_keys(init: Callable[..., None]) -> Callable[..., None]:
+    """Wrap a scheduler's ``__init__`` so that the base knows which parameters the caller gave.
+
+    The named config parameters have their config dataclass's defaults; a key the caller did not give is a default,
+    which must neither override ``config=`` nor count as chosen (diffusers' ``_use_default_values``). The outermost
+    ``__init__`` records (a subclass that passes every key on to its parent keeps its own caller's choice).
+    """
+    signature = inspect.signature(init)
+    varkw = [p.name for p in signature.parameters.values() if p.kind is inspect.Parameter.VAR_KEYWORD]
+
+    @functools.wraps(init)
+    def __init__(self: Scheduler, *args: Any, **kwargs: Any) -> None:
+        if "_given_keys" not in self.__dict__:
+            try:
+                arguments = signature.bind(self, *args, **kwargs).arguments
+            except TypeError:
+                pass  # the call itself raises the error
+            else:
+                extra = arguments.pop(varkw[0], {}) if varkw else {}
+                self.__dict__["_given_keys"] = frozenset(arguments) | frozenset(extra)
+        init(self, *args, **kwargs)
+
+    return __init__
 
 
 # ------------------------------------------------------------------------------------------------------ scheduler
@@ -176,23 +246,44 @@ class Scheduler(ConfigMixin, PushToHubMixin):
     config_class: ClassVar[type[SchedulerConfig]] = SchedulerConfig
     #: Constructor keywords that are scheduler attributes, not config keys (DDIM's ``eta``).
     _constructor_only: ClassVar[tuple[str, ...]] = ()
+    #: Whether ``step()`` may be called before :meth:`set_timesteps`, over all T training timesteps (DDPM).
+    _steps_without_set_timesteps: ClassVar[bool] = False
     order: ClassVar[int] = 1
     init_noise_sigma: ClassVar[float] = 1.0
     config: SchedulerConfig
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is not None:
+            cls.__init__ = _records_given_keys(init)  # type: ignore[method-assign]
+
     def __init__(self, *, config: Any = None, **kwargs: Any) -> None:
         """Build a scheduler from a config and/or config keywords.
+
+        A scheduler class lists its config keys as named constructor parameters (their defaults are its config
+        dataclass's) and passes them here; only the keys its caller actually gave override ``config``, the others
+        are defaults (listed under ``_use_default_values``, as diffusers does).
 
         Args:
             config: A config of this scheduler, another scheduler's config, a diffusers config (``FrozenDict``) or a
                 plain dict. Keys this scheduler does not use are ignored.
-            **kwargs: Config keys (diffusers' constructor keywords), overriding those in ``config``.
+            **kwargs: Config keys (diffusers' constructor keywords), overriding those in ``config``; keys of the
+                other schedulers of the package are carried along.
 
         Raises:
             TypeError: A keyword is not a config key of any scheduler.
             ConfigError: A value is invalid; the message names the key, the value and what is allowed.
         """
-        self.config = cfg = self._build_config(config, kwargs)
+        given = self.__dict__.pop("_given_keys", None)
+        if given is not None:  # drop the named parameters the caller left at their defaults
+            own = set(self.config_class._field_names())
+            kwargs = {k: v for k, v in kwargs.items() if k not in own or k in given}
+        self._apply_config(self._build_config(config, kwargs))
+
+    def _apply_config(self, cfg: SchedulerConfig) -> None:
+        """Make ``cfg`` the config: compute the noise schedule and reset to the state before :meth:`set_timesteps`."""
+        self.config = cfg
         betas = make_betas(
             cfg.beta_schedule,
             cfg.num_train_timesteps,
@@ -214,7 +305,49 @@ class Scheduler(ConfigMixin, PushToHubMixin):
         self.num_inference_steps: int | None = None
         self.timesteps = torch.arange(cfg.num_train_timesteps - 1, -1, -1, dtype=torch.int64)
         self._schedule: list[int] | None = None
+        self._positions: dict[int, int] = {}
         self._step_index = 0
+        self._begin_index = 0  # where the current loop starts; its first step may start elsewhere (a lookup)
+        self._implicit_schedule = False  # the T training timesteps, made by step() without set_timesteps
+
+    @classmethod
+    def _named_keys(cls, names: dict[str, Any]) -> dict[str, Any]:
+        """The config keys among a constructor's ``locals()`` (its named config parameters), by name."""
+        return {k: names[k] for k in cls.config_class._field_names() if k in names}
+
+    @property
+    def compatibles(self) -> list[type[Scheduler]]:
+        """The scheduler classes that load this scheduler's config: every scheduler of the package (``SCHEDULERS``).
+
+        ``[cls.from_config(scheduler.config) for cls in scheduler.compatibles]`` gives each sampler on the same noise
+        schedule.
+        """
+        from . import SCHEDULERS
+
+        return list(SCHEDULERS.values())
+
+    def register_to_config(self, **kwargs: Any) -> None:
+        """Change config keys after construction, or record extra keys with the config (diffusers' method).
+
+        This scheduler's keys are validated like constructor keywords; the noise schedule is recomputed and the
+        scheduler returns to its state before :meth:`set_timesteps` (call it again). Other keys are not validated:
+        they travel with the config like the keys of the other schedulers (written to ``scheduler_config.json``,
+        readable as deprecated attributes, ``scheduler.test_key``), and a scheduler that reads the file later
+        ignores those it does not use.
+
+        Raises:
+            ConfigError: A value of one of this scheduler's keys is invalid.
+        """
+        own = set(self.config_class._field_names())
+        changes = {k: v for k, v in kwargs.items() if k in own}
+        extra = {k: v for k, v in kwargs.items() if k not in own}
+        config = self.config.replace(**changes) if changes else self.config
+        if extra:
+            config = dataclasses.replace(config, _carried={**self.config._carried, **extra})
+        if changes:
+            self._apply_config(config)
+        else:
+            self.config = config
 
     @classmethod
     def _build_config(
@@ -316,38 +449,94 @@ class Scheduler(ConfigMixin, PushToHubMixin):
         return {folder / name: lambda tmp: tmp.write_text(text, encoding="utf-8")}
 
     # ------------------------------------------------------------------------------------------------ the schedule
-    def set_timesteps(self, num_inference_steps: int, device: str | torch.device | None = None) -> None:
+    def set_timesteps(
+        self,
+        num_inference_steps: int | None = None,
+        device: str | torch.device | None = None,
+        timesteps: Sequence[int] | None = None,
+    ) -> None:
         """Choose the timesteps of the sampling loop and reset the scheduler to its first step.
 
         Args:
-            num_inference_steps: n, the number of denoising steps, 1 ≤ n ≤ ``num_train_timesteps``.
+            num_inference_steps: n, the number of denoising steps, 1 ≤ n ≤ ``num_train_timesteps``, spaced by the
+                config's ``timestep_spacing``.
             device: Where ``self.timesteps`` lives (default CPU). ``step()`` works for samples on any device.
+            timesteps: A custom schedule instead of ``num_inference_steps``: distinct training timesteps in
+                descending order (a list, or a 1-d integer tensor, read once here).
 
         Raises:
             TypeError: ``num_inference_steps`` is not an integer.
-            ValueError: It is below the scheduler's minimum (1; 4 for PNDM with its Runge-Kutta warm-up) or above
-                ``num_train_timesteps``, or ``steps_offset`` is too large for it.
+            ValueError: Both or neither of ``num_inference_steps`` and ``timesteps`` are given; n is below the
+                scheduler's minimum (1; 4 for PNDM with its Runge-Kutta warm-up) or above ``num_train_timesteps``,
+                or ``steps_offset`` is too large for it; ``timesteps`` is not descending or holds a timestep outside
+                [0, num_train_timesteps).
         """
-        if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, numbers.Integral):
-            raise TypeError(f"num_inference_steps must be an int, got {type(num_inference_steps).__name__}")
-        n, t = int(num_inference_steps), self.config.num_train_timesteps
-        if n < 1:
-            raise ValueError(f"num_inference_steps={n} is too small: it must be at least 1")
-        if n > t:
-            raise ValueError(
-                f"num_inference_steps={n} is larger than num_train_timesteps={t}: a discrete scheduler can only "
-                f"visit the {t} timesteps the model was trained on; use at most {t}"
-            )
-        spaced = spaced_timesteps(t, n, self.config.timestep_spacing, self.config.steps_offset)
+        t = self.config.num_train_timesteps
+        if timesteps is not None:
+            if num_inference_steps is not None:
+                raise ValueError("pass either num_inference_steps or timesteps to set_timesteps, not both")
+            spaced = _custom_timesteps(timesteps, t)
+        elif num_inference_steps is None:
+            raise ValueError("set_timesteps needs num_inference_steps or a custom list of timesteps")
+        else:
+            if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, numbers.Integral):
+                raise TypeError(f"num_inference_steps must be an int, got {type(num_inference_steps).__name__}")
+            n = int(num_inference_steps)
+            if n < 1:
+                raise ValueError(f"num_inference_steps={n} is too small: it must be at least 1")
+            if n > t:
+                raise ValueError(
+                    f"num_inference_steps={n} is larger than num_train_timesteps={t}: a discrete scheduler can only "
+                    f"visit the {t} timesteps the model was trained on; use at most {t}"
+                )
+            spaced = spaced_timesteps(t, n, self.config.timestep_spacing, self.config.steps_offset)
         schedule = self._model_call_timesteps(spaced)
         self._schedule = schedule
-        self.num_inference_steps = n
+        # timestep -> its first position in the schedule, for a loop that jumps (see _begin_step)
+        self._positions = {}
+        for position, timestep in enumerate(schedule):
+            self._positions.setdefault(timestep, position)
+        self.num_inference_steps = len(spaced)
         self.timesteps = torch.tensor(schedule, dtype=torch.int64, device=device)
-        self._step_index = 0
+        self._step_index = self._begin_index = 0
+        self._implicit_schedule = False
         # sqrt(ᾱ) and sqrt(1 - ᾱ) at each model call, for the x_0 / ε / v conversions of StepInput
         alpha_bar = self._alpha_bar_at(schedule)
         self._sqrt_alpha_bar: list[float] = alpha_bar.sqrt().tolist()
         self._sqrt_one_minus_alpha_bar: list[float] = (1 - alpha_bar).sqrt().tolist()
+
+    def set_begin_index(self, begin_index: int = 0) -> None:
+        """Start the next ``step()`` at position ``begin_index`` of ``timesteps`` (the img2img loop).
+
+        ``for t in scheduler.timesteps[k:]`` works without it (the first ``step()`` finds its timestep in the
+        schedule); this says where the loop starts beforehand, for a loop whose timesteps ``step()`` cannot look up
+        (e.g. copies on a device).
+
+        Raises:
+            RuntimeError: :meth:`set_timesteps` was not called.
+            ValueError: ``begin_index`` is outside ``timesteps``.
+        """
+        schedule = self._require_schedule()
+        if isinstance(begin_index, bool) or not isinstance(begin_index, numbers.Integral):
+            raise TypeError(f"begin_index must be an int, got {type(begin_index).__name__}")
+        if not 0 <= begin_index < len(schedule):
+            raise ValueError(f"begin_index={begin_index} is outside the schedule of {len(schedule)} timesteps")
+        if begin_index != self._step_index:
+            self._start_at(int(begin_index))
+        self._step_index = self._begin_index = int(begin_index)
+
+    def previous_timestep(self, timestep: int | torch.Tensor) -> torch.Tensor:
+        """The timestep after ``timestep`` in the schedule, as a 0-d int64 tensor (-1 after the last step).
+
+        Raises:
+            RuntimeError: :meth:`set_timesteps` was not called (and this scheduler needs it).
+            ValueError: ``timestep`` is not in the schedule.
+        """
+        schedule = self._require_schedule()
+        position = self._position_of(timestep, self._step_index)
+        if position is None:
+            raise ValueError(f"timestep {self._timestep_value(timestep)} is not in the schedule {schedule}")
+        return torch.tensor(schedule[position + 1] if position + 1 < len(schedule) else -1)
 
     def _model_call_timesteps(self, spaced: list[int]) -> list[int]:
         """The timestep of every model call, in order, from the n spaced timesteps (one call each by default).
@@ -359,7 +548,7 @@ class Scheduler(ConfigMixin, PushToHubMixin):
 
     @property
     def step_index(self) -> int | None:
-        """How many steps of the current schedule have been taken, or None before :meth:`set_timesteps`."""
+        """The position in ``timesteps`` of the next ``step()``, or None before :meth:`set_timesteps`."""
         return None if self._schedule is None else self._step_index
 
     def _alpha_bar_at(self, timesteps: list[int]) -> torch.Tensor:
@@ -389,6 +578,7 @@ class Scheduler(ConfigMixin, PushToHubMixin):
         sample: torch.Tensor,
         *,
         generator: Generators = None,
+        variance_noise: torch.Tensor | None = None,
         return_dict: Literal[True] = True,
     ) -> SchedulerOutput: ...
 
@@ -400,6 +590,7 @@ class Scheduler(ConfigMixin, PushToHubMixin):
         sample: torch.Tensor,
         *,
         generator: Generators = None,
+        variance_noise: torch.Tensor | None = None,
         return_dict: Literal[False],
     ) -> tuple[torch.Tensor, torch.Tensor]: ...
 
@@ -410,12 +601,20 @@ class Scheduler(ConfigMixin, PushToHubMixin):
         sample: torch.Tensor,
         *,
         generator: Generators = None,
+        variance_noise: torch.Tensor | None = None,
         return_dict: bool = True,
     ) -> SchedulerOutput | tuple[torch.Tensor, torch.Tensor]:
         """Go from x_t to the next sample of the schedule.
 
-        The same signature for every scheduler (subclasses implement :meth:`_step`, never ``step``). Call it once per
-        entry of ``timesteps``, in order.
+        Every scheduler accepts this call (``generator``, ``variance_noise`` and ``return_dict`` by keyword), so any
+        scheduler drops into any loop. A scheduler may add its own per-call options between ``sample`` and
+        ``generator`` and take them positionally where diffusers does (DDIM's ``eta``); it then calls
+        :meth:`_advance`. Subclasses implement :meth:`_step`.
+
+        Call it once per entry of ``timesteps``, in order. The first call after :meth:`set_timesteps` (or
+        :meth:`set_begin_index`) may start anywhere in the schedule: ``for t in scheduler.timesteps[k:]`` (the
+        img2img loop). A scheduler that allows it (DDPM) may be stepped over the T training timesteps without
+        :meth:`set_timesteps`; each of those steps may be at any training timestep.
 
         Args:
             model_output: The model's output at (x_t, t), shape (B, C, H, W), or (B, 2C, H, W) for a model that also
@@ -426,6 +625,8 @@ class Scheduler(ConfigMixin, PushToHubMixin):
             sample: x_t, shape (B, C, H, W).
             generator: Random source for stochastic steps (DDPM; DDIM with ``eta > 0``), drawn exactly as diffusers
                 does so seeded runs match. PNDM ignores it.
+            variance_noise: The step's noise z itself, shape (B, C, H, W), instead of drawing it (with
+                ``generator``, not both). Deterministic steps ignore it.
             return_dict: Return a :class:`SchedulerOutput` (default) or the tuple
                 ``(prev_sample, pred_original_sample)``.
 
@@ -434,9 +635,26 @@ class Scheduler(ConfigMixin, PushToHubMixin):
             ``sample``'s dtype.
 
         Raises:
-            RuntimeError: :meth:`set_timesteps` was not called, or the schedule is already finished.
-            ValueError: ``timestep`` is not the next timestep of the schedule, or ``model_output`` has the wrong shape.
+            RuntimeError: :meth:`set_timesteps` was not called (and the scheduler needs it), or the schedule is
+                already finished.
+            ValueError: ``timestep`` is not the next timestep of the schedule (or, for the first step, not in it),
+                ``model_output`` has the wrong shape, or both ``generator`` and ``variance_noise`` are given.
         """
+        return self._advance(model_output, timestep, sample, generator, variance_noise, return_dict, None)
+
+    def _advance(
+        self,
+        model_output: torch.Tensor,
+        timestep: int | torch.Tensor,
+        sample: torch.Tensor,
+        generator: Generators,
+        variance_noise: torch.Tensor | None,
+        return_dict: bool,
+        options: Any,
+    ) -> SchedulerOutput | tuple[torch.Tensor, torch.Tensor]:
+        """The body of every ``step()``; ``options``: the scheduler's own per-call options (``StepInput.options``)."""
+        if generator is not None and variance_noise is not None:
+            raise ValueError("pass either generator or variance_noise to step(), not both")
         i, t = self._begin_step(timestep)
         prediction, variance = self._split_model_output(model_output, sample)
         compute = torch.float64 if sample.dtype == torch.float64 else torch.float32
@@ -451,6 +669,8 @@ class Scheduler(ConfigMixin, PushToHubMixin):
             prediction_type=self.config.prediction_type,
             generator=generator,
             noise_dtype=prediction.dtype,  # diffusers' rule: noise shaped, placed and typed like the model output
+            variance_noise=variance_noise,
+            options=options,
         )
         prev_sample, x0 = self._step(step)
         self._step_index = i + 1
@@ -465,28 +685,70 @@ class Scheduler(ConfigMixin, PushToHubMixin):
         """
         raise NotImplementedError(f"{type(self).__name__} does not implement _step")
 
-    def _begin_step(self, timestep: int | torch.Tensor) -> tuple[int, int]:
-        """Check that ``timestep`` is the next one of the schedule; return (step index, timestep), reading no tensor."""
+    def _start_at(self, i: int) -> None:
+        """Called when a loop starts at position ``i`` other than the expected one; refuse with a ``ValueError``
+        where the algorithm cannot start there (PNDM inside a Runge-Kutta step), or reset multistep state."""
+
+    def _require_schedule(self) -> list[int]:
+        """The schedule of model-call timesteps; the T training timesteps for a scheduler that allows stepping
+        without :meth:`set_timesteps` (made on first use, on the host)."""
         if self._schedule is None:
-            raise RuntimeError(
-                f"{type(self).__name__}.step() was called before set_timesteps(); call "
-                "scheduler.set_timesteps(num_inference_steps) first, then loop over scheduler.timesteps"
-            )
-        i, n = self._step_index, len(self._schedule)
+            if not self._steps_without_set_timesteps:
+                raise RuntimeError(
+                    f"{type(self).__name__}.step() was called before set_timesteps(); call "
+                    "scheduler.set_timesteps(num_inference_steps) first, then loop over scheduler.timesteps"
+                )
+            t = self.config.num_train_timesteps
+            self.set_timesteps(timesteps=range(t - 1, -1, -1), device=self.timesteps.device)
+            self.num_inference_steps = None
+            self._implicit_schedule = True
+        assert self._schedule is not None
+        return self._schedule
+
+    def _begin_step(self, timestep: int | torch.Tensor) -> tuple[int, int]:
+        """Find this step's position in the schedule; return (step index, timestep), reading no device tensor.
+
+        In order, the position is the step counter (the timestep is only checked). Where the loop may jump (its
+        first step, or any step over the implicit training schedule), ``timestep`` is looked up: a view of
+        ``self.timesteps`` by its storage offset, a value in a table; a device tensor that is neither is trusted.
+        """
+        schedule = self._require_schedule()
+        i, n = self._step_index, len(schedule)
+        free = self._implicit_schedule or i == self._begin_index
+        if free:  # a timestep outside the schedule fails the check below
+            position = self._position_of(timestep, i)
+            if position is not None and position != i:
+                self._start_at(position)
+                i = position
         if i >= n:
             raise RuntimeError(
                 f"the schedule of {n} timesteps is finished; call set_timesteps() again to start a new sampling loop"
             )
         got = self._timestep_value(timestep)
-        expected = self._schedule[i]
+        expected = schedule[i]
         if got is not None and got != expected:
-            where = "is not the next one" if got in self._schedule else "is not in the schedule"
+            where = "is not the next one" if got in self._positions else "is not in the schedule"
             raise ValueError(
                 f"step() got timestep {got}, which {where}: the schedule set by set_timesteps("
                 f"{self.num_inference_steps}) expects timestep {expected} at step {i} of {n}. Call step() once per "
                 "entry of scheduler.timesteps, in order; call set_timesteps() again to restart"
             )
         return i, expected
+
+    def _position_of(self, timestep: int | torch.Tensor, start: int) -> int | None:
+        """The position of ``timestep`` in the schedule: ``start`` when it is the timestep there, else its first
+        position; None when not in the schedule, or when it is a device tensor whose value would need a sync."""
+        assert self._schedule is not None
+        if isinstance(timestep, torch.Tensor):
+            index = self._index_in_timesteps(timestep)
+            if index is not None:
+                return index
+        got = self._timestep_value(timestep)
+        if got is None:
+            return None
+        if start < len(self._schedule) and self._schedule[start] == got:
+            return start
+        return self._positions.get(got)
 
     def _timestep_value(self, timestep: int | torch.Tensor) -> int | None:
         """The value of ``timestep`` when it can be known without waiting for a device, else None (trusted)."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar, Literal, TypeVar, get_args
 
 import numpy as np
@@ -85,7 +85,8 @@ class SchedulerConfig(ConfigBase):
     steps_offset: int = 0
     rescale_betas_zero_snr: bool = False
 
-    #: Keys of the other schedulers that came with this config, written back by :meth:`to_dict` (side state).
+    #: Keys of the other schedulers that came with this config, and keys given to ``register_to_config`` that are
+    #: not this scheduler's, written back by :meth:`to_dict` (side state).
     _carried: Mapping[str, Any] = dataclasses.field(
         default_factory=dict, compare=False, repr=False, kw_only=True, metadata=SIDE_STATE
     )
@@ -97,6 +98,25 @@ class SchedulerConfig(ConfigBase):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         _CONFIG_CLASSES.append(cls)
+
+    # The mapping holds ``_use_default_values`` too while some key took its default (as diffusers' config does):
+    # ``dict(scheduler.config)`` has it after construction, not after a save / load round trip.
+    def __getitem__(self, key: str) -> Any:
+        if key == "_use_default_values" and self._defaulted:
+            return list(self._defaulted)
+        return super().__getitem__(key)
+
+    def __iter__(self) -> Iterator[str]:
+        yield from super().__iter__()
+        if self._defaulted:
+            yield "_use_default_values"
+
+    def __len__(self) -> int:
+        return super().__len__() + (1 if self._defaulted else 0)
+
+    def extra_keys(self) -> Mapping[str, Any]:
+        """Keys carried with this config that are not this scheduler's (other schedulers', registered ones)."""
+        return self._carried
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import ClassVar, Literal, NamedTuple, get_args
+from collections.abc import Sequence
+from typing import Any, ClassVar, Literal, NamedTuple, get_args, overload
 
+import numpy as np
 import torch
 
+from ..outputs import SchedulerOutput
+from ..utils import Generators
 from .base import Scheduler, StepInput, per_step
 from .config import ClippingSchedulerConfig
 from .math import clip_or_threshold
@@ -44,6 +48,9 @@ class DDPMSchedulerConfig(ClippingSchedulerConfig):
     variance_type: VarianceType = "fixed_small"
 
 
+_DEFAULTS = DDPMSchedulerConfig  # the constructor's defaults are the config's
+
+
 class DDPMScheduler(Scheduler):
     """The DDPM sampler: stochastic, one model call per timestep, the reference for quality (1000 steps).
 
@@ -60,11 +67,106 @@ class DDPMScheduler(Scheduler):
     """
 
     config_class: ClassVar[type[DDPMSchedulerConfig]] = DDPMSchedulerConfig
+    _steps_without_set_timesteps: ClassVar[bool] = True
     config: DDPMSchedulerConfig
 
-    def set_timesteps(self, num_inference_steps: int, device: str | torch.device | None = None) -> None:
+    def __init__(
+        self,
+        num_train_timesteps: int = _DEFAULTS.num_train_timesteps,
+        beta_start: float = _DEFAULTS.beta_start,
+        beta_end: float = _DEFAULTS.beta_end,
+        beta_schedule: str = _DEFAULTS.beta_schedule,
+        trained_betas: Sequence[float] | np.ndarray | torch.Tensor | None = _DEFAULTS.trained_betas,
+        variance_type: str = _DEFAULTS.variance_type,
+        clip_sample: bool = _DEFAULTS.clip_sample,
+        prediction_type: str = _DEFAULTS.prediction_type,
+        thresholding: bool = _DEFAULTS.thresholding,
+        dynamic_thresholding_ratio: float = _DEFAULTS.dynamic_thresholding_ratio,
+        clip_sample_range: float = _DEFAULTS.clip_sample_range,
+        sample_max_value: float = _DEFAULTS.sample_max_value,
+        timestep_spacing: str = _DEFAULTS.timestep_spacing,
+        steps_offset: int = _DEFAULTS.steps_offset,
+        rescale_betas_zero_snr: bool = _DEFAULTS.rescale_betas_zero_snr,
+        *,
+        config: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        """Build the scheduler from config keys (diffusers' constructor, in its order) and/or a config.
+
+        Every parameter before ``config`` is a config key, described in :class:`DDPMSchedulerConfig` and
+        :class:`~ddpm.schedulers.config.ClippingSchedulerConfig`; its default is the config's. Keys the caller gives
+        override ``config``. Values are checked by the config (the string keys' allowed values are listed there).
+
+        Args:
+            config: Any scheduler's config, a diffusers config or a dict (see :class:`Scheduler`).
+            **kwargs: Config keys of the other schedulers of the package, carried along.
+
+        Raises:
+            TypeError: A keyword is not a config key of any scheduler.
+            ConfigError: A value is invalid.
+        """
+        super().__init__(config=config, **self._named_keys(locals()), **kwargs)
+
+    @overload
+    def step(
+        self,
+        model_output: torch.Tensor,
+        timestep: int | torch.Tensor,
+        sample: torch.Tensor,
+        generator: Generators = None,
+        return_dict: Literal[True] = True,
+        *,
+        variance_noise: torch.Tensor | None = None,
+    ) -> SchedulerOutput: ...
+
+    @overload
+    def step(
+        self,
+        model_output: torch.Tensor,
+        timestep: int | torch.Tensor,
+        sample: torch.Tensor,
+        generator: Generators = None,
+        *,
+        return_dict: Literal[False],
+        variance_noise: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    @overload
+    def step(
+        self,
+        model_output: torch.Tensor,
+        timestep: int | torch.Tensor,
+        sample: torch.Tensor,
+        generator: Generators,
+        return_dict: Literal[False],
+        *,
+        variance_noise: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def step(
+        self,
+        model_output: torch.Tensor,
+        timestep: int | torch.Tensor,
+        sample: torch.Tensor,
+        generator: Generators = None,
+        return_dict: bool = True,
+        *,
+        variance_noise: torch.Tensor | None = None,
+    ) -> SchedulerOutput | tuple[torch.Tensor, torch.Tensor]:
+        """As :meth:`Scheduler.step`, with ``generator`` and ``return_dict`` also positional (diffusers' order).
+
+        Without :meth:`set_timesteps`, it steps over the T training timesteps (t to t - 1), at any of them.
+        """
+        return self._advance(model_output, timestep, sample, generator, variance_noise, return_dict, None)
+
+    def set_timesteps(
+        self,
+        num_inference_steps: int | None = None,
+        device: str | torch.device | None = None,
+        timesteps: Sequence[int] | None = None,
+    ) -> None:
         """As :meth:`Scheduler.set_timesteps`; also computes each step's weights of μ̃_t, Eq. (7), and its σ_t."""
-        super().set_timesteps(num_inference_steps, device)
+        super().set_timesteps(num_inference_steps, device, timesteps)
         # Notation (Ho et al. 2020), for the step from t to t', the next timestep of the schedule (-1 at the end):
         # - alpha_bar_t, alpha_bar_prev -> ᾱ_t, ᾱ_{t'} (ᾱ_{-1} = 1: the chain ends at the clean x_0)
         # - alpha_t, beta_t             -> α_t = ᾱ_t / ᾱ_{t'} and β_t = 1 - α_t (the paper's when t' = t - 1)

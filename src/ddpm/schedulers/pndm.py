@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-from typing import ClassVar, NamedTuple
+from collections.abc import Sequence
+from typing import Any, ClassVar, NamedTuple
 
+import numpy as np
 import torch
 
 from .base import Scheduler, StepInput, per_step
@@ -41,6 +43,9 @@ class PNDMSchedulerConfig(SchedulerConfig):
     set_alpha_to_one: bool = False
 
 
+_DEFAULTS = PNDMSchedulerConfig  # the constructor's defaults are the config's
+
+
 class PNDMScheduler(Scheduler):
     """The PNDM sampler: deterministic, higher order; good samples in about 50 model calls.
 
@@ -63,6 +68,39 @@ class PNDMScheduler(Scheduler):
 
     config_class: ClassVar[type[PNDMSchedulerConfig]] = PNDMSchedulerConfig
     config: PNDMSchedulerConfig
+
+    def __init__(
+        self,
+        num_train_timesteps: int = _DEFAULTS.num_train_timesteps,
+        beta_start: float = _DEFAULTS.beta_start,
+        beta_end: float = _DEFAULTS.beta_end,
+        beta_schedule: str = _DEFAULTS.beta_schedule,
+        trained_betas: Sequence[float] | np.ndarray | torch.Tensor | None = _DEFAULTS.trained_betas,
+        skip_prk_steps: bool = _DEFAULTS.skip_prk_steps,
+        set_alpha_to_one: bool = _DEFAULTS.set_alpha_to_one,
+        prediction_type: str = _DEFAULTS.prediction_type,
+        timestep_spacing: str = _DEFAULTS.timestep_spacing,
+        steps_offset: int = _DEFAULTS.steps_offset,
+        rescale_betas_zero_snr: bool = _DEFAULTS.rescale_betas_zero_snr,
+        *,
+        config: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        """Build the scheduler from config keys (diffusers' constructor, in its order) and/or a config.
+
+        Every parameter before ``config`` is a config key, described in :class:`PNDMSchedulerConfig` and
+        :class:`~ddpm.schedulers.config.SchedulerConfig`; its default is the config's. Keys the caller gives
+        override ``config``. Values are checked by the config (the string keys' allowed values are listed there).
+
+        Args:
+            config: Any scheduler's config, a diffusers config or a dict (see :class:`Scheduler`).
+            **kwargs: Config keys of the other schedulers of the package, carried along.
+
+        Raises:
+            TypeError: A keyword is not a config key of any scheduler.
+            ConfigError: A value is invalid.
+        """
+        super().__init__(config=config, **self._named_keys(locals()), **kwargs)
 
     def _model_call_timesteps(self, spaced: list[int]) -> list[int]:
         """One timestep per model call, from the spaced timesteps s_0 > s_1 > ... > s_{n-1}.
@@ -93,14 +131,15 @@ class PNDMScheduler(Scheduler):
             warm_up += [spaced[k], spaced[k + 1] + half, spaced[k + 1] + half, spaced[k + 1]]
         return warm_up + spaced[_RK_STEPS:]
 
-    def set_timesteps(self, num_inference_steps: int, device: str | torch.device | None = None) -> None:
+    def set_timesteps(
+        self,
+        num_inference_steps: int | None = None,
+        device: str | torch.device | None = None,
+        timesteps: Sequence[int] | None = None,
+    ) -> None:
         """As :meth:`Scheduler.set_timesteps`; also resets the multistep state and computes the transfers, Eq. (9)."""
-        super().set_timesteps(num_inference_steps, device)
-        # The multistep state is bounded: at most 4 noise estimates, the sample and sum of one Runge-Kutta step.
-        self._eps_history: collections.deque[torch.Tensor] = collections.deque(maxlen=4)
-        self._rk_sample: torch.Tensor | None = None  # x_t at the start of the current Runge-Kutta step
-        self._rk_eps_sum: torch.Tensor | None = None  # (e_1 + 2 e_2 + 2 e_3) / 6 so far
-        self._euler_sample: torch.Tensor | None = None  # x_t at the start of the first improved-Euler step
+        super().set_timesteps(num_inference_steps, device, timesteps)
+        self._reset_multistep_state()
 
         # Notation (Liu et al. 2022), for the transfer from t to t - δ that call i makes:
         # - alpha_bar_t, alpha_bar_to -> ᾱ_t and ᾱ_{t-δ}
@@ -121,6 +160,23 @@ class PNDMScheduler(Scheduler):
         self._coefficients = per_step(
             _Coefficients, x_coeff=x_coeff, eps_numerator=eps_numerator, eps_denominator=eps_denominator
         )
+
+    def _reset_multistep_state(self) -> None:
+        # The multistep state is bounded: at most 4 noise estimates, the sample and sum of one Runge-Kutta step.
+        self._eps_history: collections.deque[torch.Tensor] = collections.deque(maxlen=4)
+        self._rk_sample: torch.Tensor | None = None  # x_t at the start of the current Runge-Kutta step
+        self._rk_eps_sum: torch.Tensor | None = None  # (e_1 + 2 e_2 + 2 e_3) / 6 so far
+        self._euler_sample: torch.Tensor | None = None  # x_t at the start of the first improved-Euler step
+
+    def _start_at(self, i: int) -> None:
+        """A loop that starts at call ``i`` starts a fresh multistep history; it cannot start inside a step that
+        spans several model calls (a Runge-Kutta step, or the improved-Euler first step)."""
+        if (not self.config.skip_prk_steps and i < _RK_CALLS and i % 4 != 0) or (self.config.skip_prk_steps and i == 1):
+            raise ValueError(
+                f"a PNDM loop cannot start at position {i} of timesteps: that model call continues a step that "
+                "started at an earlier call; start at the beginning of a step"
+            )
+        self._reset_multistep_state()
 
     def _transfer_interval(self, i: int) -> tuple[int, int]:
         """(t, t - δ) of the transfer that step ``i`` makes, looked up in the schedule (-1: past its end).
