@@ -169,6 +169,25 @@ class UNet2DConfig(ConfigBase):
         """Reject values ddpm does not implement and combinations that cannot build a network."""
         self._check_implemented()
         self._check_shapes()
+        self._check_ncsnpp_group_norms()
+
+    def _check_ncsnpp_group_norms(self) -> None:
+        """The Skip blocks (and ``norm_num_groups=null``) derive their GroupNorm group counts from the channel counts
+        (:func:`~ddpm.models.unet_blocks.ncsnpp_groups`); rather than repeat that derivation here, such a network
+        is built once on the meta device (no memory, no random draws) and a group count that does not divide its
+        channels is reported as a config error."""
+        names = [_block_name(n) for n in (*self.down_block_types, *self.up_block_types)]
+        if self.norm_num_groups is not None and not any(n in SKIP_BLOCK_TYPES for n in names):
+            return
+        try:
+            with torch.device("meta"):
+                UNet2DModel(self)
+        except ConfigError as error:
+            where = f"{self._source()}: " if self._source() else ""
+            raise ConfigError(
+                f"{where}config key 'block_out_channels' has value {show_value(list(self.block_out_channels))}, "
+                f"which the NCSN++ (Skip) blocks cannot normalise: {error}"
+            ) from None
 
     def _unsupported(self, key: str, supported: str) -> UnsupportedConfigError:
         value = getattr(self, key)
