@@ -611,7 +611,7 @@ CASES: list[Case] = [
         {"norm_num_groups": 0},
         "'norm_num_groups'",
         "0",
-        "expected a positive integer",
+        "a positive integer",
     ),
     _config_case(
         "config-groups-divide",
@@ -691,9 +691,9 @@ CASES: list[Case] = [
     _config_case(
         "config-unsupported",
         "a diffusers option ddpm does not implement",
-        {"time_embedding_type": "fourier"},
-        "'time_embedding_type'",
-        "'fourier'",
+        {"resnet_time_scale_shift": "spatial"},
+        "'resnet_time_scale_shift'",
+        "'spatial'",
         "does not implement",
         error=UnsupportedConfigError,
     ),

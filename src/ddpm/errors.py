@@ -30,7 +30,7 @@ class ConfigError(DDPMError, ValueError):
 
 
 class UnsupportedConfigError(ConfigError, NotImplementedError):
-    """A config value is valid for diffusers but not implemented by ddpm (e.g. ``time_embedding_type="fourier"``).
+    """A config value is valid for diffusers but not implemented by ddpm (e.g. ``resnet_time_scale_shift="spatial"``).
 
     It is both a :class:`ConfigError` and a :class:`NotImplementedError`; the message names the key and the value.
     """

@@ -155,7 +155,12 @@ def test_unet_config_loader_raises_only_our_errors_and_accepted_configs_run(data
     with torch.device("meta"):
         model = UNet2DModel(config)
         size = 2**config.num_downsamplers * 2
-        out = model(torch.empty(2, config.in_channels, size, size), 10).sample
+        labels = None  # a class-conditional model needs class labels
+        if config.class_embed_type == "identity":
+            labels = torch.empty(2, config.temb_channels)
+        elif config.class_embed_type == "timestep" or config.num_class_embeds is not None:
+            labels = torch.zeros(2, dtype=torch.long)
+        out = model(torch.empty(2, config.in_channels, size, size), 10, class_labels=labels).sample
     assert out.shape == (2, config.out_channels, size, size)
 
 

@@ -74,6 +74,10 @@ TINY_CONFIGS: dict[str, dict[str, Any]] = {
     },
 }
 TINY_SIZES = {"single-level": (7, 5)}
+NCSNPP_BLOCKS = {
+    "down_block_types": ["SkipDownBlock2D", "AttnSkipDownBlock2D"],
+    "up_block_types": ["AttnSkipUpBlock2D", "SkipUpBlock2D"],
+}
 
 
 def _load_by_hub_id(
@@ -376,16 +380,7 @@ def test_constructor_forms_agree() -> None:
 
 @pytest.mark.parametrize(
     ("key", "value"),
-    [
-        ("time_embedding_type", "fourier"),
-        ("time_embedding_type", "learned"),
-        ("resnet_time_scale_shift", "scale_shift"),
-        ("resnet_time_scale_shift", "spatial"),
-        ("downsample_type", "resnet"),
-        ("upsample_type", "resnet"),
-        ("class_embed_type", "timestep"),
-        ("num_class_embeds", 10),
-    ],
+    [("resnet_time_scale_shift", "spatial")],  # diffusers' UNet2DModel itself cannot build it (ResnetBlock2D)
 )
 def test_unimplemented_values_raise_naming_key_and_value(key: str, value: Any) -> None:
     with pytest.raises(UnsupportedConfigError) as info:
@@ -416,6 +411,12 @@ def test_unimplemented_values_raise_naming_key_and_value(key: str, value: Any) -
         ({"sample_size": [16, 16, 16]}, ["'sample_size'"]),
         ({"norm_eps": 0.0}, ["'norm_eps'", "positive"]),
         ({"block_out_channels": "32,64"}, ["'block_out_channels'", "a list of integers"]),
+        ({"time_embedding_type": "learned"}, ["'num_train_timesteps'", "'learned'"]),
+        ({"norm_num_groups": None}, ["'norm_num_groups'", "null", "SkipDownBlock2D"]),
+        ({"class_embed_type": "projection"}, ["'class_embed_type'", "'projection'", "'identity'"]),
+        ({"resnet_time_scale_shift": "shift"}, ["'resnet_time_scale_shift'", "'scale_shift'"]),
+        ({"downsample_type": "pool"}, ["'downsample_type'", "'resnet'"]),
+        ({"block_out_channels": [32, 48], "norm_num_groups": None, **NCSNPP_BLOCKS}, ["48 channels", "32 groups"]),
     ],
 )
 def test_invalid_configs_name_key_value_and_what_is_allowed(changes: dict[str, Any], words: list[str]) -> None:
@@ -436,3 +437,87 @@ def test_benchmark_script_runs_small(capsys: pytest.CaptureFixture[str]) -> None
     module.main(["--config", "cifar10-32", "--size", "16", "--repeats", "1", "--warmup", "0", "--dtypes", "fp32"])
     out = capsys.readouterr().out
     assert "ratio to diffusers" in out and "ddpm" in out
+
+
+def _upfirdn2d_reference(
+    x: torch.Tensor, kernel: torch.Tensor, up: int, down: int, pad: tuple[int, int]
+) -> torch.Tensor:
+    """StyleGAN2's upfirdn2d, step by step: zero insertion, padding, FIR filtering, subsampling (per channel)."""
+    b, c, h, w = x.shape
+    up_x = torch.zeros(b, c, h * up, w * up, dtype=x.dtype)
+    up_x[:, :, ::up, ::up] = x
+    padded = torch.nn.functional.pad(up_x, (pad[0], pad[1], pad[0], pad[1]))
+    k = kernel.flip(0, 1)[None, None].repeat(c, 1, 1, 1)
+    return torch.nn.functional.conv2d(padded, k, groups=c)[:, :, ::down, ::down]
+
+
+def test_fir_resampling_is_upfirdn2d_with_the_binomial_kernel() -> None:
+    from ddpm.models.resnet import fir_downsample2d, fir_upsample2d
+
+    x = torch.randn(2, 3, 6, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    taps = torch.tensor([1.0, 3.0, 3.0, 1.0], dtype=torch.float64)
+    kernel = torch.outer(taps, taps) / 64
+    assert torch.allclose(fir_downsample2d(x), _upfirdn2d_reference(x, kernel, 1, 2, (1, 1)))
+    assert torch.allclose(fir_upsample2d(x), _upfirdn2d_reference(x, 4 * kernel, 2, 1, (2, 1)))
+    assert fir_upsample2d(x).shape == (2, 3, 12, 16) and fir_downsample2d(x).shape == (2, 3, 3, 4)
+    # Away from the zero-padded border a constant image keeps its value.
+    ones = torch.ones(1, 1, 8, 8)
+    assert torch.allclose(fir_downsample2d(ones)[..., 1:-1, 1:-1], torch.ones(1, 1, 2, 2))
+    assert torch.allclose(fir_upsample2d(ones)[..., 2:-2, 2:-2], torch.ones(1, 1, 12, 12))
+
+
+CLASS_CONFIG = {**TINY_UNET_CONFIG, "num_class_embeds": 4}
+
+
+@pytest.mark.parametrize(
+    ("config", "labels", "error", "words"),
+    [
+        (CLASS_CONFIG, None, ValueError, ["class_labels are required", "num_class_embeds=4"]),
+        (TINY_UNET_CONFIG, torch.tensor([0, 1]), ValueError, ["not class-conditional", "num_class_embeds"]),
+        (CLASS_CONFIG, torch.tensor([0.0, 1.0]), ValueError, ["integer labels", "torch.float32"]),
+        (CLASS_CONFIG, torch.tensor([0, 1, 2]), ValueError, ["shape (3,)", "batch of 2"]),
+        (CLASS_CONFIG, [0, 1], TypeError, ["torch.Tensor", "list"]),
+        ({**TINY_UNET_CONFIG, "class_embed_type": "identity"}, torch.zeros(2), ValueError, ["time_embedding_dim"]),
+    ],
+)
+def test_class_labels_errors_say_what_to_pass(
+    config: dict[str, Any], labels: Any, error: type[Exception], words: list[str]
+) -> None:
+    model = UNet2DModel.from_config(config).eval()
+    with pytest.raises(error) as info, torch.no_grad():
+        model(torch.zeros(2, 3, 16, 16), 10, class_labels=labels)
+    for word in words:
+        assert word in str(info.value)
+
+
+def test_class_labels_change_the_output_and_one_label_serves_the_batch() -> None:
+    model = UNet2DModel.from_config(CLASS_CONFIG).eval()
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        a, b = model(x, 10, class_labels=torch.tensor([1, 1])).sample, model(x, 10, torch.tensor([2, 2])).sample
+        shared = model(x, 10, class_labels=torch.tensor([1])).sample
+    assert not torch.allclose(a, b) and torch.allclose(a, shared, atol=1e-5)
+
+
+def test_gradient_checkpointing_switches_and_uses_the_given_function() -> None:
+    model = UNet2DModel.from_config(TINY_UNET_CONFIG).train()
+    assert UNet2DModel._supports_gradient_checkpointing and not model.is_gradient_checkpointing
+    calls: list[str] = []
+
+    def spy(module: torch.nn.Module, *args: torch.Tensor) -> torch.Tensor:
+        calls.append(type(module).__name__)
+        return torch.utils.checkpoint.checkpoint(module, *args, use_reentrant=False)
+
+    model.enable_gradient_checkpointing(spy)
+    assert model.is_gradient_checkpointing
+    x = torch.randn(1, 3, 16, 16)
+    model(x, 10).sample.sum().backward()
+    assert calls and set(calls) == {"ResnetBlock2D"}
+    with torch.no_grad():  # not while autograd is off
+        calls.clear()
+        model(x, 10)
+        assert calls == []
+    model.disable_gradient_checkpointing()
+    assert not model.is_gradient_checkpointing
+    model(x, 10).sample.sum().backward()
+    assert calls == []

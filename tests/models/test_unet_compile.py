@@ -52,3 +52,13 @@ def test_unet_is_one_graph_without_breaks(unet: UNet2DModel, mode: str, timestep
         explanation = torch._dynamo.explain(unet)(x, timestep)
     reasons = [str(b.reason) for b in explanation.break_reasons]
     assert (explanation.graph_count, explanation.graph_break_count) == (1, 0), reasons
+
+
+def test_checkpointed_training_is_one_graph_without_breaks() -> None:
+    unet = UNet2DModel.from_config(CONFIG).train()
+    unet.enable_gradient_checkpointing()
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    torch._dynamo.reset()
+    explanation = torch._dynamo.explain(unet)(x, torch.tensor([3, 900]))
+    reasons = [str(b.reason) for b in explanation.break_reasons]
+    assert (explanation.graph_count, explanation.graph_break_count) == (1, 0), reasons

@@ -282,10 +282,10 @@ def test_missing_files_raise_checkpoint_not_found(reference: Any, tmp_path: Path
 
 def test_bad_config_json_names_the_file(reference: Any, tmp_path: Path) -> None:
     folder = _repo(tmp_path, reference)
-    (folder / "config.json").write_text(json.dumps({**TINY_UNET_CONFIG, "time_embedding_type": "fourier"}))
+    (folder / "config.json").write_text(json.dumps({**TINY_UNET_CONFIG, "resnet_time_scale_shift": "spatial"}))
     with pytest.raises(ConfigError) as info:
         UNet2DModel.from_pretrained(folder)
-    assert str(folder / "config.json") in str(info.value) and "'fourier'" in str(info.value)
+    assert str(folder / "config.json") in str(info.value) and "'spatial'" in str(info.value)
 
 
 # ---------------------------------------------------------------------------------------------- call forms (issue 12)

@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .resnet import group_norm
+
 __all__ = ["AttentionBlock"]
 
 
@@ -24,7 +26,8 @@ class AttentionBlock(nn.Module):
         channels: C, the feature width.
         head_dim: The width of one head, or None for a single head of width C. The number of heads is
             ``channels // head_dim``; their total width ``heads * head_dim`` may be smaller than C.
-        groups: GroupNorm groups.
+        groups: GroupNorm groups, or None for no normalisation (diffusers' mid-block attention of a
+            ``scale_shift`` model without ``attn_norm_num_groups``).
         eps: GroupNorm epsilon.
         rescale_output_factor: The output divisor (the mid block uses ``mid_block_scale_factor``).
     """
@@ -34,7 +37,7 @@ class AttentionBlock(nn.Module):
         channels: int,
         head_dim: int | None,
         *,
-        groups: int,
+        groups: int | None,
         eps: float,
         rescale_output_factor: float = 1.0,
     ) -> None:
@@ -43,7 +46,7 @@ class AttentionBlock(nn.Module):
         self.heads = channels // head_dim
         self.head_dim = head_dim
         inner = self.heads * head_dim
-        self.group_norm = nn.GroupNorm(groups, channels, eps=eps)
+        self.group_norm = None if groups is None else group_norm(groups, channels, eps)
         self.to_q = nn.Linear(channels, inner)
         self.to_k = nn.Linear(channels, inner)
         self.to_v = nn.Linear(channels, inner)
@@ -55,7 +58,8 @@ class AttentionBlock(nn.Module):
         b, c, height, width = x.shape
         n, heads, d = height * width, self.heads, self.head_dim
         # (B, C, H, W) -> (B, H, W, C) -> (B, N, C); a view, no copy, when x is channels_last.
-        tokens = self.group_norm(x).permute(0, 2, 3, 1).reshape(b, n, c)
+        normed = x if self.group_norm is None else self.group_norm(x)
+        tokens = normed.permute(0, 2, 3, 1).reshape(b, n, c)
         # One matrix product for q, k and v: (B, N, C) @ (C, 3·inner) -> (B, N, 3·inner).
         weight = torch.cat([self.to_q.weight, self.to_k.weight, self.to_v.weight])
         bias = torch.cat([self.to_q.bias, self.to_k.bias, self.to_v.bias])

@@ -1,4 +1,5 @@
-"""Timestep embeddings: the sinusoidal features of Ho et al. (2020) and the MLP that lifts them to ``temb``.
+"""Timestep embeddings: the sinusoidal features of Ho et al. (2020), NCSN++'s random Fourier features of the noise
+level, and the MLP that lifts them to ``temb``.
 
 The sinusoidal part has no parameters and is always computed in float32, whatever the model's dtype, so that large
 timesteps (up to 999) keep their phase accuracy in fp16/bf16 runs; the result is cast to the MLP's dtype afterwards.
@@ -13,7 +14,7 @@ from torch import nn
 
 from .activations import Activation
 
-__all__ = ["TimestepEmbedding", "timestep_embedding"]
+__all__ = ["GaussianFourierProjection", "TimestepEmbedding", "timestep_embedding"]
 
 
 def timestep_embedding(
@@ -71,3 +72,27 @@ class TimestepEmbedding(nn.Module):
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """Map (B, in_features) to (B, out_features)."""
         return self.linear_2(self.act(self.linear_1(features)))
+
+
+class GaussianFourierProjection(nn.Module):
+    """Random Fourier features of ``log σ`` (Tancik et al. 2020; NCSN++'s noise-level embedding, Song et al. 2021).
+
+    ``[sin(2π w log σ), cos(2π w log σ)]`` with fixed frequencies ``w ~ N(0, scale²)`` (a non-trainable parameter,
+    saved with the weights as ``time_proj.weight``).
+
+    Args:
+        size: The number of frequencies (the output has ``2 * size`` features).
+        scale: The standard deviation of the frequencies (16, as diffusers' UNet2DModel uses).
+    """
+
+    def __init__(self, size: int, scale: float = 16.0) -> None:
+        super().__init__()
+        # diffusers draws the frequencies twice and keeps the second draw; drawing the same way makes the same seed
+        # give the same frequencies.
+        torch.randn(size)
+        self.weight = nn.Parameter(torch.randn(size) * scale, requires_grad=False)
+
+    def forward(self, sigmas: torch.Tensor) -> torch.Tensor:
+        """Map noise levels σ > 0, shape (B,), to features of shape (B, 2 * size) in the weight's dtype."""
+        angles = torch.log(sigmas)[:, None] * self.weight[None, :] * 2 * math.pi  # (B, size)
+        return torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1)

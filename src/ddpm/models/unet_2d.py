@@ -27,10 +27,22 @@ from ..config import MAX_TRAIN_TIMESTEPS, ConfigBase, check, show_value
 from ..errors import ConfigError, UnsupportedConfigError
 from ..outputs import UNet2DOutput
 from .activations import ACTIVATION_NAMES, Activation
-from .embeddings import TimestepEmbedding, timestep_embedding
+from .checkpointing import GradientCheckpointingMixin
+from .embeddings import GaussianFourierProjection, TimestepEmbedding, timestep_embedding
 from .modeling import ModelMixin
 from .optimizations import DeviceLayoutMixin, is_compiling, preferred_memory_format, relayout_convolutions
-from .unet_blocks import DOWN_BLOCK_TYPES, MID_BLOCK_TYPES, UP_BLOCK_TYPES, BlockSettings, UNetMidBlock2D, block_class
+from .resnet import TIME_EMBEDDING_NORMS, group_norm
+from .unet_blocks import (
+    DOWN_BLOCK_TYPES,
+    MID_BLOCK_TYPES,
+    SKIP_BLOCK_TYPES,
+    UP_BLOCK_TYPES,
+    BlockSettings,
+    UNetMidBlock2D,
+    block_class,
+    is_skip_block,
+    ncsnpp_groups,
+)
 
 __all__ = ["UNet2DConfig", "UNet2DModel", "preferred_memory_format"]
 
@@ -40,6 +52,23 @@ MAX_WIDTH = 65536  # channels, groups
 MAX_LEVELS = 16  # resolution levels (a 2**15 spatial divisor)
 MAX_LAYERS_PER_BLOCK = 64
 MAX_SAMPLE_SIZE = 65536
+MAX_CLASSES = 1 << 24
+
+#: The implemented values of the config's choice keys.
+TIME_EMBEDDING_TYPES: tuple[str, ...] = ("positional", "fourier", "learned")
+RESAMPLE_TYPES: tuple[str, ...] = ("conv", "resnet")
+CLASS_EMBED_TYPES: tuple[str | None, ...] = (None, "timestep", "identity")
+#: The frequency scale of the Fourier time embedding (diffusers' UNet2DModel).
+FOURIER_SCALE = 16.0
+
+
+def _choices(values: tuple[str | None, ...]) -> str:
+    return ", ".join("null" if v is None else repr(v) for v in values)
+
+
+def _block_name(name: str) -> str:
+    cls = block_class(name)
+    return name if cls is None else cls.__name__
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,31 +85,40 @@ class UNet2DConfig(ConfigBase):
         in_channels: Channels of the input image.
         out_channels: Channels of the prediction.
         center_input_sample: Map the input from [0, 1] to [-1, 1] (``2x - 1``) first.
-        time_embedding_type: ``"positional"`` (sinusoidal). diffusers' ``"fourier"`` and ``"learned"`` are not
-            implemented.
+        time_embedding_type: ``"positional"`` (sinusoidal features of t), ``"fourier"`` (random Fourier features of
+            log σ, NCSN++; the output is divided by σ) or ``"learned"`` (a table of ``num_train_timesteps`` rows).
         time_embedding_dim: Width of the time embedding; None means ``4 * block_out_channels[0]``.
         freq_shift: The shift ``s`` in the sinusoid frequencies ``exp(-ln(10000) k / (half - s))``.
-        flip_sin_to_cos: Put the cosine features before the sine features.
-        down_block_types: One of ``DownBlock2D``, ``AttnDownBlock2D`` per resolution level.
+        flip_sin_to_cos: Put the cosine features before the sine features (positional embedding only).
+        down_block_types: One of ``DownBlock2D``, ``AttnDownBlock2D``, ``SkipDownBlock2D``,
+            ``AttnSkipDownBlock2D`` per resolution level.
         mid_block_type: ``UNetMidBlock2D`` or null (no mid block).
-        up_block_types: One of ``UpBlock2D``, ``AttnUpBlock2D`` per level, from the lowest resolution up.
+        up_block_types: One of ``UpBlock2D``, ``AttnUpBlock2D``, ``SkipUpBlock2D``, ``AttnSkipUpBlock2D`` per level,
+            from the lowest resolution up.
         block_out_channels: Channels per level.
         layers_per_block: Residual blocks per down block (up blocks have one more).
         mid_block_scale_factor: Output divisor of the mid block's residual and attention layers.
         downsample_padding: 0 pads right/bottom before a 3×3 stride-2 conv; 1 pads all sides inside it.
-        downsample_type: ``"conv"`` (diffusers' ``"resnet"`` is not implemented).
-        upsample_type: ``"conv"`` (diffusers' ``"resnet"`` is not implemented).
+        downsample_type: Downsampler of ``AttnDownBlock2D``: ``"conv"`` or ``"resnet"`` (a residual block with 2×2
+            average pooling).
+        upsample_type: Upsampler of ``AttnUpBlock2D``: ``"conv"`` or ``"resnet"`` (a residual block with
+            nearest-neighbour upsampling).
         dropout: Dropout probability inside the residual blocks (training only).
         act_fn: Activation of the residual blocks: silu (= swish), mish, gelu or relu.
         attention_head_dim: Width of one attention head; null means one head spanning all channels.
-        norm_num_groups: GroupNorm groups everywhere.
-        attn_norm_num_groups: GroupNorm groups of the mid-block attention; null means ``norm_num_groups``.
+        norm_num_groups: GroupNorm groups of the non-Skip blocks, the mid block and the output norm. null (only with
+            Skip blocks throughout) means ``min(channels // 4, 32)`` there.
+        attn_norm_num_groups: GroupNorm groups of the mid-block attention; null means ``norm_num_groups`` (and no
+            GroupNorm there with ``resnet_time_scale_shift="scale_shift"``, as in diffusers).
         norm_eps: GroupNorm epsilon.
-        resnet_time_scale_shift: ``"default"`` (add the time embedding); ``"scale_shift"`` is not implemented.
+        resnet_time_scale_shift: ``"default"`` (add the time embedding) or ``"scale_shift"`` (modulate the normalised
+            features by ``1 + scale`` and ``shift``); diffusers' ``"spatial"`` is not implemented.
         add_attention: Whether the mid block has its attention layer.
-        class_embed_type: Must be null (class conditioning is not implemented).
-        num_class_embeds: Must be null (class conditioning is not implemented).
-        num_train_timesteps: Only used by the ``"learned"`` time embedding; kept for round trips.
+        class_embed_type: Class conditioning, added to the time embedding: null (a table of ``num_class_embeds``
+            rows when that is set, else none), ``"timestep"`` (labels embedded like timesteps, through their own
+            MLP) or ``"identity"`` (the labels are embeddings of width ``time_embedding_dim`` already).
+        num_class_embeds: Number of classes of the table (with ``class_embed_type`` null).
+        num_train_timesteps: Rows of the ``"learned"`` time embedding (needed there; otherwise unused).
     """
 
     _class_name: ClassVar[str] = "UNet2DModel"
@@ -106,7 +144,7 @@ class UNet2DConfig(ConfigBase):
     dropout: float = 0.0
     act_fn: str = "silu"
     attention_head_dim: int | None = 8
-    norm_num_groups: int = 32
+    norm_num_groups: int | None = 32
     attn_norm_num_groups: int | None = None
     norm_eps: float = 1e-5
     resnet_time_scale_shift: str = "default"
@@ -131,6 +169,25 @@ class UNet2DConfig(ConfigBase):
         """Reject values ddpm does not implement and combinations that cannot build a network."""
         self._check_implemented()
         self._check_shapes()
+        self._check_ncsnpp_group_norms()
+
+    def _check_ncsnpp_group_norms(self) -> None:
+        """The Skip blocks (and ``norm_num_groups=null``) derive their GroupNorm group counts from the channel counts
+        (:func:`~ddpm.models.unet_blocks.ncsnpp_groups`); rather than repeat that derivation here, such a network
+        is built once on the meta device (no memory, no random draws) and a group count that does not divide its
+        channels is reported as a config error."""
+        names = [_block_name(n) for n in (*self.down_block_types, *self.up_block_types)]
+        if self.norm_num_groups is not None and not any(n in SKIP_BLOCK_TYPES for n in names):
+            return
+        try:
+            with torch.device("meta"):
+                UNet2DModel(self)
+        except ConfigError as error:
+            where = f"{self._source()}: " if self._source() else ""
+            raise ConfigError(
+                f"{where}config key 'block_out_channels' has value {show_value(list(self.block_out_channels))}, "
+                f"which the NCSN++ (Skip) blocks cannot normalise: {error}"
+            ) from None
 
     def _unsupported(self, key: str, supported: str) -> UnsupportedConfigError:
         value = getattr(self, key)
@@ -142,23 +199,17 @@ class UNet2DConfig(ConfigBase):
         )
 
     def _check_implemented(self) -> None:
-        if self.time_embedding_type in ("fourier", "learned"):
-            raise self._unsupported("time_embedding_type", "'positional'")
-        check(self.time_embedding_type == "positional", self, "time_embedding_type", "expected 'positional'")
-        if self.resnet_time_scale_shift in ("scale_shift", "spatial"):
-            raise self._unsupported("resnet_time_scale_shift", "'default'")
-        check(self.resnet_time_scale_shift == "default", self, "resnet_time_scale_shift", "expected 'default'")
-        for key in ("downsample_type", "upsample_type"):
-            if getattr(self, key) == "resnet":
-                raise self._unsupported(key, "'conv'")
-            check(getattr(self, key) == "conv", self, key, "expected 'conv'")
-        if self.class_embed_type is not None:
-            raise self._unsupported("class_embed_type", "null (no class conditioning)")
-        if self.num_class_embeds is not None:
-            raise self._unsupported("num_class_embeds", "null (no class conditioning)")
-        check(
-            self.act_fn in ACTIVATION_NAMES, self, "act_fn", f"expected one of {', '.join(map(repr, ACTIVATION_NAMES))}"
-        )
+        if self.resnet_time_scale_shift == "spatial":
+            raise self._unsupported("resnet_time_scale_shift", _choices(TIME_EMBEDDING_NORMS))
+        for key, allowed in (
+            ("resnet_time_scale_shift", TIME_EMBEDDING_NORMS),
+            ("time_embedding_type", TIME_EMBEDDING_TYPES),
+            ("downsample_type", RESAMPLE_TYPES),
+            ("upsample_type", RESAMPLE_TYPES),
+            ("class_embed_type", CLASS_EMBED_TYPES),
+            ("act_fn", ACTIVATION_NAMES),
+        ):
+            check(getattr(self, key) in allowed, self, key, f"expected one of {_choices(allowed)}")
         check(
             self.mid_block_type is None or self.mid_block_type in MID_BLOCK_TYPES,
             self,
@@ -174,6 +225,22 @@ class UNet2DConfig(ConfigBase):
                         f"{source + ': ' if source else ''}config key {key!r} contains "
                         f"{show_value(name)}, a block type ddpm does not implement; allowed: {', '.join(allowed)}"
                     )
+        if self.time_embedding_type == "learned":
+            check(
+                self.num_train_timesteps is not None,
+                self,
+                "num_train_timesteps",
+                "the 'learned' time embedding needs it (its number of rows)",
+            )
+        if self.norm_num_groups is None:
+            names = [_block_name(n) for n in (*self.down_block_types, *self.up_block_types)]
+            check(
+                all(n in SKIP_BLOCK_TYPES for n in names),
+                self,
+                "norm_num_groups",
+                f"null is only allowed when every down and up block is one of {', '.join(SKIP_BLOCK_TYPES)} (they "
+                "choose their own group counts); give an integer",
+            )
 
     def _check_shapes(self) -> None:
         n = len(self.block_out_channels)
@@ -192,13 +259,13 @@ class UNet2DConfig(ConfigBase):
                 f"expected one entry per level, i.e. {n} like block_out_channels={list(self.block_out_channels)}",
             )
         for key, most in (
-            ("in_channels", MAX_WIDTH), ("out_channels", MAX_WIDTH), ("norm_num_groups", MAX_WIDTH),
-            ("layers_per_block", MAX_LAYERS_PER_BLOCK),
+            ("in_channels", MAX_WIDTH), ("out_channels", MAX_WIDTH), ("layers_per_block", MAX_LAYERS_PER_BLOCK),
         ):  # fmt: skip
             check(0 < getattr(self, key) <= most, self, key, f"expected a positive integer up to {most}")
         for key, most in (
             ("time_embedding_dim", 4 * MAX_WIDTH), ("attention_head_dim", MAX_WIDTH),
             ("attn_norm_num_groups", MAX_WIDTH), ("num_train_timesteps", MAX_TRAIN_TIMESTEPS),
+            ("norm_num_groups", MAX_WIDTH), ("num_class_embeds", MAX_CLASSES),
         ):  # fmt: skip
             value = getattr(self, key)
             check(value is None or 0 < value <= most, self, key, f"expected null or a positive integer up to {most}")
@@ -219,14 +286,14 @@ class UNet2DConfig(ConfigBase):
             )
         half = self.block_out_channels[0] // 2
         check(
-            half - self.freq_shift != 0,
+            self.time_embedding_type != "positional" or half - self.freq_shift != 0,
             self,
             "freq_shift",
             f"must differ from block_out_channels[0] // 2 = {half} (it divides by their difference)",
         )
         groups = self.norm_num_groups
         check(
-            all(c % groups == 0 for c in self.block_out_channels),
+            groups is None or all(c % groups == 0 for c in self.block_out_channels),
             self,
             "norm_num_groups",
             f"GroupNorm needs every entry of block_out_channels={list(self.block_out_channels)} to be divisible by it",
@@ -252,11 +319,12 @@ class UNet2DConfig(ConfigBase):
             )
 
 
-class UNet2DModel(DeviceLayoutMixin, ModelMixin):
+class UNet2DModel(DeviceLayoutMixin, GradientCheckpointingMixin, ModelMixin):
     """The DDPM UNet: predicts the noise (or another target) for a noisy image batch at given timesteps.
 
     Build it with fresh weights from a config (``UNet2DModel(config)``, ``UNet2DModel(**keys)``,
-    ``UNet2DModel.from_config(dict)``) or with trained weights via :meth:`from_pretrained`.
+    ``UNet2DModel.from_config(dict)``) or with trained weights via :meth:`from_pretrained`. Modules are created in
+    diffusers' order, so ``torch.manual_seed(s); UNet2DModel(**keys)`` gives diffusers' initial weights.
 
     Args:
         config: A :class:`UNet2DConfig` or a mapping of its keys (unknown keys are ignored).
@@ -288,10 +356,31 @@ class UNet2DModel(DeviceLayoutMixin, ModelMixin):
             dropout=config.dropout,
             attention_head_dim=config.attention_head_dim,
             downsample_padding=config.downsample_padding,
+            time_embedding_norm=config.resnet_time_scale_shift,
+            downsample_type=config.downsample_type,
+            upsample_type=config.upsample_type,
+            image_channels=(config.in_channels, config.out_channels),
         )
 
         self.conv_in = nn.Conv2d(config.in_channels, channels[0], kernel_size=3, padding=1)
-        self.time_embedding = TimestepEmbedding(channels[0], config.temb_channels)
+        # Timestep features: sinusoidal (no parameters), Fourier (fixed random frequencies) or a learned table.
+        self.time_proj: nn.Module | None = None
+        features = channels[0]
+        if config.time_embedding_type == "fourier":
+            self.time_proj = GaussianFourierProjection(channels[0], scale=FOURIER_SCALE)
+            features = 2 * channels[0]
+        elif config.time_embedding_type == "learned":
+            assert config.num_train_timesteps is not None  # the config has checked it
+            self.time_proj = nn.Embedding(config.num_train_timesteps, channels[0])
+        self.time_embedding = TimestepEmbedding(features, config.temb_channels)
+        # Class conditioning: an embedding of width temb_channels added to the time embedding.
+        self.class_embedding: nn.Module | None = None
+        if config.class_embed_type is None and config.num_class_embeds is not None:
+            self.class_embedding = nn.Embedding(config.num_class_embeds, config.temb_channels)
+        elif config.class_embed_type == "timestep":
+            self.class_embedding = TimestepEmbedding(features, config.temb_channels)
+        elif config.class_embed_type == "identity":
+            self.class_embedding = nn.Identity()
 
         last = len(channels) - 1
         self.down_blocks = nn.ModuleList()
@@ -330,7 +419,8 @@ class UNet2DModel(DeviceLayoutMixin, ModelMixin):
                 )
             )
 
-        self.conv_norm_out = nn.GroupNorm(config.norm_num_groups, channels[0], eps=config.norm_eps)
+        groups_out = ncsnpp_groups(channels[0]) if config.norm_num_groups is None else config.norm_num_groups
+        self.conv_norm_out = group_norm(groups_out, channels[0], config.norm_eps)
         self.conv_act = Activation("silu")
         self.conv_out = nn.Conv2d(channels[0], config.out_channels, kernel_size=3, padding=1)
         relayout_convolutions(self)  # the device's preferred layout; DeviceLayoutMixin keeps it across .to()
@@ -340,6 +430,7 @@ class UNet2DModel(DeviceLayoutMixin, ModelMixin):
         self,
         sample: torch.Tensor,
         timestep: torch.Tensor | float | int,
+        class_labels: torch.Tensor | None = None,
         return_dict: bool = True,
     ) -> UNet2DOutput | tuple[torch.Tensor]:
         """Predict the model target for ``sample`` at ``timestep``.
@@ -348,15 +439,19 @@ class UNet2DModel(DeviceLayoutMixin, ModelMixin):
             sample: Noisy images, shape (B, in_channels, H, W); H and W divisible by ``2 ** num_downsamplers``.
                 Its dtype must match the model's unless autocast is on.
             timestep: A Python int or float, a 0-d tensor, or a 1-d tensor of length 1 or B. Fractional values are
-                used as given (diffusers truncates Python floats). One value serves the whole batch.
+                used as given (diffusers truncates Python floats). One value serves the whole batch. With the
+                ``"fourier"`` embedding it is the noise level σ > 0; with ``"learned"`` it is truncated to an index.
+            class_labels: Required by a class-conditional model, refused by others: B (or 1) integer labels in
+                ``[0, num_class_embeds)`` for the class table; labels embedded like timesteps for ``"timestep"``;
+                embeddings of shape (B or 1, time_embedding_dim) for ``"identity"``.
             return_dict: Return a :class:`~ddpm.outputs.UNet2DOutput` (default) or a 1-tuple.
 
         Returns:
             ``UNet2DOutput(sample)`` with the prediction, shape (B, out_channels, H, W), contiguous.
 
         Raises:
-            ValueError: The sample's shape, channel count, dtype or device is wrong, or a timestep is not finite or
-                does not broadcast to the batch.
+            ValueError: The sample's shape, channel count, dtype or device is wrong, a timestep is not finite or
+                does not broadcast to the batch, or ``class_labels`` is missing, unexpected or malformed.
             TypeError: ``sample`` is not a tensor or ``timestep`` is not a number or tensor.
         """
         self._check_sample(sample)
@@ -367,24 +462,87 @@ class UNet2DModel(DeviceLayoutMixin, ModelMixin):
             sample = 2 * sample - 1.0
 
         # Timestep features in float32, then the MLP in the model's dtype. temb: (Bt, E) with Bt = 1 or B.
-        features = timestep_embedding(
-            t, cfg.block_out_channels[0], flip_sin_to_cos=cfg.flip_sin_to_cos, freq_shift=cfg.freq_shift
-        )
-        temb = self.time_embedding(features.to(self.time_embedding.linear_1.weight.dtype))
+        dtype = self.time_embedding.linear_1.weight.dtype
+        temb = self.time_embedding(self._time_features(t).to(dtype))
+        class_emb = self._class_embedding(class_labels, sample)
+        if class_emb is not None:
+            temb = temb + class_emb.to(dtype)  # (B or 1, E)
 
+        image = sample  # the image path of the NCSN++ (Skip) down blocks
         h = self.conv_in(sample)
         skips = [h]
         for down in self.down_blocks:
-            h, block_skips = down(h, temb)
+            if is_skip_block(down):
+                h, block_skips, image = down(h, temb, image)
+            else:
+                h, block_skips = down(h, temb)
             skips.extend(block_skips)
         if self.mid_block is not None:
             h = self.mid_block(h, temb)
+        out_image: torch.Tensor | None = None  # the image path of the Skip up blocks
         for up in self.up_blocks:
-            h = up(h, skips, temb)
+            if is_skip_block(up):
+                h, out_image = up(h, skips, temb, out_image)
+            else:
+                h = up(h, skips, temb)
 
         h = self.conv_act(self.conv_norm_out(h))
-        out = self.conv_out(h).contiguous()  # (B, out_channels, H, W), standard layout for the caller
+        out = self.conv_out(h)  # (B, out_channels, H, W)
+        if out_image is not None:
+            out = out + out_image
+        if cfg.time_embedding_type == "fourier":
+            out = out / t.to(out.dtype).reshape(-1, 1, 1, 1)  # NCSN++ predicts the score times σ
+        out = out.contiguous()  # standard layout for the caller
         return UNet2DOutput(sample=out) if return_dict else (out,)
+
+    def _time_features(self, t: torch.Tensor) -> torch.Tensor:
+        """Timestep (or label) features, shape (Bt,) -> (Bt, F); float32 except for the learned table."""
+        cfg = self.config
+        if self.time_proj is None:
+            return timestep_embedding(
+                t, cfg.block_out_channels[0], flip_sin_to_cos=cfg.flip_sin_to_cos, freq_shift=cfg.freq_shift
+            )
+        if isinstance(self.time_proj, nn.Embedding):
+            return self.time_proj(t.long())  # (Bt, C), integer timesteps index the table
+        features: torch.Tensor = self.time_proj(t)  # Fourier features of log σ
+        return features
+
+    def _class_embedding(self, class_labels: torch.Tensor | None, sample: torch.Tensor) -> torch.Tensor | None:
+        """The class embedding to add to temb, shape (B or 1, E), or None for an unconditional model."""
+        cfg = self.config
+        if self.class_embedding is None:
+            if class_labels is not None:
+                raise ValueError(
+                    "class_labels were given, but this model is not class-conditional (its config has "
+                    "class_embed_type=None and num_class_embeds=None); drop class_labels or build the model with "
+                    "num_class_embeds=N"
+                )
+            return None
+        kind = cfg.class_embed_type or "table"
+        if class_labels is None:
+            raise ValueError(
+                f"class_labels are required: this model is class-conditional (class_embed_type={cfg.class_embed_type!r}"
+                f", num_class_embeds={cfg.num_class_embeds}); pass a tensor of {sample.shape[0]} labels"
+            )
+        if not torch.is_tensor(class_labels):
+            raise TypeError(f"class_labels must be a torch.Tensor, got {type(class_labels).__name__}")
+        batch = sample.shape[0]
+        expected_ndim = 2 if kind == "identity" else 1
+        if class_labels.ndim != expected_ndim or class_labels.shape[0] not in (1, batch):
+            form = "(B, time_embedding_dim) embeddings" if kind == "identity" else "B labels, shape (B,)"
+            raise ValueError(
+                f"class_labels of shape {tuple(class_labels.shape)} do not fit a batch of {batch}: pass {form}"
+            )
+        if kind == "table" and (class_labels.is_floating_point() or class_labels.is_complex()):
+            raise ValueError(
+                f"class_labels have dtype {class_labels.dtype}; the class table needs integer labels, e.g. "
+                "class_labels.long()"
+            )
+        class_labels = class_labels.to(sample.device)
+        if kind == "timestep":
+            class_labels = self._time_features(class_labels).to(self.time_embedding.linear_1.weight.dtype)
+        emb: torch.Tensor = self.class_embedding(class_labels)
+        return emb
 
     def _check_sample(self, sample: torch.Tensor) -> None:
         if not torch.is_tensor(sample):
