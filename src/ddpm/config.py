@@ -84,6 +84,11 @@ class ConfigBase(Mapping[str, Any]):
     _source_file: str | None = dataclasses.field(
         default=None, compare=False, repr=False, kw_only=True, metadata=SIDE_STATE
     )
+    #: Keys that travel with this config without being its own: keys given to ``register_to_config`` and, for a
+    #: scheduler, the other schedulers' keys of the file it came from; written back by :meth:`to_dict`.
+    _carried: Mapping[str, Any] = dataclasses.field(
+        default_factory=dict, compare=False, repr=False, kw_only=True, metadata=SIDE_STATE
+    )
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -115,8 +120,8 @@ class ConfigBase(Mapping[str, Any]):
         return len(self._field_names())
 
     def extra_keys(self) -> Mapping[str, Any]:
-        """Keys that travel with this config without being its own (none here; a scheduler config has some)."""
-        return {}
+        """Keys that travel with this config without being its own (see ``_carried``)."""
+        return self._carried
 
     @classmethod
     def _key_fields(cls) -> tuple[dataclasses.Field[Any], ...]:
@@ -185,12 +190,13 @@ class ConfigBase(Mapping[str, Any]):
 
     # ------------------------------------------------------------------ serialisation
     def to_dict(self) -> dict[str, Any]:
-        """The config as plain JSON-ready values, with ``_class_name`` first; tuples become lists."""
+        """The config as plain JSON-ready values, with ``_class_name`` first, then the carried keys; tuples become
+        lists."""
         out: dict[str, Any] = {"_class_name": self._class_name} if self._class_name else {}
         for name in self._field_names():
             value = getattr(self, name)
             out[name] = list(value) if isinstance(value, tuple) else value
-        return out
+        return {**out, **self._carried}
 
     def to_json_string(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"

@@ -9,6 +9,7 @@ and mixed into :class:`~ddpm.schedulers.base.Scheduler`, :class:`~ddpm.models.mo
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 import warnings
@@ -163,6 +164,26 @@ class ConfigMixin:
             kwargs.setdefault("commit_message", f"Upload {type(self).__name__} config")
             upload_folder(folder, repo_id, **kwargs)
         return path
+
+    def register_to_config(self, **kwargs: Any) -> None:
+        """Record extra keys with the config (diffusers' method): they are written to the config file and readable
+        as ``config``-mapping extras and as deprecated attributes (``obj.key``, with a ``FutureWarning``).
+
+        A key of this class's own config cannot change here, because the object was built from it (a model's
+        layers, for instance); build a new one instead: ``type(obj).from_config(obj.config, key=value)``.
+        (Schedulers override this: their own keys are validated and the schedule is recomputed.)
+
+        Raises:
+            ValueError: A key is one of the config's own keys.
+        """
+        own = [k for k in kwargs if k in self.config_class._field_names()]
+        if own:
+            name = type(self).__name__
+            raise ValueError(
+                f"{name}.register_to_config cannot change {own[0]!r}: the {name} was built from it; build a new one "
+                f"with {name}.from_config(obj.config, {own[0]}=...)"
+            )
+        self.config = dataclasses.replace(self.config, _carried={**self.config._carried, **kwargs})
 
     @classmethod
     def load_config(

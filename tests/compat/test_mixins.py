@@ -59,3 +59,29 @@ def test_push_to_hub_uploads_what_save_pretrained_writes(tmp_path: Path) -> None
         assert ddpm.DDIMScheduler().push_to_hub("me/sched", private=True) == "commit"
     api.return_value.create_repo.assert_called_once_with("me/sched", private=True, exist_ok=True)
     assert seen == {"files": ["scheduler_config.json"], "message": ["Upload DDIMScheduler"]}
+
+
+def test_model_register_to_config_and_config_attributes_like_diffusers(tmp_path: Path) -> None:
+    kwargs = {
+        "sample_size": 8,
+        "block_out_channels": (32, 32),
+        "down_block_types": ("DownBlock2D", "DownBlock2D"),
+        "up_block_types": ("UpBlock2D", "UpBlock2D"),
+        "layers_per_block": 1,
+        "norm_num_groups": 8,
+    }
+    for lib in (diffusers, ddpm):
+        model = lib.UNet2DModel(**kwargs)
+        model.register_to_config(test_attribute=5)
+        with pytest.warns(FutureWarning):
+            assert model.test_attribute == 5
+        with pytest.warns(FutureWarning):
+            assert model.sample_size == 8
+        with pytest.raises(AttributeError, match="'UNet2DModel' object has no attribute 'does_not_exist'"):
+            model.does_not_exist  # noqa: B018
+        model.save_config(tmp_path / lib.__name__)
+    # the registered key is written to config.json by both
+    for lib in (diffusers, ddpm):
+        assert ddpm.UNet2DModel.load_config(tmp_path / lib.__name__)["test_attribute"] == 5
+    with pytest.raises(ValueError, match="cannot change 'sample_size'"):
+        ddpm.UNet2DModel(**kwargs).register_to_config(sample_size=16)

@@ -460,8 +460,6 @@ def test_a_timestep_out_of_order_or_outside_the_schedule_is_rejected(cls):
     scheduler = cls()
     scheduler.set_timesteps(10)
     outputs, x = random_model_outputs(2)
-    with pytest.raises(ValueError, match="timestep 901, which is not in the schedule"):
-        scheduler.step(outputs[0], 901, x)
     scheduler.step(outputs[0], scheduler.timesteps[0], x)  # the loop has started: from now on, in order
     second = scheduler.timesteps[-1]  # in the schedule, not next
     with pytest.raises(ValueError, match=rf"timestep {int(second)}, which is not the next one.*expects timestep"):
@@ -473,6 +471,39 @@ def test_a_timestep_out_of_order_or_outside_the_schedule_is_rejected(cls):
     with pytest.raises(TypeError, match="not a bool"):
         scheduler.step(outputs[1], True, x)
     scheduler.step(outputs[1], int(scheduler.timesteps[1]), x)  # the errors did not advance the schedule
+
+
+@pytest.mark.parametrize("cls", ALL)
+def test_a_first_step_off_the_schedule_joins_it(cls):
+    """diffusers steps at any t; ddpm's first step at an unscheduled t continues on the schedule below t."""
+    scheduler = cls()
+    scheduler.set_timesteps(10)
+    outputs, x = random_model_outputs(3)
+
+    def seeded() -> torch.Generator:
+        return torch.Generator().manual_seed(0)
+
+    first = scheduler.step(outputs[0], 450, x, generator=seeded()).prev_sample
+    spaced = [450, 400, 300, 200, 100, 0]
+    reference = cls()
+    reference.set_timesteps(timesteps=spaced)
+    assert scheduler.timesteps.tolist() == reference.timesteps.tolist()
+    assert scheduler.num_inference_steps == len(spaced)
+    expected = reference.step(outputs[0], 450, x, generator=seeded()).prev_sample
+    torch.testing.assert_close(first, expected, rtol=0, atol=0)
+    second = scheduler.timesteps[1]
+    torch.testing.assert_close(
+        scheduler.step(outputs[1], second, x, generator=seeded()).prev_sample,
+        reference.step(outputs[1], second, x, generator=seeded()).prev_sample,
+        rtol=0,
+        atol=0,
+    )
+    with pytest.raises(ValueError, match="timestep 451, which is not in the schedule"):  # only a first step joins
+        scheduler.step(outputs[2], 451, x)
+    with pytest.raises(ValueError, match="timestep 1000, which is not in the schedule"):
+        fresh = cls()
+        fresh.set_timesteps(10)
+        fresh.step(outputs[0], 1000, x)  # outside [0, T): never joined
 
 
 @pytest.mark.parametrize("cls", ALL)

@@ -497,6 +497,7 @@ class Scheduler(ConfigMixin, PushToHubMixin):
         for position, timestep in enumerate(schedule):
             self._positions.setdefault(timestep, position)
         self.num_inference_steps = len(spaced)
+        self._spaced: list[int] = spaced
         self.timesteps = torch.tensor(schedule, dtype=torch.int64, device=device)
         self._step_index = self._begin_index = 0
         self._implicit_schedule = False
@@ -715,11 +716,13 @@ class Scheduler(ConfigMixin, PushToHubMixin):
         schedule = self._require_schedule()
         i, n = self._step_index, len(schedule)
         free = self._implicit_schedule or i == self._begin_index
-        if free:  # a timestep outside the schedule fails the check below
+        if free:
             position = self._position_of(timestep, i)
             if position is not None and position != i:
                 self._start_at(position)
                 i = position
+            elif position is None and self._join_schedule_at(timestep):
+                schedule, i, n = self._require_schedule(), 0, len(self._require_schedule())
         if i >= n:
             raise RuntimeError(
                 f"the schedule of {n} timesteps is finished; call set_timesteps() again to start a new sampling loop"
@@ -734,6 +737,23 @@ class Scheduler(ConfigMixin, PushToHubMixin):
                 "entry of scheduler.timesteps, in order; call set_timesteps() again to restart"
             )
         return i, expected
+
+    def _join_schedule_at(self, timestep: int | torch.Tensor) -> bool:
+        """A loop's first step at a training timestep t that is not in the schedule (SDEdit's start, diffusers'
+        ``step()`` at any t): the schedule becomes t followed by the scheduled timesteps below it, so the loop
+        continues on the schedule. Returns False (the caller refuses the step) when t is unknown without a sync,
+        outside [0, T), or the scheduler cannot start there."""
+        got = self._timestep_value(timestep)
+        if got is None or self._implicit_schedule or not 0 <= got < self.config.num_train_timesteps:
+            return False
+        joined = [got, *(s for s in self._spaced if s < got)]
+        num_inference_steps, device = self.num_inference_steps, self.timesteps.device
+        try:
+            self.set_timesteps(device=device, timesteps=joined)
+        except ValueError:  # e.g. too few timesteps left for PNDM's warm-up: keep the schedule, refuse the step
+            self.set_timesteps(num_inference_steps, device=device)
+            return False
+        return True
 
     def _position_of(self, timestep: int | torch.Tensor, start: int) -> int | None:
         """The position of ``timestep`` in the schedule: ``start`` when it is the timestep there, else its first

@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from typing import Any, ClassVar, Literal, TypeVar, get_args
 
 import numpy as np
@@ -85,11 +85,6 @@ class SchedulerConfig(ConfigBase):
     steps_offset: int = 0
     rescale_betas_zero_snr: bool = False
 
-    #: Keys of the other schedulers that came with this config, and keys given to ``register_to_config`` that are
-    #: not this scheduler's, written back by :meth:`to_dict` (side state).
-    _carried: Mapping[str, Any] = dataclasses.field(
-        default_factory=dict, compare=False, repr=False, kw_only=True, metadata=SIDE_STATE
-    )
     #: This scheduler's keys that were filled from its defaults, written as ``_use_default_values`` (side state).
     _defaulted: tuple[str, ...] = dataclasses.field(
         default=(), compare=False, repr=False, kw_only=True, metadata=SIDE_STATE
@@ -113,10 +108,6 @@ class SchedulerConfig(ConfigBase):
 
     def __len__(self) -> int:
         return super().__len__() + (1 if self._defaulted else 0)
-
-    def extra_keys(self) -> Mapping[str, Any]:
-        """Keys carried with this config that are not this scheduler's (other schedulers', registered ones)."""
-        return self._carried
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -186,7 +177,7 @@ class SchedulerConfig(ConfigBase):
 
     def to_dict(self) -> dict[str, Any]:
         """This scheduler's keys, the carried keys of the other schedulers, and ``_use_default_values``."""
-        out = {**super().to_dict(), **self._carried}
+        out = super().to_dict()
         if self._defaulted:
             out["_use_default_values"] = list(self._defaulted)
         return out

@@ -106,7 +106,8 @@ class PNDMScheduler(Scheduler):
         """One timestep per model call, from the spaced timesteps s_0 > s_1 > ... > s_{n-1}.
 
         * Runge-Kutta warm-up: for k = 0, 1, 2 the calls [s_k, s_{k+1} + h, s_{k+1} + h, s_{k+1}] with the half step
-          h = ⌊⌊T / n⌋ / 2⌋ (diffusers' layout), then s_3, ..., s_{n-1} for the multistep phase.
+          h = ⌊⌊T / n⌋ / 2⌋ (diffusers' layout; ⌊(s_k - s_{k+1}) / 2⌋ where a custom schedule's gap is smaller),
+          then s_3, ..., s_{n-1} for the multistep phase.
         * ``skip_prk_steps``: [s_0, s_1, s_1, s_2, ..., s_{n-1}]; the second call at s_1 completes the improved-Euler
           first step.
         """
@@ -128,7 +129,10 @@ class PNDMScheduler(Scheduler):
         half = self.config.num_train_timesteps // n // 2
         warm_up = []
         for k in range(_RK_STEPS):  # s_k, the half step twice, s_{k+1}
-            warm_up += [spaced[k], spaced[k + 1] + half, spaced[k + 1] + half, spaced[k + 1]]
+            # diffusers' half step lies inside (s_{k+1}, s_k) for every spacing; a custom schedule with a smaller gap
+            # gets the midpoint instead, so the Runge-Kutta stage never leaves the interval it integrates over
+            mid = half if spaced[k + 1] + half < spaced[k] else (spaced[k] - spaced[k + 1]) // 2
+            warm_up += [spaced[k], spaced[k + 1] + mid, spaced[k + 1] + mid, spaced[k + 1]]
         return warm_up + spaced[_RK_STEPS:]
 
     def set_timesteps(
