@@ -75,8 +75,6 @@ def test_model_register_to_config_and_config_attributes_like_diffusers(tmp_path:
         model.register_to_config(test_attribute=5)
         with pytest.warns(FutureWarning):
             assert model.test_attribute == 5
-        with pytest.warns(FutureWarning):
-            assert model.sample_size == 8
         with pytest.raises(AttributeError, match="'UNet2DModel' object has no attribute 'does_not_exist'"):
             model.does_not_exist  # noqa: B018
         model.save_config(tmp_path / lib.__name__)
