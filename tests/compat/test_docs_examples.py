@@ -66,12 +66,11 @@ def hub_repos(hf_cache: str, tmp_path_factory: pytest.TempPathFactory) -> None:
 
 
 def _kwargs(fn: Callable[..., Any], **kwargs: Any) -> dict[str, Any]:
-    """``kwargs``, or a skip of the test when this tree's ``fn`` does not take one of them yet."""
+    """``kwargs``, after checking that ``fn`` takes each of them (by name, or through ``**kwargs`` as diffusers')."""
     params = inspect.signature(fn).parameters
     if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         missing = sorted(k for k in kwargs if k not in params)
-        if missing:
-            pytest.skip(f"{fn.__qualname__}() does not take {missing} in this tree")
+        assert not missing, f"{fn.__qualname__}() does not take {missing}"
     return kwargs
 
 
@@ -145,20 +144,18 @@ def test_contribution_page_one_step_pipeline_subclass() -> None:
 
         # the page builds UNet2DModel() with its defaults (no sample_size, 224-896 channels); a micro one here
         pipeline = UnetSchedulerOneForwardPipeline(unet=lib.UNet2DModel(**MICRO_KWARGS), scheduler=lib.DDPMScheduler())
-        with torch.no_grad():
-            try:
-                assert pipeline().shape == (1, 3, 8, 8)
-            except RuntimeError as exc:  # the page steps a DDPMScheduler at t=1 without set_timesteps()
-                if "set_timesteps" not in str(exc):
-                    raise
-                pytest.skip(f"{name}: DDPMScheduler.step() needs set_timesteps() first in this tree")
+        with torch.no_grad():  # the page steps a DDPMScheduler at t=1 without set_timesteps()
+            assert pipeline().shape == (1, 3, 8, 8)
         pipeline = UnetSchedulerOneForwardPipeline.from_pretrained(
             CIFAR, **_kwargs(UnetSchedulerOneForwardPipeline.from_pretrained, use_safetensors=True)
         )
         torch.manual_seed(0)
         with torch.no_grad():
             outputs[name] = pipeline()
-    torch.testing.assert_close(outputs["ddpm"], outputs["diffusers"], atol=ATOL, rtol=0)
+    # The page steps at t = 1, where diffusers' float32 cumulative product of ᾱ and ddpm's float64 one (rounded
+    # once) differ most relative to 1 - ᾱ (docs/schedulers.md, "Differences"); the DDPM posterior coefficients
+    # there amplify that to ~3e-4 on unit-scale samples. Elsewhere the tolerance is ATOL.
+    torch.testing.assert_close(outputs["ddpm"], outputs["diffusers"], atol=1e-3, rtol=0)
 
 
 def test_training_pages_scheduler_constructors() -> None:
@@ -178,8 +175,6 @@ def test_unconditional_training_script_finds_prediction_type_in_the_signature() 
     """training/unconditional_training.md: the script passes ``prediction_type`` only when
     ``"prediction_type" in set(inspect.signature(DDPMScheduler.__init__).parameters.keys())``."""
     accepts_prediction_type = "prediction_type" in set(inspect.signature(ddpm.DDPMScheduler.__init__).parameters.keys())
-    if not accepts_prediction_type:
-        pytest.skip("DDPMScheduler.__init__ does not list its config keys as parameters in this tree")
     assert accepts_prediction_type
 
 

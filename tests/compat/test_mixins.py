@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 from unittest import mock
 
 import diffusers
@@ -62,7 +63,7 @@ def test_push_to_hub_uploads_what_save_pretrained_writes(tmp_path: Path) -> None
 
 
 def test_model_register_to_config_and_config_attributes_like_diffusers(tmp_path: Path) -> None:
-    kwargs = {
+    kwargs: dict[str, Any] = {
         "sample_size": 8,
         "block_out_channels": (32, 32),
         "down_block_types": ("DownBlock2D", "DownBlock2D"),

@@ -500,6 +500,8 @@ class DiffusionPipeline(PushToHubMixin):
         variant: str | None = None,
         device_map: str | int | torch.device | Mapping[str, str | int | torch.device] | None = None,
         low_cpu_mem_usage: bool | None = None,
+        unet: UNet2DModel | None = None,
+        scheduler: SchedulerLike | None = None,
     ) -> P:
         """Load a pipeline from a local folder, a bundled model, or a Hugging Face Hub repo.
 
@@ -527,6 +529,9 @@ class DiffusionPipeline(PushToHubMixin):
             device_map: The one device of the UNet (``"cpu"``, ``"cuda"``, ``0``, ``{"": "cuda"}``), or ``"auto"`` /
                 ``"balanced"`` for the first GPU, else the CPU.
             low_cpu_mem_usage: Accepted and ignored: loading never makes a second copy of the model.
+            unet: A UNet to use as it is instead of loading the repo's (nothing of it is read then).
+            scheduler: A scheduler to use as it is instead of building one from the repo's config, as in diffusers:
+                ``DDPMPipeline.from_pretrained(repo, scheduler=DDIMScheduler.from_pretrained(repo))``.
 
         The last four are the UNet's :meth:`~ddpm.models.modeling.ModelMixin.from_pretrained` options, which it
         documents in full.
@@ -552,7 +557,15 @@ class DiffusionPipeline(PushToHubMixin):
             use_safetensors=use_safetensors,
             variant=variant,
         )
-        return load_pipeline(cls, repo_id_or_path, options, load, class_from_index=cls is DiffusionPipeline)
+        return load_pipeline(
+            cls,
+            repo_id_or_path,
+            options,
+            load,
+            class_from_index=cls is DiffusionPipeline,
+            unet=unet,
+            scheduler=scheduler,
+        )
 
     def save_pretrained(
         self,

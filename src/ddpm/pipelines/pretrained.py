@@ -180,6 +180,8 @@ def load_pipeline(
     load: WeightsOptions,
     *,
     class_from_index: bool,
+    unet: UNet2DModel | None = None,
+    scheduler: Any = None,
 ) -> P:
     """Load a pipeline: the body of :meth:`DiffusionPipeline.from_pretrained`, which documents it.
 
@@ -190,21 +192,26 @@ def load_pipeline(
         load: How the UNet's weights are read and placed (dtype, device, format, variant).
         class_from_index: Build the class ``model_index.json`` names (``called`` is ``DiffusionPipeline`` itself)
             rather than ``called``.
+        unet, scheduler: Components given by the caller, used as they are instead of loading them (diffusers'
+            ``from_pretrained(repo, scheduler=my_scheduler)``).
     """
     index = read_model_index(repo_id_or_path, options)
     if index is not None and index.unet != "UNet2DModel":
         raise ConfigError(f"{index.source}: the unet is a {index.unet}, and ddpm implements only UNet2DModel")
     pipeline_cls = _pipeline_class(index) if class_from_index else called
+    if unet is None:
+        unet = UNet2DModel._from_pretrained(repo_id_or_path, "unet", options, load).eval()
+    if scheduler is not None:
+        return cast("type[P]", pipeline_cls)(unet=unet, scheduler=scheduler)
     scheduler_file = hub.locate(repo_id_or_path, SCHEDULER_CONFIG_NAME, "scheduler", options)
     scheduler_config = read_json(scheduler_file.path) if scheduler_file is not None else {}
     scheduler_cls = _scheduler_class(pipeline_cls, index, scheduler_config, scheduler_file)
-    unet = UNet2DModel._from_pretrained(repo_id_or_path, "unet", options, load)
     if scheduler_file is None:
         raise hub.not_found_error(
             repo_id_or_path, [SCHEDULER_CONFIG_NAME], subfolder="scheduler", options=options, what="scheduler config"
         )
     config = scheduler_cls.config_class.from_dict(scheduler_config, source=scheduler_file.path)
-    return cast("type[P]", pipeline_cls)(unet=unet.eval(), scheduler=scheduler_cls.from_config(config))
+    return cast("type[P]", pipeline_cls)(unet=unet, scheduler=scheduler_cls.from_config(config))
 
 
 def _pipeline_class(index: ModelIndex | None) -> type[DiffusionPipeline]:
