@@ -92,16 +92,6 @@ DEVIATIONS: dict[str, str] = {
     "SchedulerTest::test_betas": "beta_end=2 is refused (ConfigError: a beta must be in (0, 1)); diffusers builds NaN",
     "SchedulerTest::test_trained_betas": "trained_betas of 2 values with num_train_timesteps=1000 is refused",
     "DDPMSchedulerTest::test_variance_type": "variance_type='other' is refused (ConfigError names the allowed values)",
-    "DDIMSchedulerTest::test_time_indices": "a step at a timestep outside the schedule is refused (DDIM's previous "
-    "timestep comes from the schedule; diffusers steps to t - T // n)",
-    "DDIMSchedulerTest::test_eta": "a step at a timestep outside the schedule is refused (previous timestep from "
-    "the schedule)",
-    "DDIMSchedulerTest::test_inference_steps": "a step at a timestep outside the schedule is refused (previous "
-    "timestep from the schedule)",
-    "DDIMSchedulerTest::test_steps_offset": "steps at timestep 0, outside the steps_offset=1 schedule: refused "
-    "(previous timestep from the schedule)",
-    "DDIMSchedulerTest::test_timestep_spacing": "steps at timestep 0, outside the trailing schedule: refused "
-    "(previous timestep from the schedule)",
 }
 
 PLUGIN = '''
