@@ -970,10 +970,10 @@ CASES: list[Case] = [
     _runtime(
         "sched-wrong-timestep",
         "scheduler input",
-        "`step()` with a timestep outside the schedule",
-        _step_with(_x(1, 3, 8, 8), 550),
+        "`step()` with a timestep that is not a training timestep",
+        _step_with(_x(1, 3, 8, 8), 1000),
         ValueError,
-        "timestep 550",
+        "timestep 1000",
         "expects timestep 900 at step 0",
     ),
     _runtime(
