@@ -506,6 +506,17 @@ def test_a_first_step_off_the_schedule_joins_it(cls):
         fresh.step(outputs[0], 1000, x)  # outside [0, T): never joined
 
 
+def test_a_first_step_that_cannot_join_keeps_the_schedule():
+    scheduler = PNDMScheduler()
+    custom = [900, 700, 500, 300, 100]
+    scheduler.set_timesteps(timesteps=custom)
+    before = scheduler.timesteps.tolist()
+    _, x = random_model_outputs(1)
+    with pytest.raises(ValueError, match="timestep 50, which is not in the schedule"):
+        scheduler.step(torch.zeros_like(x), 50, x)  # [50] is too short for PNDM's Runge-Kutta warm-up
+    assert scheduler.timesteps.tolist() == before and scheduler.num_inference_steps == len(custom)
+
+
 @pytest.mark.parametrize("cls", ALL)
 def test_model_output_must_have_the_sample_shape_or_twice_its_channels(cls):
     scheduler = cls()

@@ -746,12 +746,11 @@ class Scheduler(ConfigMixin, PushToHubMixin):
         got = self._timestep_value(timestep)
         if got is None or self._implicit_schedule or not 0 <= got < self.config.num_train_timesteps:
             return False
-        joined = [got, *(s for s in self._spaced if s < got)]
-        num_inference_steps, device = self.num_inference_steps, self.timesteps.device
+        spaced, device = self._spaced, self.timesteps.device
         try:
-            self.set_timesteps(device=device, timesteps=joined)
+            self.set_timesteps(device=device, timesteps=[got, *(s for s in spaced if s < got)])
         except ValueError:  # e.g. too few timesteps left for PNDM's warm-up: keep the schedule, refuse the step
-            self.set_timesteps(num_inference_steps, device=device)
+            self.set_timesteps(device=device, timesteps=spaced)
             return False
         return True
 
