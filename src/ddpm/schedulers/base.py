@@ -722,7 +722,8 @@ class Scheduler(ConfigMixin, PushToHubMixin):
                 self._start_at(position)
                 i = position
             elif position is None and self._join_schedule_at(timestep):
-                schedule, i, n = self._require_schedule(), 0, len(self._require_schedule())
+                schedule = self._require_schedule()
+                i, n = 0, len(schedule)
         if i >= n:
             raise RuntimeError(
                 f"the schedule of {n} timesteps is finished; call set_timesteps() again to start a new sampling loop"
