@@ -1269,6 +1269,18 @@ CASES: list[Case] = [
         TypeError,
         "unexpected keyword argument(s) safe_serialisation",
     ),
+    # ====== issues 13/14 [files]: files: sizes, special files, modes, non-finite weights, saves
+    # (the [files] cases go right below this block, in the order a user would meet them)
+    # ------
+    # ====== issues 13/14 [cli]: the ddpm command: sample reruns, arguments, outputs
+    # (the [cli] cases go right below this block, in the order a user would meet them)
+    # ------
+    # ====== issues 13/14 [train]: training and evaluation: run folders, data, interrupts, faults
+    # (the [train] cases go right below this block, in the order a user would meet them)
+    # ------
+    # ====== issues 13/14 [newcomer]: a newcomer's first hour: Hub access, bundled names
+    # (the [newcomer] cases go right below this block, in the order a user would meet them)
+    # ------
 ]
 
 

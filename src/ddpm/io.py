@@ -24,14 +24,15 @@ import io
 import json
 import os
 import pickletools
+import stat
 import tempfile
 import warnings
 import zipfile
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, BinaryIO
 
-from .errors import OverwriteError, UnsafeCheckpointError, WeightsError
+from .errors import DDPMError, OverwriteError, UnsafeCheckpointError, WeightsError
 
 __all__ = [
     "atomic_write",
@@ -41,6 +42,7 @@ __all__ = [
     "check_save_folder",
     "damaged_file_error",
     "load_pickle",
+    "open_regular",
     "remove_stale_temporaries",
 ]
 
@@ -232,6 +234,66 @@ _ZIP_MAGIC = b"PK\x03\x04"
 _LEGACY_PICKLES = 4
 #: The opcodes that put a string on the stack (the operands of ``STACK_GLOBAL``).
 _STRING_OPCODES = frozenset({"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE"})
+
+
+def open_regular(
+    path: str | os.PathLike[str],
+    *,
+    what: str,
+    max_bytes: int | None = None,
+    error: type[DDPMError] = WeightsError,
+) -> BinaryIO:
+    """Open a file the user controls for binary reading, refusing anything but a regular file of bounded size.
+
+    The file is opened without blocking (``O_NONBLOCK``), so a FIFO, a terminal or a device named like a config or an
+    image cannot hang the caller, and its type is checked on the open descriptor (no race between check and open).
+
+    Args:
+        path: The file.
+        what: What the file is, for the messages (``"config file"``, ``"training image"``).
+        max_bytes: Refuse a larger file (its size from ``fstat``); None for no limit.
+        error: The :class:`~ddpm.errors.DDPMError` subclass to raise.
+
+    Returns:
+        The open file (blocking mode restored); close it, e.g. with ``with``.
+
+    Raises:
+        error: The file cannot be opened (missing, permission denied: the operating system's reason is quoted), is not
+            a regular file (a folder, FIFO, socket or device), or is larger than ``max_bytes``.
+    """
+    path = Path(path)
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        raise error(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise error(f"{what} {path} is {_file_kind(info.st_mode)}, not a regular file; replace it with the file")
+        if max_bytes is not None and info.st_size > max_bytes:
+            raise error(
+                f"{what} {path} is {info.st_size:,} bytes, more than the {max_bytes:,} a {what} may have; "
+                "it is not a file ddpm wrote or can read"
+            )
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _file_kind(mode: int) -> str:
+    """``"a folder"``, ``"a FIFO (named pipe)"``... for a ``st_mode`` that is not a regular file."""
+    kinds = [
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    ]
+    return next((name for test, name in kinds if test(mode)), "a special file")
 
 
 def check_readable(path: Path, *, what: str) -> bytes:

@@ -6,8 +6,27 @@ Devices, dtypes and processes are resolved by :mod:`ddpm.runtime`, which the lib
 from __future__ import annotations
 
 import argparse
+import math
+import os
 
-__all__ = ["add_model_argument", "int_list", "non_negative", "positive", "positive_seconds", "resolve_model"]
+__all__ = [
+    "MAX_SEED",
+    "MAX_THREADS",
+    "add_model_argument",
+    "finite_float",
+    "int_list",
+    "non_negative",
+    "positive",
+    "positive_seconds",
+    "resolve_model",
+    "seed",
+    "threads",
+]
+
+#: The largest ``--seed``: image ``i`` is seeded ``S + i`` and torch generators take seeds below 2**63 here.
+MAX_SEED = 2**63 - 1
+#: The most ``--threads`` accepted; more threads than this is a typo, never a speed-up.
+MAX_THREADS = 1024
 
 
 def add_model_argument(parser: argparse.ArgumentParser) -> None:
@@ -73,3 +92,29 @@ def int_list(text: str) -> tuple[int, ...]:
     if not values:
         raise argparse.ArgumentTypeError("expected at least one integer")
     return values
+
+
+def finite_float(text: str) -> float:
+    """A finite number (``nan`` and ``inf`` are refused)."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
+
+
+def seed(text: str) -> int:
+    """A seed: an integer from 0 to :data:`MAX_SEED`."""
+    value = int(text)
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 2**63-1, got {text}")
+    return value
+
+
+def threads(text: str) -> int:
+    """A CPU thread count from 1 to :data:`MAX_THREADS`."""
+    value = int(text)
+    if not 1 <= value <= MAX_THREADS:
+        raise argparse.ArgumentTypeError(
+            f"must be from 1 to {MAX_THREADS}, got {value} (this machine has {os.cpu_count()} CPUs)"
+        )
+    return value
