@@ -38,6 +38,7 @@ _EXPORTS: dict[str, str] = {
     "UnsafeCheckpointError": "ddpm.errors",
     "CheckpointNotFoundError": "ddpm.errors",
     "OverwriteError": "ddpm.errors",
+    "ResourceLimitError": "ddpm.errors",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -48,6 +49,7 @@ if TYPE_CHECKING:  # pragma: no cover
         ConfigError,
         DDPMError,
         OverwriteError,
+        ResourceLimitError,
         UnsafeCheckpointError,
         UnsupportedConfigError,
         WeightsError,

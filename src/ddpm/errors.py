@@ -11,6 +11,7 @@ __all__ = [
     "ConfigError",
     "DDPMError",
     "OverwriteError",
+    "ResourceLimitError",
     "UnsafeCheckpointError",
     "UnsupportedConfigError",
     "VariantNotFoundError",
@@ -60,4 +61,11 @@ class OverwriteError(DDPMError, FileExistsError):
     """``save_pretrained`` refused to write into a folder that holds another kind of model (or is a file).
 
     Pass ``overwrite=True`` to replace the files anyway.
+    """
+
+
+class ResourceLimitError(DDPMError, MemoryError):
+    """A request would need more memory (or another resource) than the machine has; it was refused before allocating.
+
+    The message gives the estimate, the limit and how to lower the request.
     """

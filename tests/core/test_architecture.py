@@ -24,6 +24,7 @@ FOUNDATION: dict[str, set[str]] = {
     "utils": {"errors", "config", "image_processing"},  # image_processing: make_image_grid, re-exported
     "image_processing": {"errors", "io"},
     "mixins": {"errors", "io", "hub", "config"},
+    "memory": {"errors"},
 }
 BASE = set(FOUNDATION)
 
