@@ -43,7 +43,7 @@ from ddpm import (
     UnsupportedConfigError,
     WeightsError,
 )
-from ddpm.errors import VariantNotFoundError
+from ddpm.errors import ResourceLimitError, SaveError, VariantNotFoundError
 from ddpm.pipelines import DiffusionPipeline
 from ddpm.training import TrainingError
 from ddpm.training.trainer import _CHECKPOINT_FORMAT as CHECKPOINT_FORMAT
@@ -579,7 +579,7 @@ CASES: list[Case] = [
         "a 17 MB `config.json`",
         _steps(lambda c: c.write("config.json", b" " * (17 * 2**20)), load_unet),
         ConfigError,
-        ("{repo}/config.json", "too large for a config file"),
+        ("{repo}/config.json", "bytes, more than the 16,777,216 a config file may have"),
     ),
     _config_case(
         "config-string-for-list",
@@ -1272,6 +1272,145 @@ CASES: list[Case] = [
     # ====== issues 13/14 [files]: files: sizes, special files, modes, non-finite weights, saves
     # (the [files] cases go right below this block, in the order a user would meet them)
     # ------
+    _config_case(
+        "files-config-sample-size",
+        "a `sample_size` of 8192 (activations of tens of GB)",
+        {"sample_size": 8192},
+        "config key 'sample_size' has value 8192; expected null, a positive integer or [height, width], each at most "
+        "4096",
+    ),
+    _runtime(
+        "files-config-model-too-big",
+        "UNet config.json",
+        "a config whose parameters exceed the memory (`DDPM_MEMORY_LIMIT=64KiB` here)",
+        lambda c: _files_with_limit("64KiB", load_unet, c),
+        ResourceLimitError,
+        "building a UNet2DModel with 702,499 parameters in float32 needs about 2.68 MiB, more than the 64 KiB",
+        "use a smaller config (fewer or narrower block_out_channels, fewer layers_per_block)",
+    ),
+    _runtime(
+        "files-config-5001-digits",
+        "UNet config.json",
+        "an integer of 5001 digits",
+        lambda c: _files_long_integer(c),
+        ConfigError,
+        "{repo}/config.json: config key 'sample_size' holds an integer too long to read",
+    ),
+    _runtime(
+        "files-config-duplicate-key",
+        "UNet config.json",
+        "a key given twice",
+        _steps(lambda c: c.write("config.json", '{"sample_size": 16, "sample_size": 32}'), load_unet),
+        ConfigError,
+        "{repo}/config.json: the key 'sample_size' appears twice in one object; keep one of them",
+    ),
+    _runtime(
+        "files-config-fifo",
+        "UNet config.json",
+        "a FIFO (named pipe) read as a config (`UNet2DConfig.from_json_file`)",
+        lambda c: _files_fifo_config(c),
+        ConfigError,
+        "config file {tmp}/config.json is a FIFO (named pipe), not a regular file; replace it with the file",
+    ),
+    _runtime(
+        "files-weights-huge-sparse",
+        "damaged weights",
+        "an 18 GB (sparse) safetensors file for a tiny config",
+        lambda c: _files_huge_weights(c),
+        WeightsError,
+        "{repo}/" + WEIGHTS + " declares 18 GiB of tensors, far more than the",
+        "the weights do not belong to this config.json, or the file is damaged: refused unread",
+    ),
+    _runtime(
+        "files-weights-zip-bomb",
+        "damaged weights",
+        "a small `.bin` whose zip members inflate beyond the memory (`DDPM_MEMORY_LIMIT=3MiB` here)",
+        lambda c: _files_with_limit("3MiB", _files_zip_bomb, c),
+        ResourceLimitError,
+        "reading the weights {repo}/" + BIN + " needs about 5 MiB, more than the 3 MiB DDPM_MEMORY_LIMIT=3MiB; load "
+        "them on a machine with more memory",
+    ),
+    _runtime(
+        "files-weights-permission",
+        "damaged weights",
+        "a weights file this user may not read (simulated EACCES)",
+        lambda c: _files_unreadable(c),
+        WeightsError,
+        "cannot read weights file {repo}/" + WEIGHTS + ": Permission denied; ask its owner to make it readable "
+        "(chmod a+r {repo}/" + WEIGHTS + ")",
+    ),
+    _runtime(
+        "files-weights-nan",
+        "damaged weights",
+        "one NaN weight",
+        lambda c: _files_edit_weight(c, "conv_in.weight", float("nan"), load_unet),
+        WeightsError,
+        "{repo}/" + WEIGHTS + " has 1 tensor(s) with NaN or infinite values: conv_in.weight (1 of 864 values); the "
+        "file is damaged or was saved from a diverged training run",
+    ),
+    _runtime(
+        "files-weights-fp16-overflow",
+        "damaged weights",
+        "a weight of 1e6 loaded with `torch_dtype=torch.float16`",
+        lambda c: _files_edit_weight(
+            c, "conv_out.bias", 1e6, lambda c: UNet2DModel.from_pretrained(c.repo, torch_dtype=torch.float16)
+        ),
+        WeightsError,
+        "1 tensor(s) do not fit in float16 (largest finite value 65504) and would become infinite: conv_out.bias "
+        "(largest magnitude 1e+06); load the model in bfloat16 or float32",
+    ),
+    _runtime(
+        "files-weights-int-dtype",
+        "damaged weights",
+        "an int64 tensor where the model has a float parameter",
+        lambda c: _files_int_tensor(c),
+        WeightsError,
+        "holds 1 tensor(s) of a non-floating-point dtype where UNet2DModel has floating-point parameters: "
+        "conv_in.bias (int64)",
+    ),
+    _runtime(
+        "files-save-disk-full",
+        "saving",
+        "the disk fills up while the weights are written (injected ENOSPC)",
+        lambda c: _files_save_failing(c, OSError(28, "No space left on device")),
+        SaveError,
+        "cannot save {tmp}/out/" + WEIGHTS + ": No space left on device: the disk holding {tmp}/out is full (",
+        "free some space or save to another disk, then save again (the previous files are unchanged)",
+    ),
+    _runtime(
+        "files-save-torch-write-failed",
+        "saving",
+        "torch.save fails with `unexpected pos` (its writer on a full disk; injected)",
+        lambda c: _files_save_failing(c, RuntimeError("[enforce fail at inline_container.cc:603] . unexpected pos 6")),
+        SaveError,
+        "cannot save {tmp}/out/" + BIN + ": writing it failed (RuntimeError: [enforce fail",
+        "if it is full, free some space or save to another disk",
+    ),
+    _runtime(
+        "files-save-permission",
+        "saving",
+        "a folder this user may not write to (injected EACCES)",
+        lambda c: _files_save_failing(c, PermissionError(13, "Permission denied"), where="replace"),
+        SaveError,
+        "cannot save {tmp}/out/",
+        ": permission denied; save to a folder you may write to, or ask the owner of {tmp}/out for write access",
+    ),
+    _runtime(
+        "files-save-file-in-path",
+        "saving",
+        "`save_pretrained('file/model')` where `file` is a file",
+        _steps(lambda c: (c.tmp / "file").write_text("x"), lambda c: c.unet.save_pretrained(c.tmp / "file" / "m")),
+        SaveError,
+        "a file stands where a folder is needed on that path",
+    ),
+    _runtime(
+        "files-journal-damaged",
+        "saving",
+        "a damaged save journal (`.ddpm-save-journal.json`) in the model folder",
+        _steps(lambda c: c.write(".ddpm-save-journal.json", '{"renames": 3}'), load_unet),
+        SaveError,
+        "{repo} holds an unfinished save whose journal .ddpm-save-journal.json is damaged",
+    ),
     # ====== issues 13/14 [cli]: the ddpm command: sample reruns, arguments, outputs
     # (the [cli] cases go right below this block, in the order a user would meet them)
     # ------
@@ -1309,6 +1448,102 @@ def _mismatch(ctx: Ctx) -> Any:
     state["conv_in.weight"] = torch.zeros(32, 3, 5, 5)
     save_file(state, str(path))
     return load_unet(ctx)
+
+
+def _files_with_limit(limit: str, run: Callable[[Ctx], Any], ctx: Ctx) -> Any:
+    """``run(ctx)`` with ``DDPM_MEMORY_LIMIT=limit``."""
+    from unittest import mock
+
+    with mock.patch.dict(os.environ, {"DDPM_MEMORY_LIMIT": limit}):
+        return run(ctx)
+
+
+def _files_long_integer(ctx: Ctx) -> Any:
+    text = (ctx.repo / "config.json").read_text()
+    ctx.write("config.json", text.replace('"sample_size": 16', '"sample_size": ' + "9" * 5001))
+    return load_unet(ctx)
+
+
+def _files_fifo_config(ctx: Ctx) -> Any:
+    from ddpm.models import UNet2DConfig
+
+    os.mkfifo(ctx.tmp / "config.json")
+    return UNet2DConfig.from_json_file(ctx.tmp / "config.json")
+
+
+def _files_huge_weights(ctx: Ctx) -> Any:
+    """A safetensors header declaring 18 GiB for conv_in.weight; the file is sparse (no disk used)."""
+    size = 18 * 2**30
+    header = json.dumps({"conv_in.weight": {"dtype": "F32", "shape": [size // 4], "data_offsets": [0, size]}})
+    with open(ctx.repo / WEIGHTS, "wb") as f:
+        f.write(len(header).to_bytes(8, "little") + header.encode())
+        f.truncate(8 + len(header) + size)
+    return load_unet(ctx)
+
+
+def _files_zip_bomb(ctx: Ctx) -> Any:
+    """A ``.bin`` of 5 KB whose deflated member inflates to 5 MiB."""
+    import zipfile
+
+    (ctx.repo / WEIGHTS).unlink()
+    with zipfile.ZipFile(ctx.repo / BIN, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("archive/data.pkl", pickle.dumps({}, protocol=2))
+        archive.writestr("archive/data/0", bytes(5 * 2**20))
+    return load_unet(ctx)
+
+
+def _files_unreadable(ctx: Ctx) -> Any:
+    """os.open raises EACCES for the weights file (we run as root: chmod 000 would not stop reading)."""
+    from unittest import mock
+
+    real = os.open
+
+    def deny(path: Any, flags: int, *args: Any) -> int:
+        if str(path).endswith(WEIGHTS):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path, flags, *args)
+
+    with mock.patch.object(os, "open", deny):
+        return load_unet(ctx)
+
+
+def _files_edit_weight(ctx: Ctx, name: str, value: float, load: Callable[[Ctx], Any]) -> Any:
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(ctx.repo / WEIGHTS)
+    state[name].view(-1)[0] = value
+    save_file(state, str(ctx.repo / WEIGHTS))
+    return load(ctx)
+
+
+def _files_int_tensor(ctx: Ctx) -> Any:
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(ctx.repo / WEIGHTS)
+    state["conv_in.bias"] = state["conv_in.bias"].to(torch.int64)
+    save_file(state, str(ctx.repo / WEIGHTS))
+    return load_unet(ctx)
+
+
+def _files_save_failing(ctx: Ctx, exc: BaseException, where: str = "writer") -> Any:
+    """Save the UNet to ``<tmp>/out`` while the weights writer (or ``os.replace``) raises ``exc``."""
+    from unittest import mock
+
+    def fail(*args: Any, **kwargs: Any) -> None:
+        raise exc
+
+    unet, out = ctx.unet, ctx.tmp / "out"
+    safe = not isinstance(exc, RuntimeError)
+    if where == "replace":
+        patch = mock.patch.object(os, "replace", fail)
+    else:
+        import safetensors.torch
+
+        patch = (
+            mock.patch.object(safetensors.torch, "save_file", fail) if safe else mock.patch.object(torch, "save", fail)
+        )
+    with patch:
+        return unet.save_pretrained(out, safe_serialization=safe)
 
 
 # ---------------------------------------------------------------------------------------------- running a case

@@ -39,6 +39,7 @@ _EXPORTS: dict[str, str] = {
     "CheckpointNotFoundError": "ddpm.errors",
     "OverwriteError": "ddpm.errors",
     "ResourceLimitError": "ddpm.errors",
+    "SaveError": "ddpm.errors",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -50,6 +51,7 @@ if TYPE_CHECKING:  # pragma: no cover
         DDPMError,
         OverwriteError,
         ResourceLimitError,
+        SaveError,
         UnsafeCheckpointError,
         UnsupportedConfigError,
         WeightsError,

@@ -24,6 +24,7 @@ import json
 import logging
 import math
 import os
+import re
 import types
 import typing
 from collections.abc import Iterator, Mapping
@@ -31,7 +32,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar, Union, get_args, get_origin
 
 from .errors import ConfigError
-from .io import atomic_write_text
+from .io import atomic_write_text, open_regular
 
 logger = logging.getLogger(__name__)
 
@@ -222,33 +223,59 @@ MAX_JSON_BYTES = 16 * 2**20
 
 
 def read_json(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a JSON object from ``path``, raising :class:`ConfigError` that names the file on any problem."""
+    """Read a JSON object from ``path``, raising :class:`ConfigError` that names the file on any problem.
+
+    The file must be a regular file (a FIFO or a device is refused at once, never waited on) of at most
+    :data:`MAX_JSON_BYTES`. A key given twice in one object is refused (which one counts would be a guess), and so is
+    an integer too long for Python to parse (over 4300 digits).
+    """
     path = Path(path)
+    if not os.path.lexists(path):
+        raise ConfigError(f"config file not found: {path}")
+    with open_regular(path, what="config file", max_bytes=MAX_JSON_BYTES, error=ConfigError) as f:
+        try:
+            text = f.read().decode("utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from exc
     try:
-        with open(path, "rb") as f:
-            raw = f.read(MAX_JSON_BYTES + 1)  # bounded: a device or a huge file cannot exhaust memory
-        if len(raw) > MAX_JSON_BYTES:
-            raise ConfigError(
-                f"{path} is larger than {MAX_JSON_BYTES} bytes, too large for a config file; it is not a config ddpm "
-                "wrote or can read"
-            )
-        text = raw.decode("utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc}") from exc
-    try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as exc:
         raise ConfigError(
             f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}); "
             "re-download the file or fix it by hand"
+        ) from None
+    except _DuplicateKey as exc:
+        raise ConfigError(f"{path}: the key {exc.args[0]!r} appears twice in one object; keep one of them") from None
+    except ValueError as exc:  # int() refusing more than sys.get_int_max_str_digits() digits
+        key = re.search(r'"((?:[^"\\]|\\.){0,200})"\s*:\s*\[?\s*-?\d{1000,}', text)
+        where = f"config key {key.group(1)!r} holds" if key else "it holds"
+        raise ConfigError(
+            f"{path}: {where} an integer too long to read ({_first_line(str(exc)).split(':')[0]}); no config value "
+            "needs that many digits: fix the file"
         ) from None
     except RecursionError:
         raise ConfigError(f"{path} nests lists or objects too deeply to be a config file") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a JSON object (a dict of config keys), found {type(data).__name__}")
     return data
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``json.loads``' ``object_pairs_hook``: a dict, refusing a key given twice."""
+    data: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in data:
+            raise _DuplicateKey(key)
+        data[key] = value
+    return data
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else "no details"
 
 
 # ---------------------------------------------------------------------- type checking of config values

@@ -12,6 +12,7 @@ __all__ = [
     "DDPMError",
     "OverwriteError",
     "ResourceLimitError",
+    "SaveError",
     "UnsafeCheckpointError",
     "UnsupportedConfigError",
     "VariantNotFoundError",
@@ -68,4 +69,13 @@ class ResourceLimitError(DDPMError, MemoryError):
     """A request would need more memory (or another resource) than the machine has; it was refused before allocating.
 
     The message gives the estimate, the limit and how to lower the request.
+    """
+
+
+class SaveError(DDPMError, OSError):
+    """Saving failed because of the disk or the file system: the disk is full, permission is denied, the file system
+    is read-only, or a file stands where a folder is needed.
+
+    The message names the path and what to do; the previous files are unchanged (every save writes temporary files
+    first and renames them into place only when all are complete).
     """

@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import _compat_pickle
 import contextlib
-import io
+import errno
 import json
 import os
 import pickletools
+import shutil
 import stat
 import tempfile
 import warnings
@@ -32,7 +33,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
-from .errors import DDPMError, OverwriteError, UnsafeCheckpointError, WeightsError
+from .errors import DDPMError, OverwriteError, SaveError, UnsafeCheckpointError, WeightsError
 
 __all__ = [
     "atomic_write",
@@ -41,9 +42,12 @@ __all__ = [
     "check_readable",
     "check_save_folder",
     "damaged_file_error",
+    "declared_zip_bytes",
+    "finish_interrupted_save",
     "load_pickle",
     "open_regular",
     "remove_stale_temporaries",
+    "save_error",
 ]
 
 #: ``write(tmp_path)`` produces the complete file at ``tmp_path``; what it returns is ignored.
@@ -104,32 +108,259 @@ def _fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_files(writes: Mapping[Path, Writer]) -> None:
-    """Write several files so that an interruption changes none of them.
+# ---------------------------------------------------------------------------------------------- saving: errors
 
-    Each ``write(tmp_path)`` fills a temporary sibling of its target (``.<name>.<random>.tmp``), which is flushed to
-    disk. Only when every file is complete are they renamed onto their targets, in the mapping's order (put the file
-    that marks a folder as complete, e.g. ``model_index.json``, last).
+#: Words in the message of a writer's own exception (torch.save's ``RuntimeError``, safetensors' ``SafetensorError``)
+#: that mean the operating system refused to write: the disk is full, or writing failed.
+_WRITE_FAILED = ("no space left", "storagefull", "unexpected pos", "file write failed", "disk quota", "write failed")
 
-    If a writer raises (or the process gets Ctrl-C) before the renames, every temporary file is removed and no
-    target is touched. A process killed outright can leave a temporary file behind, never a damaged target;
-    :func:`remove_stale_temporaries` clears those.
+
+def _free_space(folder: Path) -> str:
+    """The free space on the disk holding ``folder``, for messages (``"12.3 MiB"``; ``"an unknown amount"``)."""
+    from .memory import format_bytes  # imports torch: only when a save failed
+
+    for candidate in (folder, *folder.parents):
+        try:
+            return format_bytes(shutil.disk_usage(candidate).free)
+        except OSError:
+            continue
+    return "an unknown amount"
+
+
+#: What to say (after ``cannot save <path>: ``) for an ``errno`` while saving; ``{folder}`` is the target's folder.
+_SAVE_REMEDIES = {
+    errno.EACCES: "permission denied; save to a folder you may write to, or ask the owner of {folder} for write access",
+    errno.EROFS: "{folder} is on a read-only file system; save to another folder",
+    errno.ENOTDIR: "a file stands where a folder is needed on that path ({file}); remove or rename it, or save to "
+    "another folder",
+    errno.EISDIR: "it is a folder; remove it or save to another path",
+}
+_SAVE_REMEDIES[errno.EPERM] = _SAVE_REMEDIES[errno.EACCES]
+_SAVE_REMEDIES[errno.EEXIST] = _SAVE_REMEDIES[errno.ENOTDIR]
+
+
+def save_error(path: Path, exc: BaseException) -> SaveError | None:
+    """The :class:`~ddpm.errors.SaveError` for a failure to write ``path``, or None when ``exc`` is not about the disk.
+
+    ``exc`` is an ``OSError`` (disk full, permission denied, read-only file system, a file where a folder should
+    be) or a writer's own error whose message says that writing failed (torch.save's ``unexpected pos``).
+    """
+    folder = path.parent
+    code = exc.errno if isinstance(exc, OSError) else None
+    text = str(exc).lower()
+    if code in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)) or "no space left" in text or "quota" in text:
+        return SaveError(
+            f"cannot save {path}: No space left on device: the disk holding {folder} is full ({_free_space(folder)} "
+            "free); free some space or save to another disk, then save again (the previous files are unchanged)"
+        )
+    if code in _SAVE_REMEDIES:
+        file = getattr(exc, "filename", None) or folder
+        return SaveError(f"cannot save {path}: " + _SAVE_REMEDIES[code].format(folder=folder, file=file))
+    if isinstance(exc, OSError):
+        return SaveError(f"cannot save {path}: {exc.strerror or exc}")
+    if any(words in text for words in _WRITE_FAILED):
+        return SaveError(
+            f"cannot save {path}: writing it failed ({type(exc).__name__}: {_first_line(str(exc))[:200]}); the disk "
+            f"holding {folder} has {_free_space(folder)} free: if it is full, free some space or save to another "
+            "disk, then save again (the previous files are unchanged)"
+        )
+    return None
+
+
+@contextlib.contextmanager
+def _saving(path: Path) -> Iterator[None]:
+    """Turn a failure to write ``path`` (see :func:`save_error`) into a :class:`~ddpm.errors.SaveError`."""
+    try:
+        yield
+    except DDPMError:
+        raise
+    except Exception as exc:
+        error = save_error(path, exc)
+        if error is None:
+            raise
+        raise error from exc
+
+
+# ---------------------------------------------------------------------------------------------- saving: locks, journal
+
+#: The file a multi-file save writes (fsynced) before its first rename and removes after its last: the renames and
+#: removals still to do. A save killed in between is completed from it by the next save or load of the folder.
+JOURNAL_NAME = ".ddpm-save-journal.json"
+#: A journal is a few KB; a larger one is not ours.
+_MAX_JOURNAL_BYTES = 2**20
+
+
+def _save_root(paths: Iterable[Path]) -> Path:
+    """The folder holding every file of a save (where its journal goes): the common folder of their folders."""
+    parents = [os.path.abspath(p.parent) for p in paths]
+    return Path(os.path.commonpath(parents)) if parents else Path.cwd()
+
+
+@contextlib.contextmanager
+def _folders_locked(folders: Iterable[Path]) -> Iterator[None]:
+    """Hold an exclusive advisory lock (``flock``) on each folder, taken in a fixed order so that two savers cannot
+    deadlock. One process saves into a folder at a time; a folder's temporary files are only removed under its lock,
+    so a concurrent save never loses its own. A no-op where ``fcntl`` is missing (Windows)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    with contextlib.ExitStack() as stack:
+        for folder in sorted(set(map(Path, map(os.path.abspath, folders)))):
+            with _saving(folder / JOURNAL_NAME):
+                folder.mkdir(parents=True, exist_ok=True)
+                fd = os.open(folder, os.O_RDONLY)
+            stack.callback(os.close, fd)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError:  # a file system without locks (some network mounts): save unlocked, as before
+                pass
+        yield
+
+
+def _write_journal(root: Path, renames: list[tuple[Path, Path]], removals: Collection[Path]) -> Path:
+    journal = root / JOURNAL_NAME
+    text = json.dumps(
+        {
+            "renames": [[os.path.relpath(t, root), os.path.relpath(d, root)] for t, d in renames],
+            "remove": [os.path.relpath(p, root) for p in removals],
+        }
+    )
+    tmp = root / f"{JOURNAL_NAME}.tmp"
+    with _saving(journal):
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, journal)
+        _fsync_folder(root)
+    return journal
+
+
+def _journal_path(root: Path, relative: object) -> Path:
+    """A path the journal names, checked to stay inside ``root``."""
+    if not isinstance(relative, str) or os.path.isabs(relative) or ".." in Path(relative).parts:
+        raise ValueError(f"it names {relative!r}, not a path inside the folder")
+    return root / relative
+
+
+def _read_journal(journal: Path) -> tuple[list[tuple[Path, Path]], list[Path]]:
+    root = journal.parent
+    with open_regular(journal, what="save journal", max_bytes=_MAX_JOURNAL_BYTES, error=SaveError) as f:
+        data = json.loads(f.read())
+    renames = []
+    for tmp_name, target_name in data["renames"]:
+        tmp, target = _journal_path(root, tmp_name), _journal_path(root, target_name)
+        if tmp.parent != target.parent or not tmp.name.startswith(_temporary_name_prefix(target)):
+            raise ValueError(f"{tmp_name!r} is not a temporary file of {target_name!r}")
+        renames.append((tmp, target))
+    return renames, [_journal_path(root, name) for name in data["remove"]]
+
+
+def _replay(journal: Path) -> None:
+    """Complete the save ``journal`` records: the renames not done yet, then the removals; then drop the journal."""
+    try:
+        renames, removals = _read_journal(journal)
+    except (ValueError, TypeError, KeyError, RecursionError) as exc:
+        raise SaveError(
+            f"{journal.parent} holds an unfinished save whose journal {journal.name} is damaged ({exc}); the folder "
+            f"may mix two saves: save the model into it again (or restore it from a copy), then delete {journal}"
+        ) from None
+    with _saving(journal):
+        for tmp, target in renames:
+            if tmp.exists():  # else: renamed before the interruption
+                os.replace(tmp, target)
+        for path in removals:
+            path.unlink(missing_ok=True)
+        for folder in dict.fromkeys([journal.parent, *(t.parent for _, t in renames)]):
+            _fsync_folder(folder)
+        journal.unlink()
+        _fsync_folder(journal.parent)
+
+
+def finish_interrupted_save(folder: str | os.PathLike[str]) -> bool:
+    """Complete a multi-file save of ``folder`` that was killed between its renames (see :data:`JOURNAL_NAME`).
+
+    Every file of such a save was complete on disk before its first rename, so the save is rolled forward: the folder
+    then holds the whole new version, never a mix. Loading and saving call this first; it is cheap when there is
+    nothing to do (one ``stat``).
+
+    Returns:
+        Whether an unfinished save was completed.
+
+    Raises:
+        SaveError: The save cannot be completed (the folder is read-only to this user, or the journal is damaged).
+    """
+    journal = Path(folder) / JOURNAL_NAME
+    if not os.path.lexists(journal):
+        return False
+    with _folders_locked([journal.parent]):
+        if not os.path.lexists(journal):  # another process completed it meanwhile
+            return False
+        try:
+            _replay(journal)
+        except SaveError as exc:
+            raise SaveError(
+                f"{journal.parent} holds a save that was interrupted before it completed, and completing it failed: "
+                f"{exc}"
+            ) from None
+    return True
+
+
+# ---------------------------------------------------------------------------------------------- saving
+
+
+def atomic_write_files(writes: Mapping[Path, Writer], *, remove: Collection[Path] = ()) -> None:
+    """Write several files so that an interruption changes none of them, or leaves a save the next one completes.
+
+    Each ``write(tmp_path)`` fills a temporary sibling of its target (``.<name>.<random>.tmp``), which is given the
+    mode an ordinary ``open()`` gives (``0666`` less the umask: some writers make their own owner-only file) and
+    flushed to disk. Only when every file is complete are they renamed onto their targets, in the mapping's order (put
+    the file that marks a folder as complete, e.g. ``model_index.json``, last); then ``remove`` is deleted.
+
+    If a writer raises (or the process gets Ctrl-C) before the renames, every temporary file is removed and no target
+    is touched. With several files, the renames and removals still to do are first written to a journal
+    (:data:`JOURNAL_NAME`): a process killed between two renames leaves it, and the next save or load of the folder
+    completes the save (:func:`finish_interrupted_save`), so the folder holds the old version or the new one, never a
+    mix. The folders are locked (``flock``) during the save: concurrent saves to one folder take turns.
 
     Args:
         writes: Target path → writer.
+        remove: Files the save makes stale (an earlier save's other shards), deleted after the renames.
+
+    Raises:
+        SaveError: The disk is full, permission is denied, the file system is read-only or a file stands where a
+            folder should be; the message names the path and what to do. The previous files are unchanged.
     """
-    targets = list(writes)
-    with contextlib.ExitStack() as stack:
+    targets = [Path(os.path.abspath(t)) for t in writes]
+    if not targets:
+        return
+    root = _save_root(targets)
+    mode = 0o666 & ~_current_umask()
+    journaled = len(targets) > 1 or bool(remove)
+    with _folders_locked([root, *(t.parent for t in targets)]), contextlib.ExitStack() as stack:
+        if journaled and os.path.lexists(root / JOURNAL_NAME):
+            _replay(root / JOURNAL_NAME)  # a save killed between its renames: complete it before this one
         staged = []
         for target, write in zip(targets, writes.values()):
-            tmp = stack.enter_context(_temporary_sibling(target))
-            write(tmp)
-            _fsync(tmp)
+            with _saving(target):
+                tmp = stack.enter_context(_temporary_sibling(target))
+                write(tmp)
+                os.chmod(tmp, mode)  # after the writer, which may have replaced the file (safetensors' save_file)
+                _fsync(tmp)
             staged.append((tmp, target))
+        journal = _write_journal(root, staged, remove) if journaled else None
         for tmp, target in staged:
-            os.replace(tmp, target)
-    for folder in dict.fromkeys(t.parent for t in targets):
-        _fsync_folder(folder)
+            with _saving(target):
+                os.replace(tmp, target)
+        for path in remove:
+            path.unlink(missing_ok=True)
+        for folder in dict.fromkeys(t.parent for t in targets):
+            _fsync_folder(folder)
+        if journal is not None:
+            journal.unlink()
+            _fsync_folder(root)
 
 
 def atomic_write(path: str | os.PathLike[str], write: Writer) -> None:
@@ -137,6 +368,9 @@ def atomic_write(path: str | os.PathLike[str], write: Writer) -> None:
 
     If ``write`` raises (or the process is interrupted before the rename), ``path`` keeps its previous content and
     the temporary file is removed.
+
+    Raises:
+        SaveError: The disk is full, permission is denied... (see :func:`atomic_write_files`).
     """
     atomic_write_files({Path(path): write})
 
@@ -149,13 +383,22 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
 def remove_stale_temporaries(paths: Collection[str | os.PathLike[str]]) -> None:
     """Delete the temporary files a killed save of ``paths`` left behind (``.<name>.<random>.tmp`` beside each).
 
-    Call it only where one process saves to the folder at a time (``save_pretrained`` does).
+    It runs under the folders' save locks (see :func:`atomic_write_files`), so the temporary files of a save in
+    progress in another process are never touched; a save killed between its renames is completed first.
     """
-    for path in map(Path, paths):
-        if not path.parent.is_dir():
-            continue
-        for stale in path.parent.glob(f"{_temporary_name_prefix(path)}*{_TMP_SUFFIX}"):
-            stale.unlink(missing_ok=True)
+    targets = [Path(os.path.abspath(p)) for p in paths]
+    folders = [p.parent for p in targets if p.parent.is_dir()]
+    if not folders:
+        return
+    root = _save_root(targets)
+    with _folders_locked([root, *folders]):
+        if os.path.lexists(root / JOURNAL_NAME):
+            _replay(root / JOURNAL_NAME)
+        for path in targets:
+            if not path.parent.is_dir():
+                continue
+            for stale in path.parent.glob(f"{_temporary_name_prefix(path)}*{_TMP_SUFFIX}"):
+                stale.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------------------------------------- what a folder holds
@@ -164,9 +407,9 @@ def remove_stale_temporaries(paths: Collection[str | os.PathLike[str]]) -> None:
 def _class_name_in(path: Path) -> str | None:
     """The ``_class_name`` of a JSON config file; None when it is unreadable or has none."""
     try:
-        with open(path, "rb") as f:
-            data = json.loads(f.read(2**24))  # bounded, like ddpm.config.read_json
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        with open_regular(path, what="config file", max_bytes=2**24) as f:  # bounded, like ddpm.config.read_json
+            data = json.loads(f.read())
+    except (DDPMError, OSError, UnicodeDecodeError, ValueError, RecursionError):
         return None
     name = data.get("_class_name") if isinstance(data, dict) else None
     return name if isinstance(name, str) else None
@@ -221,7 +464,8 @@ def check_save_folder(
                 f"refusing to save {what} to {folder}: the folder holds another kind of model: {', '.join(found)}. "
                 "Save to another folder, or pass overwrite=True to replace its files."
             )
-    folder.mkdir(parents=True, exist_ok=True)
+    with _saving(folder):
+        folder.mkdir(parents=True, exist_ok=True)
     return folder
 
 
@@ -266,7 +510,7 @@ def open_regular(
     try:
         fd = os.open(path, flags)
     except OSError as exc:
-        raise error(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
+        raise error(f"cannot read {what} {path}: {exc.strerror or exc}{_read_remedy(exc, path)}") from exc
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
@@ -282,6 +526,14 @@ def open_regular(
     except BaseException:
         os.close(fd)
         raise
+
+
+def _read_remedy(exc: OSError, path: Path) -> str:
+    """What to do about a file that cannot be opened: for a permission error, ask for read access (the file is not
+    damaged; never advise deleting it)."""
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return f"; ask its owner to make it readable (chmod a+r {path})"
+    return ""
 
 
 def _file_kind(mode: int) -> str:
@@ -304,14 +556,14 @@ def check_readable(path: Path, *, what: str) -> bytes:
         what: What the file is, for the messages (``"weights file"``, ``"training checkpoint"``).
 
     Raises:
-        WeightsError: The file cannot be opened or read (missing, permission denied, a folder...), with the
-            operating system's reason; or it is empty.
+        WeightsError: The file cannot be opened or read (missing, permission denied: said as such, never as damage),
+            is not a regular file (a FIFO, a folder...), or is empty.
     """
     try:
-        with open(path, "rb") as f:
+        with open_regular(path, what=what) as f:
             magic = f.read(4)
     except OSError as exc:
-        raise WeightsError(f"cannot read {what} {path}: {exc}") from exc
+        raise WeightsError(f"cannot read {what} {path}: {exc.strerror or exc}{_read_remedy(exc, path)}") from exc
     if not magic:
         raise WeightsError(f"{what} {path} is empty (0 bytes); {_remedy(what)}")
     return magic
@@ -340,7 +592,7 @@ def _scan_globals(path: Path) -> tuple[list[str], str | None]:
     """
     names: list[str] = []
     try:
-        with open(path, "rb") as f:
+        with open_regular(path, what="pickle") as f:
             is_zip = f.read(4) == _ZIP_MAGIC
             size = os.fstat(f.fileno()).st_size
             f.seek(0)
@@ -354,7 +606,8 @@ def _scan_globals(path: Path) -> tuple[list[str], str | None]:
                 if not entries:
                     return names, "a zip archive without data.pkl, not a torch.save file"
                 for entry in entries:
-                    names.extend(_globals_in_pickle(io.BytesIO(archive.read(entry))))
+                    with archive.open(entry) as stream:  # streamed: never more than the declared size
+                        names.extend(_globals_in_pickle(stream))
     except MemoryError:
         raise
     except Exception as exc:  # unknown opcodes, a stream cut short, a corrupt zip directory...
@@ -415,6 +668,36 @@ def _allowed_globals() -> set[str]:
     return allowed
 
 
+#: The largest pickle stream (``data.pkl``) a ``torch.save`` file may declare: it holds the names and shapes of the
+#: tensors, not their data (a few KB to a few MB); larger is a decompression bomb, refused before it is inflated.
+MAX_PICKLE_BYTES = 2**30
+
+
+def declared_zip_bytes(path: str | os.PathLike[str]) -> int | None:
+    """The bytes the members of a zip file (``torch.save``'s container) inflate to, from its central directory
+    (read without extracting anything); None when ``path`` is not a zip file.
+
+    Raises:
+        WeightsError: A member is a pickle larger than :data:`MAX_PICKLE_BYTES`, or the file is not a regular file.
+    """
+    with open_regular(path, what="pickle") as f:
+        if f.read(4) != _ZIP_MAGIC:
+            return None
+        f.seek(0)
+        try:
+            infos = zipfile.ZipFile(f).infolist()
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+            return None  # damaged: the scan that follows says how
+    for info in infos:
+        if info.filename.endswith(".pkl") and info.file_size > MAX_PICKLE_BYTES:
+            raise WeightsError(
+                f"{path}: its pickle {info.filename} declares {info.file_size:,} bytes, more than the "
+                f"{MAX_PICKLE_BYTES:,} a torch.save file's pickle can need (it holds the tensors' names, not their "
+                "data); the file is damaged or a decompression bomb, and was refused unread"
+            )
+    return sum(info.file_size for info in infos)
+
+
 def load_pickle(path: str | os.PathLike[str], *, what: str = "weights file") -> Any:
     """Read a ``torch.save`` file safely: scan the objects its pickle names, then ``torch.load(weights_only=True)``.
 
@@ -432,10 +715,19 @@ def load_pickle(path: str | os.PathLike[str], *, what: str = "weights file") -> 
 
     Raises:
         UnsafeCheckpointError: The pickle names objects outside torch's allow-list; the message names the first.
+        ResourceLimitError: The sizes the file declares (a zip's members) exceed the memory available.
         WeightsError: The file cannot be read, is empty, truncated or otherwise not a readable ``torch.save`` file.
     """
     path = Path(path)
     is_zip = check_readable(path, what=what) == _ZIP_MAGIC
+    declared = declared_zip_bytes(path) if is_zip else None
+    from .memory import check_fits  # imports torch: only when a pickle is read
+
+    check_fits(
+        declared if declared is not None else path.stat().st_size,
+        what=f"reading the {what} {path} (the sizes it declares)",
+        lower="load it on a machine with more memory",
+    )
     names, broken = _scan_globals(path)
     _refuse_unsafe(path, names)  # also when the stream broke after naming code
     if broken is not None:

@@ -18,7 +18,7 @@ FOUNDATION: dict[str, set[str]] = {
     "errors": set(),
     "outputs": set(),
     "runtime": set(),
-    "io": {"errors"},
+    "io": {"errors", "memory"},
     "hub": {"errors"},
     "config": {"errors", "io"},
     "utils": {"errors", "config", "image_processing"},  # image_processing: make_image_grid, re-exported

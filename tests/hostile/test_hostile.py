@@ -123,10 +123,14 @@ def test_pickle_scan_names_what_it_cannot_resolve_and_sees_code_in_a_broken_stre
 def test_unreadable_files_are_reported_as_unreadable_not_damaged(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def denied(file: Any, *args: Any, **kwargs: Any) -> Any:
-        raise PermissionError(13, "Permission denied", str(file))
+    real_open = os.open
 
-    monkeypatch.setattr(ddpm.io, "open", denied, raising=False)
+    def denied(file: Any, *args: Any, **kwargs: Any) -> Any:  # every read of a user's file goes through os.open
+        if Path(file).parent == tmp_path:
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", denied)
     for name in ("w.bin", "w.safetensors"):
         path = tmp_path / name
         path.write_bytes(b"not empty")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 from collections.abc import Collection, Mapping
@@ -32,7 +33,8 @@ from torch import nn
 from ..config import read_json, show_value
 from ..errors import CheckpointNotFoundError, VariantNotFoundError, WeightsError
 from ..hub import HubOptions, local_files, locate, not_found_error, split_into_shards
-from ..io import Writer, check_readable, damaged_file_error, load_pickle
+from ..io import Writer, check_readable, damaged_file_error, declared_zip_bytes, load_pickle, open_regular
+from ..memory import check_fits, format_bytes
 from ..runtime import resolve_device, resolve_dtype
 
 logger = logging.getLogger(__name__)
@@ -46,16 +48,18 @@ __all__ = [
     "SAFETENSORS_WEIGHTS_NAME",
     "WeightsFiles",
     "add_variant",
+    "check_declared_sizes",
+    "declared_bytes",
     "find_weights",
     "find_weights_file",
     "load_into",
     "load_state_dict_file",
     "load_weights",
     "read_index",
-    "remove_stale_weights",
     "rename_legacy_keys",
     "resolve_device_map",
     "resolve_load_dtype",
+    "stale_weights",
     "weights_writers",
 ]
 
@@ -284,13 +288,23 @@ def find_weights_file(
     return find_weights(repo_id_or_path, folder, options, use_safetensors=use_safetensors).source
 
 
-def load_weights(weights: WeightsFiles) -> dict[str, torch.Tensor]:
+def load_weights(weights: WeightsFiles, *, expected: nn.Module | None = None) -> dict[str, torch.Tensor]:
     """Read a model's weights, every shard of a sharded checkpoint checked against its index.
 
+    Before any tensor is read, the bytes the files declare (:func:`declared_bytes`: safetensors headers, a zip's
+    central directory) are checked against the memory available and, with ``expected``, against what the model needs.
+
+    Args:
+        weights: The files, from :func:`find_weights`.
+        expected: The model the weights are for (built on the ``meta`` device): a file declaring far more data than
+            its parameters can hold is refused unread.
+
     Raises:
-        WeightsError: A file is damaged or unsafe (see :func:`load_state_dict_file`), a shard lacks a tensor the index
-            puts in it, or the same tensor is in two shards.
+        WeightsError: A file is damaged or unsafe (see :func:`load_state_dict_file`), declares far more data than
+            ``expected`` needs, a shard lacks a tensor the index puts in it, or the same tensor is in two shards.
+        ResourceLimitError: The declared data exceed the memory available.
     """
+    check_declared_sizes(weights.files, expected)
     if weights.weight_map is None:
         return load_state_dict_file(weights.files[0])
     state: dict[str, torch.Tensor] = {}
@@ -370,15 +384,16 @@ def weights_writers(
     return files
 
 
-def remove_stale_weights(folder: str | os.PathLike[str], keep: Collection[str], variant: str | None) -> None:
-    """Delete the weights files of ``variant`` in ``folder`` that a save just replaced (not named in ``keep``).
+def stale_weights(folder: str | os.PathLike[str], keep: Collection[str], variant: str | None) -> list[Path]:
+    """The weights files of ``variant`` in ``folder`` that a save writing ``keep`` makes stale, indexes first.
 
     A save replaces the whole set of weights of its variant, in both formats: a stale index would otherwise be read
-    before the new single file, and a stale ``.safetensors`` before a new ``.bin``. Indexes go first.
+    before the new single file, and a stale ``.safetensors`` before a new ``.bin``. ``save_pretrained`` removes them
+    in the same journaled step as its renames (:func:`ddpm.io.atomic_write_files`).
     """
     folder = Path(folder)
     if not folder.is_dir():
-        return
+        return []
     stale = [
         p
         for p in folder.iterdir()
@@ -388,8 +403,7 @@ def remove_stale_weights(folder: str | os.PathLike[str], keep: Collection[str], 
             (m := rx.fullmatch(p.name)) is not None and m.group(1) == variant for rx in (_INDEX_FILE, _WEIGHTS_FILE)
         )
     ]
-    for path in sorted(stale, key=lambda p: _INDEX_FILE.fullmatch(p.name) is None):
-        path.unlink(missing_ok=True)
+    return sorted(stale, key=lambda p: _INDEX_FILE.fullmatch(p.name) is None)
 
 
 def resolve_load_dtype(torch_dtype: torch.dtype | str | None, dtype: torch.dtype | str | None) -> torch.dtype | None:
@@ -446,6 +460,82 @@ def resolve_device_map(device_map: object) -> torch.device | None:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device_map={str(device_map)!r}: torch sees no CUDA device here; use 'cpu' or 'auto'")
     return device if device.type != "cuda" or device.index is not None else resolve_device(device)
+
+
+#: Bytes per element of safetensors' dtype names.
+_SAFETENSORS_ITEMSIZE = {
+    "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "F8_E8M0": 1,
+    "I16": 2, "U16": 2, "F16": 2, "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "C64": 8, "I64": 8, "U64": 8, "F64": 8,
+}  # fmt: skip
+#: safetensors' own limit on its JSON header.
+_MAX_SAFETENSORS_HEADER = 100_000_000
+
+
+def _safetensors_declared(path: Path) -> int | None:
+    """The bytes of the tensors a safetensors file's header declares (dtypes × shapes); None when the header is not
+    readable (the load that follows then says how the file is damaged)."""
+    with open_regular(path, what="weights file") as f:
+        head = f.read(8)
+        size = int.from_bytes(head, "little") if len(head) == 8 else 0
+        if not 0 < size <= _MAX_SAFETENSORS_HEADER:
+            return None
+        try:
+            header = json.loads(f.read(size))
+        except (ValueError, RecursionError):
+            return None
+    if not isinstance(header, dict):
+        return None
+    total = 0
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        shape = entry.get("shape") if isinstance(entry, dict) else None
+        itemsize = _SAFETENSORS_ITEMSIZE.get(str(entry.get("dtype"))) if isinstance(entry, dict) else None
+        if itemsize is None or not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+            return None
+        total += math.prod(shape) * itemsize
+    return total
+
+
+def declared_bytes(path: str | os.PathLike[str]) -> int:
+    """The memory a weights file's tensors take once read, from what the file declares and without reading them: the
+    safetensors header's dtypes and shapes, a ``torch.save`` zip's member sizes (its central directory), else the
+    file's size.
+
+    Raises:
+        WeightsError: The file is not a regular file or cannot be opened.
+    """
+    path = Path(path)
+    declared = _safetensors_declared(path) if path.suffix == ".safetensors" else declared_zip_bytes(path)
+    return declared if declared is not None else path.stat().st_size
+
+
+#: A weights file may declare up to this many bytes per parameter of its model (float64 is 8) before it is refused as
+#: not belonging to the config.
+_MAX_BYTES_PER_PARAMETER = 8
+_SLACK_BYTES = 2**20
+
+
+def check_declared_sizes(files: Collection[Path], expected: nn.Module | None) -> None:
+    """Refuse weights files whose declared data cannot fit in memory, or far exceed what ``expected`` holds.
+
+    Raises:
+        WeightsError: The files declare more than 8 bytes per parameter of ``expected`` (float64), plus 1 MiB.
+        ResourceLimitError: The declared data exceed the memory available (:func:`ddpm.memory.check_fits`).
+    """
+    sizes = {path: declared_bytes(path) for path in files}
+    total = sum(sizes.values())
+    where = next(iter(sizes)) if len(sizes) == 1 else f"the {len(sizes)} shards in {next(iter(sizes)).parent}"
+    if expected is not None:
+        count = sum(p.numel() for p in expected.state_dict().values())
+        most = count * _MAX_BYTES_PER_PARAMETER + _SLACK_BYTES
+        if total > most:
+            raise WeightsError(
+                f"{where} declares {format_bytes(total)} of tensors, far more than the {count:,} parameters of the "
+                f"{type(expected).__name__} its config describes can hold ({format_bytes(most)} even in float64); "
+                "the weights do not belong to this config.json, or the file is damaged: refused unread"
+            )
+    check_fits(total, what=f"reading the weights {where}", lower="load them on a machine with more memory")
 
 
 def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
@@ -553,7 +643,9 @@ def load_into(
         device: Where the parameters are created (default: the CPU); each tensor is copied there once.
 
     Raises:
-        WeightsError: Some tensors are missing, unexpected or of the wrong shape; all of them are listed by name.
+        WeightsError: Some tensors are missing, unexpected or of the wrong shape (all of them listed by name), are
+            not floating-point where the model's parameters are, or are not finite (NaN, inf) in the file or once
+            cast to ``dtype`` (a float16 overflow).
     """
     expected = model.state_dict()
     missing = [f"{k} {tuple(v.shape)}" for k, v in expected.items() if k not in state]
@@ -571,13 +663,61 @@ def load_into(
             if items:
                 lines.append(f"  {title} ({len(items)}): {_listing(items)}")
         raise WeightsError("\n".join(lines))
+    not_float = [
+        f"{k} ({str(v.dtype).replace('torch.', '')})"
+        for k, v in state.items()
+        if expected[k].is_floating_point() and not v.is_floating_point()
+    ]
+    if not_float:
+        raise WeightsError(
+            f"{source} holds {len(not_float)} tensor(s) of a non-floating-point dtype where {type(model).__name__} has "
+            f"floating-point parameters: {_listing(not_float)}; they would be read as numbers they do not mean. The "
+            "file is damaged or was not saved from this kind of model"
+        )
     converted: dict[str, torch.Tensor] = {}
     for key, value in state.items():
         target = expected[key]
         want = dtype if dtype is not None and target.is_floating_point() else target.dtype
         # A fresh, owned and aligned copy (never a view into a memory-mapped file) in the model's memory layout.
         converted[key] = torch.empty_like(target, dtype=want, device=device or "cpu").copy_(value)
+    _check_finite(converted, state, source=source)
     model.load_state_dict(converted, strict=True, assign=True)
+
+
+def _check_finite(converted: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor], *, source: object) -> None:
+    """Refuse weights that are not finite, in the file (NaN, inf) or after the cast to the requested dtype (a weight
+    beyond float16's range): the model would make all-black images. One pass over the loaded tensors; the file's
+    tensors are only looked at when a loaded one is not finite.
+
+    Raises:
+        WeightsError: Names the tensors, and for an overflowing cast the largest magnitude and the dtype's range.
+    """
+    in_file: list[str] = []
+    overflow: list[str] = []
+    dtype = None
+    for key, value in converted.items():
+        if not value.is_floating_point() or bool(torch.isfinite(value).all()):
+            continue
+        original = state[key]
+        bad = int((~torch.isfinite(original)).sum())
+        if bad:
+            in_file.append(f"{key} ({bad:,} of {original.numel():,} values)")
+        else:
+            dtype = value.dtype
+            largest = float(original.detach().abs().max())
+            overflow.append(f"{key} (largest magnitude {largest:.6g})")
+    if in_file:
+        raise WeightsError(
+            f"{source} has {len(in_file)} tensor(s) with NaN or infinite values: {_listing(in_file)}; the file is "
+            "damaged or was saved from a diverged training run: download it again, or use an earlier checkpoint"
+        )
+    if overflow and dtype is not None:
+        name = str(dtype).replace("torch.", "")
+        raise WeightsError(
+            f"{source}: {len(overflow)} tensor(s) do not fit in {name} (largest finite value "
+            f"{torch.finfo(dtype).max:.6g}) and would become infinite: {_listing(overflow)}; load the model in "
+            "bfloat16 or float32 instead (torch_dtype=torch.bfloat16 or torch.float32)"
+        )
 
 
 def _listing(items: list[str]) -> str:

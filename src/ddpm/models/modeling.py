@@ -18,7 +18,8 @@ from torch import nn
 
 from ..config import ConfigBase
 from ..hub import HubOptions, require
-from ..io import Writer, atomic_write_files, check_save_folder, remove_stale_temporaries
+from ..io import Writer, atomic_write_files, check_save_folder, finish_interrupted_save, remove_stale_temporaries
+from ..memory import check_fits
 from ..mixins import ConfigMixin, PushToHubMixin, config_attribute, upload_folder
 from ..runtime import resolve_dtype  # re-exported: ``from ddpm.models.modeling import resolve_dtype`` keeps working
 from .loading import (
@@ -26,14 +27,23 @@ from .loading import (
     find_weights,
     load_into,
     load_weights,
-    remove_stale_weights,
     rename_legacy_keys,
     resolve_device_map,
     resolve_load_dtype,
+    stale_weights,
     weights_writers,
 )
 
-__all__ = ["PUSH_KWARGS", "ModelMixin", "WeightsOptions", "check_push_kwargs", "push_folder", "resolve_dtype"]
+__all__ = [
+    "PUSH_KWARGS",
+    "ModelMixin",
+    "WeightsOptions",
+    "check_parameters_fit",
+    "check_push_kwargs",
+    "finish_interrupted_saves",
+    "push_folder",
+    "resolve_dtype",
+]
 
 M = TypeVar("M", bound="ModelMixin")
 
@@ -88,6 +98,32 @@ def push_folder(folder: Path, class_name: str, **kwargs: Any) -> Any:
     return upload_folder(folder, repo_id, **kwargs)
 
 
+def check_parameters_fit(model: nn.Module, dtype: torch.dtype, device: torch.device | None) -> None:
+    """Refuse to allocate ``model``'s parameters and buffers (built on the ``meta`` device) in ``dtype`` on ``device``
+    when they exceed the memory there (:func:`ddpm.memory.check_fits`).
+
+    Raises:
+        ResourceLimitError: The estimate, the limit and how to lower it.
+    """
+    count = sum(t.numel() for t in (*model.parameters(), *model.buffers()))
+    check_fits(
+        count * dtype.itemsize,
+        what=f"building a {type(model).__name__} with {count:,} parameters in {str(dtype).replace('torch.', '')}",
+        lower="use a smaller config (fewer or narrower block_out_channels, fewer layers_per_block)",
+        device=device,
+    )
+
+
+def finish_interrupted_saves(repo_id_or_path: str | os.PathLike[str], subfolder: str | None) -> None:
+    """Before loading a local folder, complete a save of it that was killed between its renames (the folder, its
+    ``subfolder``, or the pipeline folder around it): see :func:`ddpm.io.finish_interrupted_save`."""
+    folder = Path(repo_id_or_path)
+    if not folder.is_dir():
+        return
+    for candidate in (folder.parent, folder, *([folder / subfolder] if subfolder else [])):
+        finish_interrupted_save(candidate)
+
+
 class ModelMixin(nn.Module, ConfigMixin, PushToHubMixin):
     """Base of ddpm models: a ``config`` attribute plus the diffusers-style loading and saving methods.
 
@@ -112,8 +148,14 @@ class ModelMixin(nn.Module, ConfigMixin, PushToHubMixin):
 
         Raises:
             ConfigError: A value is malformed or not implemented; the message names the key and the value.
+            ResourceLimitError: The parameters would not fit in memory (counted on the ``meta`` device first).
         """
-        return cls(cls.config_class.from_dict(config, **overrides))
+        config = cls.config_class.from_dict(config, **overrides)
+        if torch.get_default_device().type != "meta":  # on meta nothing is allocated
+            with torch.device("meta"):
+                probe = cls(config)
+            check_parameters_fit(probe, torch.get_default_dtype(), torch.get_default_device())
+        return cls(config)
 
     @property
     def device(self) -> torch.device:
@@ -186,6 +228,10 @@ class ModelMixin(nn.Module, ConfigMixin, PushToHubMixin):
             WeightsError: The weights are damaged, do not fit the config (all differences listed), or a shard does
                 not match its index.
             UnsafeCheckpointError: A ``.bin`` file carries pickled objects other than tensors.
+            ResourceLimitError: The parameters, or the tensors the weights files declare, would not fit in memory
+                (refused before reading a tensor).
+            SaveError: The folder holds a save that was interrupted and cannot be completed (see
+                :func:`ddpm.io.finish_interrupted_save`).
             ValueError: A dtype, variant or device_map is malformed, or ``torch_dtype`` and ``dtype`` disagree.
             NotImplementedError: ``device_map`` spreads the model over several devices.
         """
@@ -208,8 +254,12 @@ class ModelMixin(nn.Module, ConfigMixin, PushToHubMixin):
         load: WeightsOptions = WeightsOptions(),
     ) -> M:
         """:meth:`from_pretrained` with its options gathered and checked; pipelines load their UNet through it."""
+        finish_interrupted_saves(repo_id_or_path, subfolder)
         config_file = require(repo_id_or_path, cls.config_class.config_name, subfolder, options, what="model config")
         config = cls.config_class.from_json_file(config_file.path)
+        with torch.device("meta"):
+            model = cls(config)
+        check_parameters_fit(model, load.dtype or torch.float32, load.device)
         # The weights sit beside the config: in the subfolder when it has the config, else at the root.
         weights = find_weights(
             repo_id_or_path,
@@ -218,9 +268,7 @@ class ModelMixin(nn.Module, ConfigMixin, PushToHubMixin):
             use_safetensors=load.use_safetensors,
             variant=load.variant,
         )
-        state = rename_legacy_keys(load_weights(weights))
-        with torch.device("meta"):
-            model = cls(config)
+        state = rename_legacy_keys(load_weights(weights, expected=model))
         load_into(model, state, source=weights.source, dtype=load.dtype or torch.float32, device=load.device)
         if load.device is not None:
             model.to(load.device)  # buffers made by the constructor; the parameters are there already
@@ -243,9 +291,11 @@ class ModelMixin(nn.Module, ConfigMixin, PushToHubMixin):
         plain state dict, with ``safe_serialization=False``), or, above ``max_shard_size``, to shards
         ``diffusion_pytorch_model[.<variant>]-0000k-of-0000N.safetensors`` listed in
         ``diffusion_pytorch_model.safetensors.index[.<variant>].json``. Every file is written to a temporary name
-        first and they are renamed into place together, so an interrupted save leaves the previous model intact;
+        first and they are renamed into place together, so an interrupted save leaves the previous model intact (a
+        save killed between its renames is completed from its journal by the next save or load of the folder);
         weights files of the same variant left from an earlier save (other shards, the other format) are then
-        removed. diffusers' ``from_pretrained`` reads the result, and so does :meth:`from_pretrained`.
+        removed. Concurrent saves to one folder take turns (a lock on the folder). Files get the mode an ordinary
+        ``open()`` gives. diffusers' ``from_pretrained`` reads the result, and so does :meth:`from_pretrained`.
 
         Args:
             save_directory: The folder to write (created if missing). A model of the same class there is replaced.
@@ -264,6 +314,7 @@ class ModelMixin(nn.Module, ConfigMixin, PushToHubMixin):
 
         Raises:
             OverwriteError: ``save_directory`` holds another kind of model (and ``overwrite`` is False), or is a file.
+            SaveError: The disk is full, permission is denied, or the file system is read-only; nothing was changed.
             ValueError: ``variant`` or ``max_shard_size`` is malformed.
             TypeError: An unknown keyword argument.
         """
@@ -275,10 +326,9 @@ class ModelMixin(nn.Module, ConfigMixin, PushToHubMixin):
             variant=variant,
             max_shard_size=max_shard_size,
         )
-        remove_stale_temporaries(files)
-        atomic_write_files(files)
         folder = Path(save_directory)
-        remove_stale_weights(folder, {p.name for p in files}, variant)
+        remove_stale_temporaries(files)
+        atomic_write_files(files, remove=stale_weights(folder, {p.name for p in files}, variant))
         if push_to_hub:
             push_folder(folder, type(self).__name__, **push_kwargs)
         return folder

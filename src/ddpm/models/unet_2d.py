@@ -51,7 +51,9 @@ __all__ = ["UNet2DConfig", "UNet2DModel", "preferred_memory_format"]
 MAX_WIDTH = 65536  # channels, groups
 MAX_LEVELS = 16  # resolution levels (a 2**15 spatial divisor)
 MAX_LAYERS_PER_BLOCK = 64
-MAX_SAMPLE_SIZE = 65536
+#: The largest ``sample_size`` (height or width): real models go up to 1024 (NCSN++ FFHQ); 4096 leaves room while a
+#: hostile 65536 (whose activations would need tens of GB) is refused as a config error.
+MAX_SAMPLE_SIZE = 4096
 MAX_CLASSES = 1 << 24
 
 #: The implemented values of the config's choice keys.

@@ -23,8 +23,8 @@ from ..config import check_keys, read_json, show_value
 from ..errors import ConfigError
 from ..io import Writer, atomic_write_files, check_save_folder, remove_stale_temporaries
 from ..models import UNet2DModel
-from ..models.loading import DEFAULT_MAX_SHARD_SIZE, remove_stale_weights, resolve_load_dtype
-from ..models.modeling import WeightsOptions
+from ..models.loading import DEFAULT_MAX_SHARD_SIZE, resolve_load_dtype, stale_weights
+from ..models.modeling import WeightsOptions, finish_interrupted_saves
 from ..schedulers import SCHEDULERS, Scheduler
 from .registry import PIPELINES, pipeline_class_named
 
@@ -195,6 +195,7 @@ def load_pipeline(
         unet, scheduler: Components given by the caller, used as they are instead of loading them (diffusers'
             ``from_pretrained(repo, scheduler=my_scheduler)``).
     """
+    finish_interrupted_saves(repo_id_or_path, None)
     index = read_model_index(repo_id_or_path, options)
     if index is not None and index.unet != "UNet2DModel":
         raise ConfigError(f"{index.source}: the unet is a {index.unet}, and ddpm implements only UNet2DModel")
@@ -286,8 +287,7 @@ def save_pipeline(
     text = json.dumps(index, indent=2, sort_keys=True) + "\n"
     files[folder / MODEL_INDEX_NAME] = lambda tmp: _write_text(tmp, text)  # last: completes the folder
     remove_stale_temporaries(files)
-    atomic_write_files(files)
-    remove_stale_weights(folder / "unet", {p.name for p in files}, variant)
+    atomic_write_files(files, remove=stale_weights(folder / "unet", {p.name for p in files}, variant))
     return folder
 
 
