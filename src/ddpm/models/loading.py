@@ -696,7 +696,9 @@ def _check_finite(converted: Mapping[str, torch.Tensor], state: Mapping[str, tor
     overflow: list[str] = []
     dtype = None
     for key, value in converted.items():
-        if not value.is_floating_point() or bool(torch.isfinite(value).all()):
+        # A sum is one reduction without a temporary: NaN and inf propagate into it, so a finite sum proves the tensor
+        # finite; a non-finite one (also a sum that overflows) is then checked element by element.
+        if not value.is_floating_point() or math.isfinite(value.sum()) or value.isfinite().all():
             continue
         original = state[key]
         bad = int((~torch.isfinite(original)).sum())
