@@ -1401,7 +1401,8 @@ CASES: list[Case] = [
         "`save_pretrained('file/model')` where `file` is a file",
         _steps(lambda c: (c.tmp / "file").write_text("x"), lambda c: c.unet.save_pretrained(c.tmp / "file" / "m")),
         SaveError,
-        "a file stands where a folder is needed on that path",
+        "cannot save {tmp}/file/m: a file stands where a folder is needed on that path ({tmp}/file); remove or rename "
+        "it, or save to another folder",
     ),
     _runtime(
         "files-journal-damaged",

@@ -9,7 +9,15 @@ leaves either the old files or the new ones, never a truncated mix:
 * :func:`check_save_folder` is the guard every ``save_pretrained`` runs first: it refuses to write over a folder
   that holds another kind of model, unless ``overwrite=True``.
 
-Reading a pickle (:func:`load_pickle`, for ``.bin`` weights and training checkpoints) scans it first: the Python
+Saved files get the mode an ordinary ``open()`` gives (``0666`` less the umask). A failure of the disk (full,
+permission denied, read-only, a file where a folder should be) is a :class:`~ddpm.errors.SaveError` naming the path
+(:func:`save_error`). A multi-file save writes a journal of its renames first, so a save killed between them is
+completed by the next save or load (:func:`finish_interrupted_save`), and saves into one folder hold a lock on it.
+
+Reading a file the user controls goes through :func:`open_regular`: regular files only, opened without blocking.
+
+Reading a pickle (:func:`load_pickle`, for ``.bin`` weights and training checkpoints) checks the sizes its zip
+members declare against the memory (:func:`declared_zip_bytes`, nothing inflated) and scans it first: the Python
 objects it names are read from its opcodes with :mod:`pickletools`, which parses and never executes, and a name
 outside torch's ``weights_only`` allow-list refuses the file before anything in it runs. Only then is it loaded,
 with ``torch.load(weights_only=True)``. Every failure becomes a :class:`~ddpm.errors.WeightsError` that says which
@@ -127,7 +135,8 @@ def _free_space(folder: Path) -> str:
     return "an unknown amount"
 
 
-#: What to say (after ``cannot save <path>: ``) for an ``errno`` while saving; ``{folder}`` is the target's folder.
+#: What to say (after ``cannot save <path>: ``) for an ``errno`` while saving; ``{folder}`` is the target's folder,
+#: ``{file}`` the file that stands where a folder is needed.
 _SAVE_REMEDIES = {
     errno.EACCES: "permission denied; save to a folder you may write to, or ask the owner of {folder} for write access",
     errno.EROFS: "{folder} is on a read-only file system; save to another folder",
@@ -154,7 +163,7 @@ def save_error(path: Path, exc: BaseException) -> SaveError | None:
             "free); free some space or save to another disk, then save again (the previous files are unchanged)"
         )
     if code in _SAVE_REMEDIES:
-        file = getattr(exc, "filename", None) or folder
+        file = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), folder)
         return SaveError(f"cannot save {path}: " + _SAVE_REMEDIES[code].format(folder=folder, file=file))
     if isinstance(exc, OSError):
         return SaveError(f"cannot save {path}: {exc.strerror or exc}")
@@ -267,16 +276,21 @@ def _replay(journal: Path) -> None:
             f"{journal.parent} holds an unfinished save whose journal {journal.name} is damaged ({exc}); the folder "
             f"may mix two saves: save the model into it again (or restore it from a copy), then delete {journal}"
         ) from None
-    with _saving(journal):
-        for tmp, target in renames:
-            if tmp.exists():  # else: renamed before the interruption
-                os.replace(tmp, target)
-        for path in removals:
-            path.unlink(missing_ok=True)
-        for folder in dict.fromkeys([journal.parent, *(t.parent for _, t in renames)]):
-            _fsync_folder(folder)
-        journal.unlink()
-        _fsync_folder(journal.parent)
+    try:
+        with _saving(journal):
+            for tmp, target in renames:
+                if tmp.exists():  # else: renamed before the interruption
+                    os.replace(tmp, target)
+            for path in removals:
+                path.unlink(missing_ok=True)
+            for folder in dict.fromkeys([journal.parent, *(t.parent for _, t in renames)]):
+                _fsync_folder(folder)
+            journal.unlink()
+            _fsync_folder(journal.parent)
+    except SaveError as exc:
+        raise SaveError(
+            f"{journal.parent} holds a save that was interrupted before it completed, and completing it failed: {exc}"
+        ) from exc
 
 
 def finish_interrupted_save(folder: str | os.PathLike[str]) -> bool:
@@ -298,13 +312,7 @@ def finish_interrupted_save(folder: str | os.PathLike[str]) -> bool:
     with _folders_locked([journal.parent]):
         if not os.path.lexists(journal):  # another process completed it meanwhile
             return False
-        try:
-            _replay(journal)
-        except SaveError as exc:
-            raise SaveError(
-                f"{journal.parent} holds a save that was interrupted before it completed, and completing it failed: "
-                f"{exc}"
-            ) from None
+        _replay(journal)
     return True
 
 
