@@ -1281,6 +1281,33 @@ CASES: list[Case] = [
     # ====== issues 13/14 [newcomer]: a newcomer's first hour: Hub access, bundled names
     # (the [newcomer] cases go right below this block, in the order a user would meet them)
     # ------
+    Case(
+        "bundled-name-typo",
+        "missing files",
+        'a mistyped bundled model name: `DDPMPipeline.from_pretrained("ddpm-mnst")`',
+        lambda c: DDPMPipeline.from_pretrained("ddpm-mnst"),
+        CheckpointNotFoundError,
+        (
+            "'ddpm-mnst' is neither a bundled model nor a local folder; did you mean ddpm-mnist? "
+            "(bundled models: ddpm-mnist; a Hub id looks like google/ddpm-cifar10-32)",
+        ),
+    ),
+    Case(
+        "bundled-name-underscore",
+        "missing files",
+        '`UNet2DModel.from_pretrained("ddpm_mnist", subfolder="unet")` (an underscore for the dash)',
+        lambda c: UNet2DModel.from_pretrained("ddpm_mnist", subfolder="unet"),
+        CheckpointNotFoundError,
+        ("'ddpm_mnist' is neither a bundled model nor a local folder; did you mean ddpm-mnist?",),
+    ),
+    Case(
+        "cli-bundled-name-typo",
+        "missing files",
+        "`ddpm sample mnist` (the dataset's name for the model's)",
+        lambda c: run_cli(c, "sample", "mnist", "--out", "{tmp}/out", "--no-progress"),
+        None,
+        ("ddpm sample: error: 'mnist' is neither a bundled model nor a local folder; did you mean ddpm-mnist?",),
+    ),
 ]
 
 
