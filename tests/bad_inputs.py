@@ -1308,6 +1308,20 @@ CASES: list[Case] = [
         None,
         ("ddpm sample: error: 'mnist' is neither a bundled model nor a local folder; did you mean ddpm-mnist?",),
     ),
+    Case(
+        "hub-unreachable",
+        "missing files",
+        "a Hub id that is not cached, with no network (name lookups fail) and HF_HUB_OFFLINE unset",
+        lambda c: _newcomer_without_network(
+            lambda: DDPMPipeline.from_pretrained("google/ddpm-cifar10-32", cache_dir=c.tmp)
+        ),
+        CheckpointNotFoundError,
+        (
+            "could not reach the Hugging Face Hub to get model_index.json of google/ddpm-cifar10-32, and it is not in "
+            "the cache ([Errno -2] Name or service not known); check the network, or set HF_HUB_OFFLINE=1 to use only "
+            "cached files",
+        ),
+    ),
 ]
 
 
@@ -1336,6 +1350,24 @@ def _mismatch(ctx: Ctx) -> Any:
     state["conv_in.weight"] = torch.zeros(32, 3, 5, 5)
     save_file(state, str(path))
     return load_unet(ctx)
+
+
+def _newcomer_without_network(load: Callable[[], Any]) -> Any:
+    """``load()`` as on a machine without network: HF_HUB_OFFLINE off and every name lookup failing (the time it
+    takes is checked in tests/project/test_hub_unreachable.py, in a fresh interpreter)."""
+    import socket
+
+    from huggingface_hub import constants
+
+    def no_dns(*args: object, **kwargs: object) -> Any:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    offline, getaddrinfo = constants.HF_HUB_OFFLINE, socket.getaddrinfo
+    constants.HF_HUB_OFFLINE, socket.getaddrinfo = False, no_dns
+    try:
+        return load()
+    finally:
+        constants.HF_HUB_OFFLINE, socket.getaddrinfo = offline, getaddrinfo
 
 
 # ---------------------------------------------------------------------------------------------- running a case
