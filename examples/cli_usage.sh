@@ -1,12 +1,19 @@
 #!/usr/bin/env bash
 # The ddpm command-line tool, end to end.
 #
-#   examples/cli_usage.sh [MODEL] [OUT]        (defaults: google/ddpm-cifar10-32, ./cli-demo)
+#   examples/cli_usage.sh [MODEL] [OUT]        (defaults: $DDPM_MODEL, else the bundled ddpm-mnist; ./cli-demo)
+#   examples/cli_usage.sh google/ddpm-cifar10-32                    # a Hub model (downloaded once, then cached)
 #
-# DDPM_CLI chooses how to call the tool (default: "ddpm"; "python -m ddpm" works too), DDPM_STEPS the step count.
+# With no arguments it runs offline on the bundled model. DDPM_CLI chooses how to call the tool (default: "ddpm";
+# "python -m ddpm" works too), DDPM_STEPS the step count.
 set -euo pipefail
 
-MODEL="${1:-${DDPM_MODEL:-google/ddpm-cifar10-32}}"
+if [[ "${1:-}" == -h || "${1:-}" == --help ]]; then
+    sed -n '2,8p' "$0" | cut -c3-
+    exit 0
+fi
+
+MODEL="${1:-${DDPM_MODEL:-ddpm-mnist}}"
 OUT="${2:-cli-demo}"
 DDPM="${DDPM_CLI:-ddpm}"
 STEPS="${DDPM_STEPS:-50}"

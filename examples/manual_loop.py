@@ -1,6 +1,7 @@
 """The denoising loop written out by hand: a UNet, a scheduler and ten lines, no pipeline.
 
-    python examples/manual_loop.py --model google/ddpm-cifar10-32 --steps 50 --out manual.png
+    python examples/manual_loop.py                                      # the bundled ddpm-mnist, offline
+    python examples/manual_loop.py --model google/ddpm-cifar10-32 --steps 50 --out manual.png   # a Hub model
 
 It then runs DDIMPipeline with the same seed and prints how far apart the two images are (zero: the pipeline runs
 exactly this loop).
@@ -18,14 +19,21 @@ from ddpm import DDIMPipeline, DDIMScheduler, UNet2DModel
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default=os.environ.get("DDPM_MODEL", "google/ddpm-cifar10-32"))
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], epilog="Hub model: --model google/ddpm-cifar10-32 (or DDPM_MODEL=...)"
+    )
+    parser.add_argument(
+        "--model",
+        default=os.environ.get("DDPM_MODEL", "ddpm-mnist"),
+        help="a Hub id, a local folder or a bundled model (default: $DDPM_MODEL, else the bundled ddpm-mnist)",
+    )
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="manual.png")
     args = parser.parse_args()
 
-    # The two parts. In the flat google/ddpm-* repos both live at the root; "unet/" and "scheduler/" are tried first.
+    # The two parts. ddpm-mnist keeps them in "unet/" and "scheduler/", as diffusers saves a pipeline; the flat
+    # google/ddpm-* repos keep both at the root, where from_pretrained looks next.
     unet = UNet2DModel.from_pretrained(args.model, subfolder="unet").eval()
     scheduler = DDIMScheduler.from_pretrained(args.model, subfolder="scheduler")
 

@@ -1,9 +1,10 @@
-"""A first run that needs no download: a tiny untrained UNet, five DDIM steps, one PNG.
+"""A first image in Python, offline: the bundled digit model, DDIM with 50 steps, one PNG.
 
-    python examples/quick_start.py                       # writes quick_start.png (noise-like: the UNet is untrained)
-    python examples/quick_start.py --model google/ddpm-cifar10-32 --steps 50   # a trained model instead
+    python examples/quick_start.py                                   # ddpm-mnist, shipped with ddpm: no download
+    python examples/quick_start.py --model google/ddpm-cifar10-32    # a Hub model (downloaded once, then cached)
+    DDPM_MODEL=google/ddpm-cifar10-32 python examples/quick_start.py # the same, for every example
 
-Everything here is the public API: build a ``UNet2DModel`` and a scheduler, put them in a pipeline, call it.
+Everything here is the public API: load a pipeline, call it with a seeded generator, save the image.
 """
 
 from __future__ import annotations
@@ -13,39 +14,27 @@ import os
 
 import torch
 
-from ddpm import DDIMPipeline, DDIMScheduler, UNet2DModel
-
-
-def tiny_unet() -> UNet2DModel:
-    """A 32x32 RGB UNet with every block type (plain, attention, mid-block attention) and random weights."""
-    torch.manual_seed(0)
-    return UNet2DModel(
-        sample_size=32,
-        in_channels=3,
-        out_channels=3,
-        block_out_channels=(32, 64),
-        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-        layers_per_block=1,
-        norm_num_groups=32,
-    )
+from ddpm import DDIMPipeline
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default=os.environ.get("DDPM_MODEL"), help="a Hub id or folder (default: tiny UNet)")
-    parser.add_argument("--steps", type=int, default=5)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], epilog="Hub model: --model google/ddpm-cifar10-32 (or DDPM_MODEL=...)"
+    )
+    parser.add_argument(
+        "--model",
+        default=os.environ.get("DDPM_MODEL", "ddpm-mnist"),
+        help="a Hub id, a local folder or a bundled model (default: $DDPM_MODEL, else the bundled ddpm-mnist)",
+    )
+    parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="quick_start.png")
     args = parser.parse_args()
 
-    if args.model:
-        pipe = DDIMPipeline.from_pretrained(args.model)
-    else:
-        pipe = DDIMPipeline(unet=tiny_unet().eval(), scheduler=DDIMScheduler())
+    pipe = DDIMPipeline.from_pretrained(args.model)
     image = pipe(num_inference_steps=args.steps, generator=torch.Generator("cpu").manual_seed(args.seed)).images[0]
     image.save(args.out)
-    print(f"saved a {image.size[0]}x{image.size[1]} image to {args.out}")
+    print(f"saved a {image.size[0]}x{image.size[1]} image from {args.model} to {args.out}")
 
 
 if __name__ == "__main__":

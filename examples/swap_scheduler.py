@@ -1,6 +1,7 @@
 """Sample the same seed with DDPM, DDIM and PNDM from one loaded pipeline, and save the three images side by side.
 
-    python examples/swap_scheduler.py --model google/ddpm-cifar10-32 --out schedulers.png
+    python examples/swap_scheduler.py                                   # the bundled ddpm-mnist, offline
+    python examples/swap_scheduler.py --model google/ddpm-cifar10-32 --out schedulers.png   # a Hub model
 
 A scheduler holds no weights, only its config, so swapping one is a single line:
 ``pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)``.
@@ -18,8 +19,14 @@ from ddpm import DDIMScheduler, DDPMPipeline, DDPMScheduler, PNDMScheduler, make
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default=os.environ.get("DDPM_MODEL", "google/ddpm-cifar10-32"))
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], epilog="Hub model: --model google/ddpm-cifar10-32 (or DDPM_MODEL=...)"
+    )
+    parser.add_argument(
+        "--model",
+        default=os.environ.get("DDPM_MODEL", "ddpm-mnist"),
+        help="a Hub id, a local folder or a bundled model (default: $DDPM_MODEL, else the bundled ddpm-mnist)",
+    )
     parser.add_argument("--ddpm-steps", type=int, default=1000, help="steps for DDPM (it needs all of them)")
     parser.add_argument("--steps", type=int, default=50, help="steps for DDIM and PNDM")
     parser.add_argument("--seed", type=int, default=0)

@@ -1421,6 +1421,47 @@ CASES: list[Case] = [
     # ====== issues 13/14 [newcomer]: a newcomer's first hour: Hub access, bundled names
     # (the [newcomer] cases go right below this block, in the order a user would meet them)
     # ------
+    Case(
+        "bundled-name-typo",
+        "missing files",
+        'a mistyped bundled model name: `DDPMPipeline.from_pretrained("ddpm-mnst")`',
+        lambda c: DDPMPipeline.from_pretrained("ddpm-mnst"),
+        CheckpointNotFoundError,
+        (
+            "'ddpm-mnst' is neither a bundled model nor a local folder; did you mean ddpm-mnist? "
+            "(bundled models: ddpm-mnist; a Hub id looks like google/ddpm-cifar10-32)",
+        ),
+    ),
+    Case(
+        "bundled-name-underscore",
+        "missing files",
+        '`UNet2DModel.from_pretrained("ddpm_mnist", subfolder="unet")` (an underscore for the dash)',
+        lambda c: UNet2DModel.from_pretrained("ddpm_mnist", subfolder="unet"),
+        CheckpointNotFoundError,
+        ("'ddpm_mnist' is neither a bundled model nor a local folder; did you mean ddpm-mnist?",),
+    ),
+    Case(
+        "cli-bundled-name-typo",
+        "missing files",
+        "`ddpm sample mnist` (the dataset's name for the model's)",
+        lambda c: run_cli(c, "sample", "mnist", "--out", "{tmp}/out", "--no-progress"),
+        None,
+        ("ddpm sample: error: 'mnist' is neither a bundled model nor a local folder; did you mean ddpm-mnist?",),
+    ),
+    Case(
+        "hub-unreachable",
+        "missing files",
+        "a Hub id that is not cached, with no network (name lookups fail) and HF_HUB_OFFLINE unset",
+        lambda c: _newcomer_without_network(
+            lambda: DDPMPipeline.from_pretrained("google/ddpm-cifar10-32", cache_dir=c.tmp)
+        ),
+        CheckpointNotFoundError,
+        (
+            "could not reach the Hugging Face Hub to get model_index.json of google/ddpm-cifar10-32, and it is not in "
+            "the cache ([Errno -2] Name or service not known); check the network, or set HF_HUB_OFFLINE=1 to use only "
+            "cached files",
+        ),
+    ),
 ]
 
 
@@ -1545,6 +1586,22 @@ def _files_save_failing(ctx: Ctx, exc: BaseException, where: str = "writer") -> 
         )
     with patch:
         return unet.save_pretrained(out, safe_serialization=safe)
+def _newcomer_without_network(load: Callable[[], Any]) -> Any:
+    """``load()`` as on a machine without network: HF_HUB_OFFLINE off and every name lookup failing (the time it
+    takes is checked in tests/project/test_hub_unreachable.py, in a fresh interpreter)."""
+    import socket
+
+    from huggingface_hub import constants
+
+    def no_dns(*args: object, **kwargs: object) -> Any:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    offline, getaddrinfo = constants.HF_HUB_OFFLINE, socket.getaddrinfo
+    constants.HF_HUB_OFFLINE, socket.getaddrinfo = False, no_dns
+    try:
+        return load()
+    finally:
+        constants.HF_HUB_OFFLINE, socket.getaddrinfo = offline, getaddrinfo
 
 
 # ---------------------------------------------------------------------------------------------- running a case

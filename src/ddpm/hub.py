@@ -4,13 +4,17 @@ This is the only module that talks to ``huggingface_hub``. Every ``from_pretrain
 :func:`require`, which raises when the file is missing) for the files it needs, one by one: ``subfolder`` first, then
 the repo root, so a Hub repo only ever downloads what is used (one weights file and the configs). It honours
 ``HF_HUB_OFFLINE``, ``HF_HUB_CACHE`` and ``local_files_only`` exactly as huggingface_hub does, and turns its
-exceptions into :class:`~ddpm.errors.CheckpointNotFoundError` messages that say what to do. A sharded checkpoint is
+exceptions into :class:`~ddpm.errors.CheckpointNotFoundError` messages that say what to do. When the Hub cannot be
+reached (no network, DNS failure, refused connection) and a file is not cached, that error comes at once, from one
+request, instead of after huggingface_hub's retries; a name close to a bundled model's gets "did you mean ...?"
+without asking the Hub at all. A sharded checkpoint is
 fetched the same way, its index and then each shard it lists; :func:`split_into_shards` groups tensors into shards on
 saving exactly as the Hub's own tools do.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,6 +31,7 @@ __all__ = [
     "HubOptions",
     "Located",
     "bundled_model_path",
+    "close_bundled_name",
     "find_file",
     "is_offline",
     "local_files",
@@ -42,6 +47,17 @@ BUNDLED_MODELS: dict[str, str] = {
     # 32x32 MNIST digits, 2.7 M parameters, trained with ddpm.training; its card: pretrained/ddpm-mnist/README.md
     "ddpm-mnist": "ddpm-mnist",
 }
+
+
+def close_bundled_name(name: str) -> str | None:
+    """The bundled model ``name`` is most likely a typo of (``ddpm-mnst``, ``ddpm_mnist``, ``mnist``), or ``None``.
+
+    Only names without a ``/`` qualify: ``org/name`` is a Hub id, whatever it looks like.
+    """
+    if "/" in name or "\\" in name:
+        return None
+    close = difflib.get_close_matches(name.lower(), list(BUNDLED_MODELS), n=1, cutoff=0.6)
+    return close[0] if close else None
 
 
 def bundled_model_path(name: str) -> Path | None:
@@ -85,6 +101,13 @@ def _local_root(repo_id_or_path: str | os.PathLike[str]) -> Path | None:
     # A Hub id is "name" or "org/name"; anything else that does not exist is a mistyped local path.
     if isinstance(repo_id_or_path, Path) or text.startswith((".", "/", "~")) or text.count("/") > 1 or "\\" in text:
         raise CheckpointNotFoundError(f"no such folder: {path}")
+    # A Hub id without an "org/" is a legacy name (gpt2, bert-base-uncased); one close to a bundled model's is a typo.
+    typo_of = close_bundled_name(text)
+    if typo_of is not None:
+        raise CheckpointNotFoundError(
+            f"{text!r} is neither a bundled model nor a local folder; did you mean {typo_of}? (bundled models: "
+            f"{', '.join(BUNDLED_MODELS)}; a Hub id looks like google/ddpm-cifar10-32)"
+        )
     return None
 
 
@@ -140,11 +163,12 @@ def locate(
             weights that must sit beside the config found there).
 
     Returns:
-        The file and the folder it was in, or ``None`` when it is in neither place (or, offline, not cached).
+        The file and the folder it was in, or ``None`` when it is in neither place (or, offline or with the Hub
+        unreachable, not in the cached copy of the repo).
 
     Raises:
         CheckpointNotFoundError: The repo does not exist, the revision does not exist, access is denied, or the
-            network failed; the message names the id.
+            network failed and the repo is not in the cache; the message names the id.
     """
     folders = [subfolder, None] if subfolder and root_fallback else [subfolder]
     root = _local_root(repo_id_or_path)
@@ -160,7 +184,7 @@ def locate(
             return Located(_download(str(repo_id_or_path), filename, folder, options), folder)
         except _NotInRepo as missing:
             unreachable = unreachable or missing.unreachable
-    if unreachable is not None:
+    if unreachable is not None and not _snapshot_is_cached(str(repo_id_or_path), options):
         raise CheckpointNotFoundError(
             f"could not reach the Hugging Face Hub to get {filename} of {repo_id_or_path}, and it is not in the cache "
             f"({unreachable}); check the network, or set HF_HUB_OFFLINE=1 to use only cached files"
@@ -211,6 +235,17 @@ def require_file(
     return require(repo_id_or_path, filename, subfolder, options, what=what).path
 
 
+def _snapshot_is_cached(repo_id: str, options: HubOptions) -> bool:
+    """True when the Hugging Face cache holds a copy of ``repo_id`` at the revision asked for (the cache's layout:
+    ``models--org--name/refs/<branch>`` naming a snapshot, or ``snapshots/<commit>``)."""
+    from huggingface_hub import constants
+
+    cache = Path(options.cache_dir or constants.HF_HUB_CACHE)
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    revision = options.revision or "main"
+    return (repo / "refs" / revision).is_file() or (repo / "snapshots" / revision).is_dir()
+
+
 class _NotInRepo(Exception):
     """``_download`` found no such file; ``unreachable`` holds the error when the Hub could not be asked."""
 
@@ -237,6 +272,8 @@ def _download(repo_id: str, filename: str, folder: str | None, options: HubOptio
     )
 
     try:
+        if not is_offline(options):
+            _ask_the_hub_unless_cached(repo_id, filename, folder, options)
         return Path(
             hf_hub_download(
                 repo_id,
@@ -267,6 +304,40 @@ def _download(repo_id: str, filename: str, folder: str | None, options: HubOptio
         ) from None
     except (HfHubHTTPError, OSError) as exc:
         raise CheckpointNotFoundError(f"could not download {filename} from {repo_id}: {exc}") from None
+
+
+#: HTTP statuses that mean "try again later" (timeout, rate limit, server errors), which huggingface_hub retries.
+_BUSY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+
+
+def _ask_the_hub_unless_cached(repo_id: str, filename: str, folder: str | None, options: HubOptions) -> None:
+    """Ask the Hub once, without retrying, about a file that is not cached: a failed connection ends the search here.
+
+    ``hf_hub_download`` retries an unanswered request for a file it has not cached five times over ~25 s, logging
+    each "Retrying in 1s/2s/4s/8s"; when the Hub cannot be reached at all (no network, DNS failure, refused
+    connection) that only delays the same error. One HEAD request without retries answers at once. A cached file
+    skips this: ``hf_hub_download`` then falls back to the cache on a failed connection without retrying.
+
+    Raises:
+        _NotInRepo: The Hub could not be reached (``unreachable`` holds why), or it says the file does not exist.
+        huggingface_hub.errors.HfHubHTTPError: The Hub answered with an error (no such repo, revision, access).
+    """
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url, try_to_load_from_cache
+    from huggingface_hub.errors import HfHubHTTPError
+
+    cache_dir = None if options.cache_dir is None else os.fspath(options.cache_dir)
+    path_in_repo = f"{folder}/{filename}" if folder else filename
+    if isinstance(try_to_load_from_cache(repo_id, path_in_repo, cache_dir, options.revision), str):
+        return
+    url = hf_hub_url(repo_id, filename, subfolder=folder, revision=options.revision)
+    try:
+        get_hf_file_metadata(url, token=options.token)
+    except HfHubHTTPError as exc:
+        if exc.response is not None and exc.response.status_code in _BUSY_STATUSES:
+            return  # the Hub is there but busy: hf_hub_download waits and retries
+        raise  # the Hub's answer (no such repo, file or revision; gated): the caller maps it
+    except Exception as exc:  # no answer at all (its type is the HTTP client's: DNS, connection, timeout, proxy)
+        raise _NotInRepo(exc) from None
 
 
 def split_into_shards(

@@ -1,4 +1,5 @@
-"""The documentation builds with ``mkdocs build --strict`` (every page in the nav, every API reference resolved)."""
+"""The documentation builds with ``mkdocs build --strict`` (every page in the nav, every API reference resolved, code
+highlighted), and the quickstart starts at the bundled model, whose first snippet runs as written."""
 
 from __future__ import annotations
 
@@ -35,3 +36,32 @@ def test_mkdocs_build_strict_passes(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     html = (tmp_path / "site" / "api" / "pipelines" / "index.html").read_text()
     assert "from_pretrained" in html and "num_inference_steps" in html  # the docstrings were rendered
+    code = (tmp_path / "site" / "quickstart" / "index.html").read_text()
+    assert '<div class="highlight"><pre>' in code and '<span class="kn">from</span>' in code  # Pygments-highlighted
+
+
+def _section(text: str, title: str) -> str:
+    start = text.index(f"\n## {title}\n")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end >= 0 else len(text)]
+
+
+@pytest.mark.parametrize("title", ["A first image", "Working offline"])
+def test_quickstart_starts_at_the_bundled_model(title: str):
+    """The first code of these sections uses ddpm-mnist, which works everywhere and offline; the Hub comes after."""
+    section = _section((ROOT / "docs" / "quickstart.md").read_text(), title)
+    first_python = section[section.index("```python") :]
+    assert first_python.index("ddpm-mnist") < first_python.find("google/") or "google/" not in first_python
+
+
+def test_quickstart_first_image_runs_as_written(tmp_path, monkeypatch):
+    """The first snippet of "A first image", verbatim (the bundled model, offline), writes its PNG."""
+    section = _section((ROOT / "docs" / "quickstart.md").read_text(), "A first image")
+    code = section[section.index("```python\n") + len("```python\n") :]
+    code = code[: code.index("```")]
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "quickstart.md", "exec"), {})
+    from PIL import Image
+
+    with Image.open(tmp_path / "digit.png") as img:
+        assert img.size == (32, 32)

@@ -1,4 +1,5 @@
-"""Every file in examples/ runs on a tiny model (made here) and produces what it promises."""
+"""Every file in examples/ runs with no arguments, offline, on the bundled model, and on a tiny model (made here)
+with its options; each produces what it promises."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import os
 import runpy
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -42,17 +44,67 @@ def _run_example(name: str, args: list[str], cwd: Path, monkeypatch, capsys) -> 
     return capsys.readouterr().out
 
 
-def test_every_example_has_a_test():
-    tested = {"model_card.py", "swap_scheduler.py", "manual_loop.py", "quick_start.py", "cli_usage.sh"}
-    assert {p.name for p in EXAMPLES.iterdir() if p.suffix in (".py", ".sh")} == tested
+#: What each example promises when run with no arguments, offline, on the bundled model: (command, check).
+NO_ARGUMENTS: dict[str, tuple[list[str], Callable[[Path, str], None]]] = {}
 
 
-def test_quick_start_builds_a_tiny_unet_and_saves_a_png(tmp_path):
-    # As the README runs it: a fresh interpreter, no arguments.
-    result = _run([sys.executable, str(EXAMPLES / "quick_start.py")], tmp_path)
-    with Image.open(tmp_path / "quick_start.png") as img:
-        assert img.size == (32, 32) and img.mode == "RGB" and np.asarray(img).std() > 1
-    assert "quick_start.png" in result.stdout
+def _png(path: Path, size: tuple[int, int]) -> None:
+    with Image.open(path) as img:
+        assert img.size == size and np.asarray(img).std() > 1, (img.size, path)  # an image, not a flat field
+
+
+def _no_arguments(name: str, check: Callable[[Path, str], None]) -> None:
+    command = ["bash", str(EXAMPLES / name)] if name.endswith(".sh") else ["python", str(EXAMPLES / name)]
+    NO_ARGUMENTS[name] = (command, check)
+
+
+_no_arguments("quick_start.py", lambda cwd, out: _png(cwd / "quick_start.png", (32, 32)))
+_no_arguments("manual_loop.py", lambda cwd, out: _png(cwd / "manual.png", (32, 32)))
+_no_arguments("model_card.py", lambda cwd, out: _png(cwd / "ddpm_generated_image.png", (32, 32)))
+_no_arguments("swap_scheduler.py", lambda cwd, out: _png(cwd / "schedulers.png", (3 * 32, 32)))
+_no_arguments(
+    "cli_usage.sh",
+    lambda cwd, out: _png(cwd / "cli-demo" / "ddim-grid.png", (3 * 32, 3 * 32)),  # 8 images on a 3x3 grid
+)
+#: A minute or two each on a busy 2-core CPU: 1000 DDPM steps, or 16 images in three runs of the CLI (PNDM in bf16).
+SLOW = {"model_card.py", "swap_scheduler.py", "cli_usage.sh"}
+#: The bound for one example with no arguments on 2 shared CPU cores (the slow ones took 85-105 s at load 4).
+EXAMPLE_TIMEOUT_S = 300
+
+
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=[pytest.mark.slow] if n in SLOW else []) for n in sorted(NO_ARGUMENTS)]
+)
+def test_example_runs_offline_with_no_arguments(name: str, tmp_path: Path, blocked_network_env: dict[str, str]):
+    """As a newcomer runs it (``python examples/<name>``, ``ddpm`` from PATH), the network blocked and the HF cache
+    empty: it uses the bundled ddpm-mnist and never the Hub."""
+    command, check = NO_ARGUMENTS[name]
+    result = subprocess.run(
+        command, cwd=tmp_path, env=blocked_network_env, capture_output=True, text=True, timeout=EXAMPLE_TIMEOUT_S
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    check(tmp_path, result.stdout)
+
+
+def test_every_example_runs_with_no_arguments():
+    assert set(NO_ARGUMENTS) == {p.name for p in EXAMPLES.iterdir() if p.suffix in (".py", ".sh")}
+
+
+@pytest.mark.parametrize("name", sorted(NO_ARGUMENTS))
+def test_example_says_how_to_use_a_hub_model(name: str, tmp_path: Path, monkeypatch, capsys):
+    """The docstring (or the script's header) and ``--help`` name the bundled default and how to use a Hub model."""
+    text = (EXAMPLES / name).read_text()
+    if name.endswith(".sh"):
+        header = text[: text.index("set -euo")]
+        help_text = _run(["bash", str(EXAMPLES / name), "--help"], tmp_path).stdout
+    else:
+        header = text[: text.index('"""', 3)]
+        with pytest.raises(SystemExit) as exit_:
+            _run_example(name, ["--help"], tmp_path, monkeypatch, capsys)
+        assert exit_.value.code in (0, None)
+        help_text = capsys.readouterr().out
+    for said in (header, help_text):
+        assert "ddpm-mnist" in said and "google/ddpm-" in said, said
 
 
 def test_quick_start_accepts_a_model(tiny_repo, tmp_path, monkeypatch, capsys):
