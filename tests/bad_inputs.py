@@ -1586,6 +1586,8 @@ def _files_save_failing(ctx: Ctx, exc: BaseException, where: str = "writer") -> 
         )
     with patch:
         return unet.save_pretrained(out, safe_serialization=safe)
+
+
 def _newcomer_without_network(load: Callable[[], Any]) -> Any:
     """``load()`` as on a machine without network: HF_HUB_OFFLINE off and every name lookup failing (the time it
     takes is checked in tests/project/test_hub_unreachable.py, in a fresh interpreter)."""

@@ -123,7 +123,7 @@ def local_files(repo_id_or_path: str | os.PathLike[str], subfolder: str | None =
     if root is None:
         return None
     folder = root / subfolder if subfolder else root
-    return sorted(p.name for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
+    return sorted(p.name for p in folder.iterdir() if not p.is_dir()) if folder.is_dir() else []
 
 
 @dataclass(frozen=True)
@@ -175,7 +175,9 @@ def locate(
     if root is not None:
         for folder in folders:
             path = root / folder / filename if folder else root / filename
-            if path.is_file():
+            # Anything but a folder counts as present: a FIFO or device named like the file is then refused by
+            # the reader (ddpm.io.open_regular), which says what it is, instead of being reported as missing.
+            if path.exists() and not path.is_dir():
                 return Located(path, folder)
         return None
     unreachable: Exception | None = None
