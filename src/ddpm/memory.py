@@ -26,6 +26,7 @@ __all__ = [
     "UNetShape",
     "available_bytes",
     "check_fits",
+    "check_sampling_fits",
     "format_bytes",
     "memory_limit",
     "parse_bytes",
@@ -211,3 +212,37 @@ def sampling_bytes(config: UNetShape, batch_size: int, height: int, width: int, 
     unet = (skips + peak_level) * size
     loop = _LOOP_TENSORS * config.in_channels * height * width * 4
     return _FIXED + math.ceil(_MARGIN * batch_size * (unet + loop))
+
+
+def check_sampling_fits(
+    config: UNetShape,
+    batch_size: int,
+    height: int,
+    width: int,
+    dtype: torch.dtype,
+    *,
+    lower: str,
+    device: torch.device | str | None = None,
+) -> None:
+    """Refuse to sample a batch whose :func:`sampling_bytes` estimate exceeds :func:`memory_limit`.
+
+    Args:
+        config: The UNet's config.
+        batch_size: Images per call.
+        height: Image height in pixels.
+        width: Image width in pixels.
+        dtype: The UNet's dtype.
+        lower: How to lower the request, in the caller's terms (``"use a smaller --batch-size"``).
+        device: Where the sampling runs.
+
+    Raises:
+        ResourceLimitError: The batch would not fit; the message says ``sampling a batch of N images of HxW``, the
+            estimate, the limit and ``lower``.
+    """
+    images = f"{batch_size} image{'' if batch_size == 1 else 's'}"
+    check_fits(
+        sampling_bytes(config, batch_size, height, width, dtype),
+        what=f"sampling a batch of {images} of {height}x{width}",
+        lower=lower,
+        device=device,
+    )
