@@ -119,8 +119,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # all, so no traceback unless --verbose asks for it. Anything else is a bug and propagates with its traceback.
         if args.verbose:
             raise
-        plain = isinstance(exc, OSError) and type(exc) in _PLAIN_OS_ERRORS
-        message = _os_error(exc) if isinstance(exc, OSError) and plain else str(exc)
+        plain = isinstance(exc, OSError) and type(exc) in _PLAIN_OS_ERRORS  # not ddpm's own, which say more
+        message = _os_error(exc) if plain and isinstance(exc, OSError) else str(exc)
         print(f"ddpm {args.command}: error: {message}", file=sys.stderr)
         return 1
 
