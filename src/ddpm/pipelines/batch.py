@@ -79,9 +79,12 @@ def is_whole_image(path: Path, size: tuple[int, int]) -> bool | None:
         info = os.stat(path)
     except FileNotFoundError:
         return None
-    if not stat.S_ISREG(info.st_mode):  # open_regular names the kind of file; it is not ours to remove
-        with open_regular(path, what="image file", error=OverwriteError):
-            pass
+    if not stat.S_ISREG(info.st_mode):  # not ours to remove, and never opened (a FIFO would block)
+        mode = info.st_mode
+        kind = "a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a socket or device"
+        raise OverwriteError(
+            f"{path} is {kind}, not an image file; remove it (the image is then made there) or use another folder"
+        )
     if info.st_size == 0:
         return False
     try:
