@@ -91,7 +91,11 @@ def test_a_failed_run_writes_nothing_so_the_corrected_run_starts(tiny_repo, tmp_
     monkeypatch.setenv(LIMIT_ENV, "1MB")
     assert _sample(tiny_repo, "--out", str(out), "--batch-size", "64", "--num-images", "64") == 1  # too big
     assert "use a smaller --batch-size" in capsys.readouterr().err
+    assert _sample(tiny_repo, "--out", str(out), "--steps", "5000") == 1  # more steps than the model has timesteps
+    assert "use at most 1000" in capsys.readouterr().err
     assert not out.exists()
+    out.mkdir()
+    (out / MANIFEST_NAME).write_text(json.dumps({"model": "x", "seed": 7}))  # a manifest without images mixes nothing
     monkeypatch.delenv(LIMIT_ENV)
     assert _sample(tiny_repo, "--out", str(out), "--scheduler", "ddpm") == 0  # other settings than the typo run
 

@@ -221,12 +221,17 @@ def default_out(settings: dict[str, Any]) -> Path:
     return DEFAULT_OUT_ROOT / "-".join(parts)
 
 
+def _has_images(out: Path) -> bool:
+    """Whether ``out`` holds at least one file named like the images ``ddpm sample`` writes."""
+    return any(IMAGE_NAME.fullmatch(entry.name) for entry in os.scandir(out))
+
+
 def _recorded_diffs(out: Path, settings: dict[str, Any]) -> list[str]:
     """The settings that differ from those recorded in ``out``'s manifest (none when there is no manifest)."""
     from ..config import read_json
 
     path = out / MANIFEST_NAME
-    if not path.exists():
+    if not path.exists() or not _has_images(out):  # a manifest without images mixes nothing: it is rewritten
         return []
     recorded = {**MANIFEST_DEFAULTS, **read_json(path)}
     return [f"{k}: {recorded.get(k)!r} -> {v!r}" for k, v in settings.items() if recorded.get(k) != v]
@@ -260,8 +265,7 @@ def _start(out: Path, settings: dict[str, Any], overwrite: bool) -> int:
                     path.unlink()
                     deleted += 1
             (out / MANIFEST_NAME).unlink(missing_ok=True)
-        if not (out / MANIFEST_NAME).exists():
-            atomic_write_text(out / MANIFEST_NAME, json.dumps(settings, indent=2, sort_keys=True) + "\n")
+        atomic_write_text(out / MANIFEST_NAME, json.dumps(settings, indent=2, sort_keys=True) + "\n")
     except OSError as exc:
         raise ValueError(
             f"cannot write to --out {out}: {exc.strerror or exc}; choose a folder you can write to"
@@ -357,6 +361,7 @@ def run(args: argparse.Namespace) -> int:
     with dist.joined(device):
         main_process = dist.is_main
         pipe = _load(args, model, device, DTYPES[dtype_name])
+        pipe.scheduler.set_timesteps(settings["steps"])  # refuses a step count the sampler cannot take (too many...)
         per_process = -(-args.num_images // dist.world_size)
         check_batch_fits(pipe, min(args.batch_size, per_process), lower="use a smaller --batch-size")
         # The run can start: only now is anything written.
