@@ -320,7 +320,8 @@ def _check_arguments(args: argparse.Namespace, steps: int) -> None:
 
 
 def _progress_printer(total: int) -> Any:
-    """An ``on_batch`` callback that prints ``N/total images`` lines (the progress report when stderr is a log)."""
+    """An ``on_batch`` callback that prints ``N/total images made`` lines (the progress report when stderr is a log;
+    ``total``: this process's share)."""
     done = [0]
 
     def report(batch: list[int]) -> None:
@@ -344,7 +345,7 @@ def _load(args: argparse.Namespace, model: str, device: torch.device, dtype: tor
 def run(args: argparse.Namespace) -> int:
     """Generate the images ``ddpm sample`` was asked for; returns the exit status."""
     model = resolve_model(args.model)
-    from ..pipelines.batch import check_batch_fits, sample_to_folder
+    from ..pipelines.batch import check_batch_fits, sample_to_folder, shard_indices
 
     dist = Distributed()
     device = resolve_device(args.device, dist.local_rank)
@@ -385,7 +386,9 @@ def run(args: argparse.Namespace) -> int:
             rank=dist.rank,
             world_size=dist.world_size,
             progress=tty,
-            on_batch=_progress_printer(args.num_images) if show and not tty else None,
+            on_batch=_progress_printer(len(shard_indices(args.num_images, dist.rank, dist.world_size)))
+            if show and not tty
+            else None,
             on_remade=lambda path: print(
                 f"ddpm sample: note: {path} is empty or truncated (from an interrupted run?); making it again",
                 file=sys.stderr,
