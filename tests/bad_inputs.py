@@ -1415,6 +1415,66 @@ CASES: list[Case] = [
     # ====== issues 13/14 [cli]: the ddpm command: sample reruns, arguments, outputs
     # (the [cli] cases go right below this block, in the order a user would meet them)
     # ------
+    Case(
+        "sample-out-is-a-file",
+        "ddpm sample",
+        "`--out` names an existing file",
+        _steps(lambda c: (c.tmp / "f.png").write_bytes(b"x"), lambda c: _cli_sample(c, "--out", "{tmp}/f.png")),
+        None,
+        ("--out {tmp}/f.png is a file, not a folder", "give a folder"),
+    ),
+    Case(
+        "sample-out-unwritable",
+        "ddpm sample",
+        "`--out` in a folder that cannot be written",
+        lambda c: _cli_unwritable_out(c),
+        None,
+        ("cannot write to --out {tmp}/out", "choose a folder you can write to"),
+    ),
+    Case(
+        "sample-seed-past-the-last",
+        "ddpm sample",
+        "`--seed 2**63-2 --num-images 3`: seeds past 2**63-1",
+        lambda c: _cli_sample(c, "--seed", str(2**63 - 2), "--num-images", "3"),
+        None,
+        ("needs seeds up to 9223372036854775808, above 2**63-1", "use --seed 9223372036854775805 or less"),
+    ),
+    Case(
+        "sample-batch-over-memory",
+        "ddpm sample",
+        "`--num-images 1000000 --batch-size 1000000` (limit 1 GiB)",
+        lambda c: _cli_with_env("DDPM_MEMORY_LIMIT", "1GiB", "--num-images", "1000000", "--batch-size", "1000000")(c),
+        None,
+        ("sampling a batch of 1000000 images of 16x16 needs about", "use a smaller --batch-size"),
+    ),
+    Case(
+        "sample-other-settings",
+        "ddpm sample",
+        "rerun into `--out` with another `--seed`",
+        _steps(lambda c: _cli_sample(c), lambda c: _cli_sample(c, "--seed", "1")),
+        None,
+        ("{tmp}/out holds images made with other settings (seed: 0 -> 1)", "add --overwrite", "use another --out"),
+    ),
+    Case(
+        "sample-fifo-image",
+        "ddpm sample",
+        "a FIFO named `000001.png` in `--out`",
+        _steps(
+            lambda c: _cli_sample(c),
+            lambda c: os.mkfifo(c.tmp / "out/000001.png"),
+            lambda c: _cli_sample(c, "--num-images", "2"),
+        ),
+        None,
+        ("{tmp}/out/000001.png is a FIFO, not an image file; remove it", "or use another folder"),
+    ),
+    Case(
+        "sample-non-finite-output",
+        "ddpm sample",
+        "the UNet outputs NaN (a NaN weight, an fp16 overflow)",
+        lambda c: _cli_nan_unet(c),
+        None,
+        ("non-finite values (NaN or infinity) for images 000000.png to 000001.png", "no PNG was written", "weights"),
+    ),
     # ====== issues 13/14 [train]: training and evaluation: run folders, data, interrupts, faults
     # (the [train] cases go right below this block, in the order a user would meet them)
     # ------
@@ -1604,6 +1664,48 @@ def _newcomer_without_network(load: Callable[[], Any]) -> Any:
         return load()
     finally:
         constants.HF_HUB_OFFLINE, socket.getaddrinfo = offline, getaddrinfo
+def _cli_sample(ctx: Ctx, *argv: str) -> tuple[int, str]:
+    """``ddpm sample {repo} --steps 5 --no-progress --out {tmp}/out <argv>`` (``--out`` unless argv gives one)."""
+    out = () if "--out" in argv else ("--out", "{tmp}/out")
+    return run_cli(ctx, "sample", "{repo}", "--steps", "5", "--no-progress", *out, *argv)
+
+
+def _cli_with_env(name: str, value: str, *argv: str) -> Callable[[Ctx], tuple[int, str]]:
+    def run(ctx: Ctx) -> tuple[int, str]:
+        old = os.environ.get(name)
+        os.environ[name] = value
+        try:
+            return _cli_sample(ctx, *argv)
+        finally:
+            os.environ.pop(name) if old is None else os.environ.__setitem__(name, old)
+
+    return run
+
+
+def _cli_nan_unet(ctx: Ctx) -> tuple[int, str]:
+    """Every UNet output gets one NaN (as a NaN weight, or an fp16 overflow, would give)."""
+    forward = UNet2DModel.forward
+
+    def nan_forward(self: Any, *args: Any, **kwargs: Any) -> Any:
+        out = forward(self, *args, **kwargs)
+        out[0][0, 0, 0, 0] = float("nan")
+        return out
+
+    UNet2DModel.forward = nan_forward  # type: ignore[method-assign]
+    try:
+        return _cli_sample(ctx, "--num-images", "2")
+    finally:
+        UNet2DModel.forward = forward  # type: ignore[method-assign]
+
+
+def _cli_unwritable_out(ctx: Ctx) -> tuple[int, str]:
+    """Simulated (the suite may run as root, which writes anywhere): ``os.access`` says the folder is not writable."""
+    access = os.access
+    os.access = lambda *args, **kwargs: False
+    try:
+        return _cli_sample(ctx)
+    finally:
+        os.access = access
 
 
 # ---------------------------------------------------------------------------------------------- running a case

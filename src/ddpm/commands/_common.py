@@ -8,14 +8,17 @@ from __future__ import annotations
 import argparse
 import math
 import os
+from collections.abc import Callable
 
 __all__ = [
     "MAX_SEED",
     "MAX_THREADS",
     "add_model_argument",
+    "at_most",
     "finite_float",
     "int_list",
     "non_negative",
+    "plural",
     "positive",
     "positive_seconds",
     "resolve_model",
@@ -29,14 +32,17 @@ MAX_SEED = 2**63 - 1
 MAX_THREADS = 1024
 
 
-def add_model_argument(parser: argparse.ArgumentParser) -> None:
-    """The positional MODEL: a Hub id, a local folder, or a bundled model's short name."""
+def add_model_argument(
+    parser: argparse.ArgumentParser, omitted: str = "the bundled model, when this installation has one"
+) -> None:
+    """The positional MODEL: a Hub id, a local folder, or a bundled model's short name; ``omitted`` says what the
+    command does without it."""
     parser.add_argument(
         "model",
         nargs="?",
         metavar="MODEL",
         help="a Hugging Face Hub id (google/ddpm-cifar10-32), a local pipeline folder, or a bundled model name "
-        "(default: the bundled model, when this installation has one)",
+        f"(default: {omitted})",
     )
 
 
@@ -75,10 +81,23 @@ def non_negative(text: str) -> int:
     return value
 
 
+def at_most(limit: int) -> Callable[[str], int]:
+    """The option type of an integer from 1 to ``limit`` (the option's help says why the limit)."""
+
+    def bounded(text: str) -> int:
+        value = positive(text)
+        if value > limit:
+            raise argparse.ArgumentTypeError(f"must be at most {limit:,}, got {value:,}")
+        return value
+
+    bounded.__name__ = "positive"  # argparse's "invalid positive value: 'x'" for a non-integer
+    return bounded
+
+
 def positive_seconds(text: str) -> float:
-    """A number of seconds > 0 (not nan)."""
+    """A finite number of seconds > 0 (nan and inf refused)."""
     value = float(text)
-    if not value > 0:  # also rejects nan
+    if not (value > 0 and math.isfinite(value)):  # also rejects nan
         raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
     return value
 
@@ -118,3 +137,8 @@ def threads(text: str) -> int:
             f"must be from 1 to {MAX_THREADS}, got {value} (this machine has {os.cpu_count()} CPUs)"
         )
     return value
+
+
+def plural(count: int, noun: str) -> str:
+    """``"1 image"``, ``"2 images"``, ``"1,000 images"``: a count with its noun for messages."""
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"

@@ -2,7 +2,8 @@
 
 Only the small JSON files are read (and downloaded, for a Hub id not yet cached, unless offline). The weights file is
 looked up in the cache or folder but never downloaded, and the parameter count comes from building the UNet on
-PyTorch's ``meta`` device, which allocates no memory.
+PyTorch's ``meta`` device, which allocates no memory. With no MODEL it lists the models bundled with this
+installation (name, size, parameters, one line from each card) and the schedulers ``ddpm sample`` offers.
 """
 
 from __future__ import annotations
@@ -13,13 +14,15 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ._common import add_model_argument, resolve_model
+from ._common import add_model_argument
 
 NAME = "info"
 HELP = "show a model's config, parameter count, scheduler and files (works offline on cached models)"
 
 EXAMPLES = """\
 examples:
+  ddpm info                                     (the bundled models and the schedulers)
+  ddpm info ddpm-mnist
   ddpm info google/ddpm-cifar10-32
   HF_HUB_OFFLINE=1 ddpm info google/ddpm-ema-celebahq-256 --json
 """
@@ -30,7 +33,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         NAME, help=HELP, description=HELP, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    add_model_argument(parser)
+    add_model_argument(parser, omitted="list the bundled models and the schedulers")
     parser.add_argument("--revision", default=None, help="Hub branch, tag or commit")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     return parser
@@ -137,8 +140,54 @@ def _text(info: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _card_line(folder: Path) -> str:
+    """The first sentence of a bundled model's card (its README.md), or an empty string."""
+    from ..errors import ConfigError
+    from ..io import open_regular
+
+    try:
+        with open_regular(folder / "README.md", what="model card", max_bytes=1 << 20, error=ConfigError) as f:
+            text = f.read().decode("utf-8", errors="replace")
+    except ConfigError:
+        return ""
+    paragraph = " ".join(next((p for p in text.split("\n\n") if p.strip() and not p.startswith("#")), "").split())
+    return paragraph.split(". ")[0].rstrip(".") + "." if paragraph else ""
+
+
+def bundled() -> dict[str, Any]:
+    """The bundled models (name, bytes on disk, parameters, description, folder) and the scheduler names."""
+    from ..hub import BUNDLED_MODELS, bundled_model_path
+    from ..schedulers import SCHEDULERS
+
+    models = []
+    for name in BUNDLED_MODELS:
+        folder = bundled_model_path(name)
+        if folder is None or not folder.is_dir():
+            continue
+        size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+        params = describe(name)["unet"]["parameters"]
+        models.append(
+            {"name": name, "bytes": size, "parameters": params, "description": _card_line(folder), "path": str(folder)}
+        )
+    return {"bundled_models": models, "schedulers": list(SCHEDULERS)}
+
+
+def _bundled_text(listing: dict[str, Any]) -> str:
+    lines = ["bundled models (ddpm info NAME for details; ddpm sample NAME to sample):"]
+    if not listing["bundled_models"]:
+        lines.append("  (none in this installation; give a Hub id such as google/ddpm-cifar10-32 or a folder)")
+    for m in listing["bundled_models"]:
+        lines.append(f"  {m['name']}  {_size(m['bytes'])}, {m['parameters']:,} parameters  {m['description']}")
+    lines.append(f"schedulers (ddpm sample --scheduler): {', '.join(listing['schedulers'])}")
+    return "\n".join(lines)
+
+
 def run(args: argparse.Namespace) -> int:
     """Print what ``ddpm info`` reports; returns the exit status."""
-    info = describe(resolve_model(args.model), revision=args.revision)
+    if args.model is None:
+        listing = bundled()
+        print(json.dumps(listing, indent=2) if args.json else _bundled_text(listing))
+        return 0
+    info = describe(args.model, revision=args.revision)
     print(json.dumps(info, indent=2) if args.json else _text(info))
     return 0

@@ -4,7 +4,13 @@ Image ``i`` is drawn from its own CPU generator seeded ``seed + i``. With a gene
 and every noise draw of a stochastic scheduler come from that generator alone, so image ``i`` is the same whatever
 batch it lands in, however many processes share the work, and on any device (up to floating-point differences
 between devices). Each image is written as ``<folder>/<i:06d>.png`` atomically, so a killed run leaves only whole
-files, and a rerun skips the images that already exist.
+files, and a rerun skips the images that already exist and are whole PNGs (an empty or truncated file, e.g. from a
+disk that filled up or a tool that wrote in place, is made again).
+
+Nothing grows with the number of images: the indices are walked lazily and only one batch's generators exist at a
+time. Before the first batch the batch's memory is checked (:func:`ddpm.memory.check_sampling_fits`), and each
+batch's final sample is checked once for NaN or infinity, so a broken model or an fp16 overflow stops the run with
+a message instead of writing black images.
 
 With ``world_size`` processes, process ``rank`` makes the images with ``i % world_size == rank``.
 """
@@ -12,16 +18,31 @@ With ``world_size`` processes, process ``rank`` makes the images with ``i % worl
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import stat
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from ..image_processing import save_image
+from ..errors import OverwriteError
+from ..image_processing import postprocess, save_image
+from ..io import open_regular
+from ..memory import check_sampling_fits
 from .pipeline import DiffusionPipeline
 
-__all__ = ["SampleReport", "image_path", "sample_to_folder", "shard_indices"]
+__all__ = [
+    "MAX_SEED",
+    "SampleReport",
+    "check_batch_fits",
+    "image_path",
+    "is_whole_image",
+    "sample_to_folder",
+    "shard_indices",
+]
+
+#: The largest seed of a CPU generator here; image ``i`` uses ``seed + i``, which must not pass it.
+MAX_SEED = 2**63 - 1
 
 
 def image_path(folder: str | os.PathLike[str], index: int) -> Path:
@@ -29,8 +50,8 @@ def image_path(folder: str | os.PathLike[str], index: int) -> Path:
     return Path(folder) / f"{index:06d}.png"
 
 
-def shard_indices(num_images: int, rank: int = 0, world_size: int = 1) -> list[int]:
-    """The image indices process ``rank`` of ``world_size`` is responsible for (round-robin).
+def shard_indices(num_images: int, rank: int = 0, world_size: int = 1) -> range:
+    """The image indices process ``rank`` of ``world_size`` is responsible for (round-robin), as a lazy ``range``.
 
     Raises:
         ValueError: ``num_images`` < 0, ``world_size`` < 1, or ``rank`` outside ``[0, world_size)``.
@@ -39,20 +60,87 @@ def shard_indices(num_images: int, rank: int = 0, world_size: int = 1) -> list[i
         raise ValueError(f"num_images must be >= 0, got {num_images}")
     if world_size < 1 or not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
-    return list(range(rank, num_images, world_size))
+    return range(rank, num_images, world_size)
+
+
+def is_whole_image(path: Path, size: tuple[int, int]) -> bool | None:
+    """Whether ``path`` is a whole PNG of ``size`` (width, height): ``None`` when there is no file, ``False`` when
+    it is empty, truncated, damaged or of another size (made again by a rerun).
+
+    The check is cheap: Pillow reads the header and walks the chunks to ``IEND`` checking their CRCs
+    (``Image.verify``), without decoding the pixels.
+
+    Raises:
+        OverwriteError: ``path`` is not a regular file (a folder, FIFO, socket or device named like an image).
+    """
+    from PIL import Image
+
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return None
+    if not stat.S_ISREG(info.st_mode):  # not ours to remove, and never opened (a FIFO would block)
+        mode = info.st_mode
+        kind = "a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a socket or device"
+        raise OverwriteError(
+            f"{path} is {kind}, not an image file; remove it (the image is then made there) or use another folder"
+        )
+    if info.st_size == 0:
+        return False
+    try:
+        with open_regular(path, what="image file", error=OverwriteError) as f, Image.open(f) as img:
+            if img.format != "PNG" or img.size != size:
+                return False
+            img.verify()
+    except OverwriteError:
+        raise
+    except Exception:  # Pillow raises OSError, SyntaxError, EOFError, ValueError...: not a whole PNG either way
+        return False
+    return True
+
+
+def check_batch_fits(pipe: DiffusionPipeline, batch_size: int, *, lower: str = "use a smaller batch_size") -> None:
+    """Refuse a ``batch_size`` whose sampling would not fit in memory on ``pipe``'s device, before any allocation.
+
+    Raises:
+        ResourceLimitError: The estimate (:func:`ddpm.memory.sampling_bytes`) exceeds the limit.
+    """
+    _, _, height, width = pipe._sample_shape(batch_size)
+    check_sampling_fits(pipe.unet.config, batch_size, height, width, pipe.dtype, lower=lower, device=pipe.device)
 
 
 @dataclass
 class SampleReport:
-    """What ``sample_to_folder`` did in this process.
+    """What ``sample_to_folder`` did in this process (counts only, so it stays small for any number of images).
 
     Attributes:
-        written: Files written by this call, in index order.
-        skipped: Indices of this shard that were already on disk.
+        written: Images written by this call.
+        skipped: Images of this shard that were already on disk, whole.
+        remade: Images whose file was there but empty, truncated or damaged, and that were made again (also counted
+            in ``written``).
     """
 
-    written: list[Path] = field(default_factory=list)
-    skipped: list[int] = field(default_factory=list)
+    written: int = 0
+    skipped: int = 0
+    remade: int = 0
+
+
+def _non_finite_error(pipe: DiffusionPipeline, batch: list[int]) -> FloatingPointError:
+    first, last = image_path("", batch[0]).name, image_path("", batch[-1]).name
+    if pipe.dtype == torch.float16:
+        cause = (
+            "the UNet runs in float16, whose range (65504) large activations overflow: use bfloat16 or float32 "
+            "(ddpm sample --dtype bf16 or --dtype fp32)"
+        )
+    else:
+        cause = (
+            f"the UNet runs in {str(pipe.dtype).removeprefix('torch.')}, so its weights are most likely not finite "
+            "(NaN or infinity) or the model diverged in training: load a good copy of the weights"
+        )
+    return FloatingPointError(
+        f"the model produced non-finite values (NaN or infinity) for images {first} to {last}, so no PNG was written "
+        f"for them; {cause}"
+    )
 
 
 def sample_to_folder(
@@ -68,6 +156,7 @@ def sample_to_folder(
     world_size: int = 1,
     progress: bool = True,
     on_batch: Callable[[list[int]], None] | None = None,
+    on_remade: Callable[[Path], None] | None = None,
 ) -> SampleReport:
     """Generate images ``0 .. num_images-1`` (this process's share of them) into ``folder`` as PNG files.
 
@@ -75,49 +164,84 @@ def sample_to_folder(
         pipe: The pipeline to sample with, already on its device and dtype.
         folder: Where the PNGs go (created if needed).
         num_images: The total number of images across all processes.
-        batch_size: Images per pipeline call; affects speed and memory only, not the images.
+        batch_size: Images per pipeline call; affects speed and memory only, not the images. A batch never holds
+            more images than this process makes.
         seed: Image ``i`` uses a CPU generator seeded ``seed + i``.
         num_inference_steps: Steps per image (default: the pipeline's default).
         eta: DDIM's η, passed to each call (``None`` keeps the scheduler's).
         rank: This process's rank.
         world_size: The number of processes sharing the work.
-        progress: Show a progress bar over images.
+        progress: Show a progress bar over images (one bar; the pipeline's own step bar is up to its config).
         on_batch: Called with the indices of each batch after its files are written.
+        on_remade: Called with the path of each existing file that is not a whole PNG, before it is made again.
 
     Returns:
-        A ``SampleReport`` of files written and indices skipped.
+        A ``SampleReport`` of images written, skipped and made again.
 
     Raises:
-        ValueError: ``batch_size`` < 1, ``num_images`` < 0, a bad rank, or a negative ``seed``.
+        ValueError: ``batch_size`` < 1, ``num_images`` < 0, a bad rank, a negative ``seed``, or
+            ``seed + num_images - 1`` above ``MAX_SEED``.
+        ResourceLimitError: A batch would not fit in memory (checked before the first one).
+        FloatingPointError: A batch's final sample holds NaN or infinity; the message names the likely cause, and
+            no file of that batch is written.
+        OverwriteError: A folder, FIFO or other non-regular file has the name of an image.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     if seed < 0:
         raise ValueError(f"seed must be >= 0, got {seed}")
+    if num_images > 0 and seed + num_images - 1 > MAX_SEED:
+        raise ValueError(
+            f"seed {seed} with {num_images} images needs seeds up to {seed + num_images - 1}, above the largest "
+            f"generator seed 2**63-1; use a smaller seed"
+        )
+    shard = shard_indices(num_images, rank, world_size)
+    batch_size = min(batch_size, max(len(shard), 1))
+    check_batch_fits(pipe, batch_size)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    _, _, height, width = pipe._sample_shape(1)
     report = SampleReport()
-    todo: list[int] = []
-    for i in shard_indices(num_images, rank, world_size):
-        (report.skipped if image_path(folder, i).exists() else todo).append(i)
+
+    def todo() -> Iterator[list[int]]:
+        """The missing images of the shard in batches, found lazily (only one batch of indices at a time)."""
+        batch: list[int] = []
+        for i in shard:
+            whole = is_whole_image(image_path(folder, i), (width, height))
+            if whole:
+                report.skipped += 1
+                bar.update(1)
+                continue
+            if whole is False:
+                report.remade += 1
+                if on_remade is not None:
+                    on_remade(image_path(folder, i))
+            batch.append(i)
+            if len(batch) == batch_size:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
 
     from tqdm.auto import tqdm
 
     # Only pass disable=True: leaving it unset lets TQDM_DISABLE and tqdm's other environment settings apply.
     bar_options = {} if progress else {"disable": True}
-    with tqdm(total=len(todo), unit="img", desc="images", **bar_options) as bar:
-        for start in range(0, len(todo), batch_size):
-            batch = todo[start : start + batch_size]
+    with tqdm(total=len(shard), unit="img", desc="images", **bar_options) as bar:
+        for batch in todo():
             generators = [torch.Generator("cpu").manual_seed(seed + i) for i in batch]
-            images = pipe(
+            latents = pipe(
                 batch_size=len(batch),
                 generator=generators,
                 num_inference_steps=num_inference_steps,
                 eta=eta,
-                output_type="pil",
-            )[0]  # the images (``[0]`` types for both of the call's return types)
-            for i, image in zip(batch, images):
-                report.written.append(save_image(image, image_path(folder, i)))
+                output_type="latent",
+            )[0]  # the final sample (``[0]`` types for both of the call's return types)
+            if not bool(torch.isfinite(latents).all()):  # once per batch: one device sync
+                raise _non_finite_error(pipe, batch)
+            for i, image in zip(batch, postprocess(latents, "pil")):
+                save_image(image, image_path(folder, i))
+            report.written += len(batch)
             bar.update(len(batch))
             if on_batch is not None:
                 on_batch(batch)

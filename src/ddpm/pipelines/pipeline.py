@@ -37,6 +37,7 @@ import torch
 from .. import hub
 from ..fast import FastSamplingOptions, UNetRunner, running_dtype
 from ..image_processing import check_output_type, numpy_to_pil, postprocess
+from ..memory import check_sampling_fits
 from ..mixins import PushToHubMixin
 from ..models import UNet2DModel
 from ..models.loading import DEFAULT_MAX_SHARD_SIZE, resolve_device_map
@@ -402,8 +403,20 @@ class DiffusionPipeline(PushToHubMixin):
                 whose length is not ``batch_size``, a CUDA generator for a CPU pipeline, ``eta`` for a scheduler
                 without it, or an unknown callback tensor name.
             FloatingPointError: ``check_finite=True`` and a step produced NaN or infinity.
+            ResourceLimitError: The batch would need more memory than :func:`ddpm.memory.memory_limit` allows
+                (:func:`ddpm.memory.check_sampling_fits`); nothing was allocated.
         """
         steps = self._check_call_inputs(batch_size, generator, num_inference_steps, output_type)
+        _, _, height, width = self._sample_shape(batch_size)  # refuse a batch that cannot fit before drawing noise
+        check_sampling_fits(
+            self.unet.config,
+            batch_size,
+            height,
+            width,
+            self.dtype,
+            lower="use a smaller batch_size (with one generator per image, the images do not depend on it)",
+            device=self.device,
+        )
         on_step_end = StepEnd.for_call(callback, callback_on_step_end, callback_on_step_end_tensor_inputs, check_finite)
         with self._scheduler_overrides(eta=eta, use_clipped_model_output=use_clipped_model_output):
             sample = self._denoise(batch_size, generator, steps, on_step_end)
