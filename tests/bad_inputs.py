@@ -1664,6 +1664,8 @@ def _newcomer_without_network(load: Callable[[], Any]) -> Any:
         return load()
     finally:
         constants.HF_HUB_OFFLINE, socket.getaddrinfo = offline, getaddrinfo
+
+
 def _cli_sample(ctx: Ctx, *argv: str) -> tuple[int, str]:
     """``ddpm sample {repo} --steps 5 --no-progress --out {tmp}/out <argv>`` (``--out`` unless argv gives one)."""
     out = () if "--out" in argv else ("--out", "{tmp}/out")
