@@ -88,7 +88,7 @@ def test_other_settings_in_an_explicit_out_offer_overwrite_which_deletes_only_dd
 def test_a_failed_run_writes_nothing_so_the_corrected_run_starts(tiny_repo, tmp_path, capsys, monkeypatch):
     out = tmp_path / "out"
     assert main(["sample", str(tmp_path / "no-such-model"), "--out", str(out)]) == 1  # a typo
-    monkeypatch.setenv(LIMIT_ENV, "1MB")
+    monkeypatch.setenv(LIMIT_ENV, "10MiB")  # the model (about 3 MiB) fits, a batch of 64 does not
     assert _sample(tiny_repo, "--out", str(out), "--batch-size", "64", "--num-images", "64") == 1  # too big
     assert "use a smaller --batch-size" in capsys.readouterr().err
     assert _sample(tiny_repo, "--out", str(out), "--steps", "5000") == 1  # more steps than the model has timesteps
