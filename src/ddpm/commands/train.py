@@ -57,7 +57,13 @@ _TRAINING_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--ema-max-decay", "ema_max_decay", finite_float, "EMA decay ceiling, below 1 (0.999 short runs, 0.9999 long)"),
     ("--ema-power", "ema_power", finite_float, "EMA warm-up exponent: decay = 1 - (1 + n/inv_gamma)^-power"),
     ("--ema-inv-gamma", "ema_inv_gamma", finite_float, "EMA warm-up time scale in steps"),
-    ("--precision", "precision", str, "auto (bf16 where supported); fp16 needs CUDA (with grad scaling)"),
+    (
+        "--precision",
+        "precision",
+        str,
+        "auto: bf16 where the hardware computes it (GPUs, CPUs with AVX512-BF16/AMX), else fp32 (fp16 on older "
+        "GPUs); fp16 needs CUDA (with grad scaling)",
+    ),
     ("--seed", "seed", seed, "seed of the initial weights, data order, noise and timesteps (0 to 2**32-1)"),
     ("--log-every", "log_every", positive, "steps between lines of OUT/log.jsonl (and the loss average shown)"),
     ("--sample-every", "sample_every", non_negative, "steps between sample grids in OUT/samples (0: at the end only)"),
@@ -281,6 +287,10 @@ def _new_run(args: argparse.Namespace) -> tuple[Any, Any, TrainingConfig, dict[s
     return unet, noise_scheduler, config, {"data": data, "resolution": resolution, "color": color}
 
 
+def _steps(n: int) -> str:
+    return "step" if n == 1 else f"{n} steps"
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``ddpm train`` with parsed ``args``; returns the exit code."""
     from ..training import Trainer, TrainingInterrupted, load_training_data
@@ -317,7 +327,7 @@ def run(args: argparse.Namespace) -> int:
         return 130
     if trainer.dist.is_main:
         print(
-            f"step {result['step']}: mean loss over the last {result['loss_steps']} steps {result['loss']:.4f}, "
+            f"step {result['step']}: mean loss over the last {_steps(int(result['loss_steps']))} {result['loss']:.4f}, "
             f"{result['elapsed_seconds'] / 60:.1f} min in total; pipeline saved to {out}",
             file=sys.stderr,
         )

@@ -81,8 +81,9 @@ class TrainingConfig(ConfigBase):
         ema_inv_gamma: EMA warm-up time scale (see :mod:`ddpm.training.ema`).
         ema_power: EMA warm-up exponent.
         precision: ``"bf16"`` autocast (CPU and CUDA), ``"fp16"`` autocast with a gradient scaler (CUDA only),
-            ``"fp32"``, or ``"auto"`` (bf16 where the device supports it, else fp32). The loss is always computed
-            in float32 and the weights stay float32.
+            ``"fp32"``, or ``"auto"`` (bf16 where the hardware computes it: CUDA GPUs that support it, CPUs with
+            AVX512-BF16 or AMX; fp16 on older GPUs; else fp32, since emulated bf16 is ~3x slower than fp32). The
+            loss is always computed in float32 and the weights stay float32.
         channels_last: Force channels-last activations on every device. The UNet already runs channels-last on
             CPUs; on CUDA it runs in the standard layout, because PyTorch's CUDA GroupNorm has no channels-last kernel.
         random_flip: Flip training images left-right with probability 1/2 (off for digits).
