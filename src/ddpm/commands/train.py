@@ -309,9 +309,11 @@ def run(args: argparse.Namespace) -> int:
     trainer = Trainer(unet, noise_scheduler, dataset, config, out, device=args.device)
     if trainer.dist.is_main:
         from ..io import atomic_write_text
+        from ..training.trainer import write_guard
 
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "data.json", json.dumps(data_info) + "\n")
+        with write_guard(out / "data.json", "the run's data settings"):
+            out.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(out / "data.json", json.dumps(data_info) + "\n")
         n_params = sum(p.numel() for p in unet.parameters())
         print(
             f"training {n_params / 1e6:.2f} M parameters on {len(dataset)} images ({data_info['data']}), "

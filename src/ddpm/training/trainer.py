@@ -74,6 +74,7 @@ __all__ = [
     "prepare_run_folder",
     "save_pipeline_folder",
     "step_generator",
+    "write_guard",
 ]
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -268,9 +269,15 @@ def _first_line(exc: BaseException) -> str:
 
 
 @contextlib.contextmanager
-def _writing(path: Path, what: str) -> Iterator[None]:
+def write_guard(path: Path, what: str) -> Iterator[None]:
     """Turn an ``OSError`` of writing ``what`` at ``path`` (disk full, permission denied) into a TrainingError that
-    names the path and the remedy. Errors that are already DDPMErrors (``ddpm.io``'s own) pass unchanged."""
+    names the path and the remedy. Errors that are already DDPMErrors (``ddpm.io``'s own) pass unchanged.
+
+    Example::
+
+        with write_guard(out / "data.json", "the run's data settings"):
+            atomic_write_text(out / "data.json", text)
+    """
     try:
         yield
     except DDPMError:
@@ -449,7 +456,7 @@ def prepare_run_folder(out: str | os.PathLike[str], *, resume: bool = False, ove
         )
     is_run = any((out / name).exists() for name in _RUN_FILES)
     try:
-        with _writing(out, "the run folder"):
+        with write_guard(out, "the run folder"):
             check_save_folder(
                 out, what="a training run", owned={}, foreign={} if is_run else _SAVED_MODEL_FILES, overwrite=overwrite
             )
@@ -637,9 +644,9 @@ class Trainer:
         """
         if self.dist.is_main:
             state = self.state_dict()
-            with _writing(self.out_dir, "the pipeline folder"):
+            with write_guard(self.out_dir, "the pipeline folder"):
                 self.save_pipeline(self.out_dir)
-            with _writing(self.checkpoint_path, "the training checkpoint"):
+            with write_guard(self.checkpoint_path, "the training checkpoint"):
                 atomic_write(self.checkpoint_path, lambda tmp: _torch_save(state, tmp))
         self.dist.barrier()
 
@@ -809,7 +816,7 @@ class Trainer:
             if resume:
                 self.load_checkpoint()
             if self.dist.is_main:
-                with _writing(self.out_dir, "the run folder"):
+                with write_guard(self.out_dir, "the run folder"):
                     self.out_dir.mkdir(parents=True, exist_ok=True)
                     self._truncate_log(resume)
                     cfg.save_json(self.out_dir)
@@ -912,11 +919,11 @@ class Trainer:
                     }
                     window_loss, window_steps, window_t = 0.0, 0, now
                     if self.dist.is_main:
-                        with _writing(log_path, "the training log"), open(log_path, "a", encoding="utf-8") as f:
+                        with write_guard(log_path, "the training log"), open(log_path, "a", encoding="utf-8") as f:
                             f.write(json.dumps(record) + "\n")
                 sample_due = cfg.sample_every and self.step % cfg.sample_every == 0
                 if self.dist.is_main and not interrupted and (done or sample_due):
-                    with _writing(self.out_dir / "samples", "the sample grids"):
+                    with write_guard(self.out_dir / "samples", "the sample grids"):
                         self._save_samples()
                 if done or due_time or (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0):
                     self.save_checkpoint()
