@@ -1566,9 +1566,9 @@ CASES: list[Case] = [
         _steps(lambda c: _trained(c), lambda c: _train_disk_full(c)),
         TrainingError,
         (
-            "cannot write the training checkpoint {tmp}/run/checkpoint.pt: no space left on the device (the disk is "
-            "full)",
-            "then continue with --resume",
+            "cannot write the training checkpoint: cannot save {tmp}/run/checkpoint.pt: No space left on device",
+            "the disk holding {tmp}/run is full",
+            "Then continue the run with --resume",
         ),
     ),
     Case(
@@ -1833,6 +1833,8 @@ def _cli_unwritable_out(ctx: Ctx) -> tuple[int, str]:
         return _cli_sample(ctx)
     finally:
         os.access = access
+
+
 def _train_edit_checkpoint(ctx: Ctx, entry: str, value: Any) -> None:
     """Set one entry of ``<tmp>/run/checkpoint.pt`` to ``value``."""
     path = ctx.tmp / "run" / "checkpoint.pt"

@@ -98,9 +98,9 @@ def test_disk_full_while_writing_the_checkpoint_keeps_the_previous_one(
     with pytest.raises(TrainingError) as info:
         tiny_trainer(tmp_path, max_steps=4).train(resume=True)
     message = str(info.value)
-    assert f"cannot write the training checkpoint {tmp_path / CHECKPOINT_NAME}" in message
-    assert ("the disk is full" if isinstance(failure, OSError) else "is the disk full?") in message
-    assert "continue with --resume" in message and "\n" not in message
+    assert f"cannot write the training checkpoint: cannot save {tmp_path / CHECKPOINT_NAME}" in message
+    assert (f"the disk holding {tmp_path} is full" if isinstance(failure, OSError) else "is the disk full?") in message
+    assert "continue the run with --resume" in message and "\n" not in message
     assert (tmp_path / CHECKPOINT_NAME).read_bytes() == before  # nothing partial replaced it
     assert not list(tmp_path.glob(".*.tmp")), "the temporary file must be removed"
 
@@ -116,7 +116,9 @@ def test_cli_disk_full_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert _train("--data", str(data), "--out", str(out), "--steps", "1", *TINY, *QUIET) == 1
     err = capsys.readouterr().err
     last = err.splitlines()[-1]  # after the line that says what is being trained
-    assert last.startswith(f"ddpm train: error: cannot write the training checkpoint {out / CHECKPOINT_NAME}: no space")
+    assert last.startswith(
+        f"ddpm train: error: cannot write the training checkpoint: cannot save {out / CHECKPOINT_NAME}: No space left"
+    )
     assert "Traceback" not in err
     assert not (out / CHECKPOINT_NAME).exists()
 
@@ -137,7 +139,7 @@ def test_cli_out_that_is_a_file_or_not_writable_is_one_line(
     out = tmp_path / "locked" / "run"
     assert _train("--data", str(data), "--out", str(out), *TINY, *QUIET) == 1
     err = capsys.readouterr().err
-    assert err.startswith(f"ddpm train: error: cannot write the run folder {out}: Permission denied.")
+    assert err.startswith(f"ddpm train: error: cannot write the run folder: cannot save {out}: permission denied")
     assert err.count("\n") == 1
 
 

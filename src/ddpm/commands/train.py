@@ -311,7 +311,7 @@ def run(args: argparse.Namespace) -> int:
         from ..io import atomic_write_text
         from ..training.trainer import write_guard
 
-        with write_guard(out / "data.json", "the run's data settings"):
+        with write_guard(out / "data.json", "the run's data settings", resumable=False):
             out.mkdir(parents=True, exist_ok=True)
             atomic_write_text(out / "data.json", json.dumps(data_info) + "\n")
         n_params = sum(p.numel() for p in unet.parameters())

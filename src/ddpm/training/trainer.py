@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import errno
 import json
 import logging
 import math
@@ -51,8 +50,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import DDPMError
-from ..io import atomic_write, atomic_write_text, open_regular
+from ..errors import DDPMError, SaveError
+from ..io import atomic_write, atomic_write_text, open_regular, save_error
 from ..models import UNet2DModel
 from ..runtime import DTYPES, Distributed, resolve_device
 from ..schedulers import Scheduler
@@ -269,9 +268,13 @@ def _first_line(exc: BaseException) -> str:
 
 
 @contextlib.contextmanager
-def write_guard(path: Path, what: str) -> Iterator[None]:
-    """Turn an ``OSError`` of writing ``what`` at ``path`` (disk full, permission denied) into a TrainingError that
-    names the path and the remedy. Errors that are already DDPMErrors (``ddpm.io``'s own) pass unchanged.
+def write_guard(path: Path, what: str, *, resumable: bool = True) -> Iterator[None]:
+    """Turn a failure to write ``what`` at ``path`` (disk full, permission denied...) into a one-line TrainingError.
+
+    The cause is classified once, by :func:`ddpm.io.save_error` (ddpm.io's atomic writers raise its
+    :class:`~ddpm.errors.SaveError` themselves; a plain ``OSError`` from a direct write is classified here), and the
+    message adds what a training run needs: continue it with ``--resume`` (when ``resumable``: not for what is written
+    before the run starts). Other DDPMErrors pass unchanged.
 
     Example::
 
@@ -280,14 +283,13 @@ def write_guard(path: Path, what: str) -> Iterator[None]:
     """
     try:
         yield
+    except SaveError as exc:
+        raise TrainingError(f"cannot write {what}: {exc}. Then continue the run with --resume") from exc
     except DDPMError:
         raise
     except OSError as exc:
-        reason = "no space left on the device (the disk is full)" if exc.errno == errno.ENOSPC else None
-        reason = reason or (exc.strerror if exc.strerror else _first_line(exc))
         raise TrainingError(
-            f"cannot write {what} {path}: {reason}. Files written before are unchanged (the last checkpoint "
-            "included); free disk space or fix the folder's permissions, then continue with --resume"
+            f"cannot write {what}: {save_error(path, exc)}. Then continue the run with --resume"
         ) from exc
 
 
@@ -456,7 +458,7 @@ def prepare_run_folder(out: str | os.PathLike[str], *, resume: bool = False, ove
         )
     is_run = any((out / name).exists() for name in _RUN_FILES)
     try:
-        with write_guard(out, "the run folder"):
+        with write_guard(out, "the run folder", resumable=False):
             check_save_folder(
                 out, what="a training run", owned={}, foreign={} if is_run else _SAVED_MODEL_FILES, overwrite=overwrite
             )
