@@ -152,4 +152,4 @@ def test_cli_usage_script_runs(tiny_repo, tmp_path):
     )  # PNDM needs 4
     assert sorted(p.name for p in (tmp_path / "demo" / "ddim").glob("*.png")) == [f"{i:06d}.png" for i in range(12)]
     assert (tmp_path / "demo" / "ddim-grid.png").is_file()
-    assert len(list((tmp_path / "demo" / "pndm-bf16").glob("*.png"))) == 4
+    assert len(list((tmp_path / "demo" / "pndm-fast").glob("*.png"))) == 4
