@@ -23,6 +23,7 @@ __all__ = [
     "positive_seconds",
     "resolve_model",
     "seed",
+    "set_threads",
     "threads",
 ]
 
@@ -142,3 +143,11 @@ def threads(text: str) -> int:
 def plural(count: int, noun: str) -> str:
     """``"1 image"``, ``"2 images"``, ``"1,000 images"``: a count with its noun for messages."""
     return f"{count:,} {noun}{'' if count == 1 else 's'}"
+
+
+def set_threads(count: int | None) -> None:
+    """Apply a ``--threads`` option: torch's intra-op thread count, unless ``count`` is None (torch's choice)."""
+    if count is not None:
+        import torch
+
+        torch.set_num_threads(count)

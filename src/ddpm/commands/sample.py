@@ -34,6 +34,7 @@ from ._common import (
     positive_seconds,
     resolve_model,
     seed,
+    set_threads,
     threads,
 )
 
@@ -345,7 +346,7 @@ def _load(args: argparse.Namespace, model: str, device: torch.device, dtype: tor
 def run(args: argparse.Namespace) -> int:
     """Generate the images ``ddpm sample`` was asked for; returns the exit status."""
     model = resolve_model(args.model)
-    from ..pipelines.batch import check_batch_fits, sample_to_folder, shard_indices
+    from ..pipelines.batch import sample_to_folder, shard_indices
 
     dist = Distributed()
     device = resolve_device(args.device, dist.local_rank)
@@ -354,17 +355,14 @@ def run(args: argparse.Namespace) -> int:
     _check_arguments(args, settings["steps"])
     out: Path = args.out.expanduser() if args.out is not None else default_out(settings)
     _check_out(out, settings, args.overwrite)
-    if args.threads is not None:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
 
     with dist.joined(device):
         main_process = dist.is_main
         pipe = _load(args, model, device, DTYPES[dtype_name])
         pipe.scheduler.set_timesteps(settings["steps"])  # refuses a step count the sampler cannot take (too many...)
         per_process = -(-args.num_images // dist.world_size)
-        check_batch_fits(pipe, min(args.batch_size, per_process), lower="use a smaller --batch-size")
+        pipe.check_batch_fits(min(args.batch_size, per_process), lower="use a smaller --batch-size")
         # The run can start: only now is anything written.
         if main_process:
             deleted = _start(out, settings, args.overwrite)

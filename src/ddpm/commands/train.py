@@ -18,7 +18,7 @@ from typing import Any
 
 from ..errors import DDPMError
 from ..training.config import PRECISIONS, ModelSpec, TrainingConfig
-from ._common import finite_float, int_list, non_negative, positive, seed, threads
+from ._common import finite_float, int_list, non_negative, plural, positive, seed, set_threads, threads
 
 __all__ = ["add_parser", "run"]
 
@@ -287,10 +287,6 @@ def _new_run(args: argparse.Namespace) -> tuple[Any, Any, TrainingConfig, dict[s
     return unet, noise_scheduler, config, {"data": data, "resolution": resolution, "color": color}
 
 
-def _steps(n: int) -> str:
-    return "step" if n == 1 else f"{n} steps"
-
-
 def run(args: argparse.Namespace) -> int:
     """Run ``ddpm train`` with parsed ``args``; returns the exit code."""
     from ..training import Trainer, TrainingInterrupted, load_training_data
@@ -298,10 +294,7 @@ def run(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     out: Path = args.out
-    if getattr(args, "threads", None) is not None:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    set_threads(getattr(args, "threads", None))
     # What --out holds decides what may happen (resume, refuse, replace) before any model or data is loaded.
     prepare_run_folder(out, resume=args.resume, overwrite=args.overwrite)
     unet, noise_scheduler, config, data_info = (_resumed_run if args.resume else _new_run)(args)
@@ -328,8 +321,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"{stop}; continue with --resume: ddpm train --out {out} --resume", file=sys.stderr)
         return 130
     if trainer.dist.is_main:
+        window = plural(int(result["loss_steps"]), "step")
         print(
-            f"step {result['step']}: mean loss over the last {_steps(int(result['loss_steps']))} {result['loss']:.4f}, "
+            f"step {result['step']}: mean loss over the last {window} {result['loss']:.4f}, "
             f"{result['elapsed_seconds'] / 60:.1f} min in total; pipeline saved to {out}",
             file=sys.stderr,
         )

@@ -8,7 +8,7 @@ files, and a rerun skips the images that already exist and are whole PNGs (an em
 disk that filled up or a tool that wrote in place, is made again).
 
 Nothing grows with the number of images: the indices are walked lazily and only one batch's generators exist at a
-time. Before the first batch the batch's memory is checked (:func:`ddpm.memory.check_sampling_fits`), and each
+time. Before the first batch the batch's memory is checked (:meth:`DiffusionPipeline.check_batch_fits`), and each
 batch's final sample is checked once for NaN or infinity, so a broken model or an fp16 overflow stops the run with
 a message instead of writing black images.
 
@@ -28,13 +28,11 @@ import torch
 from ..errors import OverwriteError
 from ..image_processing import postprocess, save_image
 from ..io import open_regular
-from ..memory import check_sampling_fits
 from .pipeline import DiffusionPipeline
 
 __all__ = [
     "MAX_SEED",
     "SampleReport",
-    "check_batch_fits",
     "image_path",
     "is_whole_image",
     "sample_to_folder",
@@ -97,16 +95,6 @@ def is_whole_image(path: Path, size: tuple[int, int]) -> bool | None:
     except Exception:  # Pillow raises OSError, SyntaxError, EOFError, ValueError...: not a whole PNG either way
         return False
     return True
-
-
-def check_batch_fits(pipe: DiffusionPipeline, batch_size: int, *, lower: str = "use a smaller batch_size") -> None:
-    """Refuse a ``batch_size`` whose sampling would not fit in memory on ``pipe``'s device, before any allocation.
-
-    Raises:
-        ResourceLimitError: The estimate (:func:`ddpm.memory.sampling_bytes`) exceeds the limit.
-    """
-    _, _, height, width = pipe._sample_shape(batch_size)
-    check_sampling_fits(pipe.unet.config, batch_size, height, width, pipe.dtype, lower=lower, device=pipe.device)
 
 
 @dataclass
@@ -197,7 +185,7 @@ def sample_to_folder(
         )
     shard = shard_indices(num_images, rank, world_size)
     batch_size = min(batch_size, max(len(shard), 1))
-    check_batch_fits(pipe, batch_size)
+    pipe.check_batch_fits(batch_size, lower="use a smaller batch_size")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     _, _, height, width = pipe._sample_shape(1)

@@ -307,6 +307,26 @@ class DiffusionPipeline(PushToHubMixin):
         during the current call."""
         return self._interrupt
 
+    def check_batch_fits(
+        self,
+        batch_size: int,
+        *,
+        lower: str = "use a smaller batch_size (with one generator per image, the images do not depend on it)",
+    ) -> None:
+        """Refuse a ``batch_size`` whose sampling would not fit in memory on this pipeline's device, before any
+        allocation. ``__call__`` runs it first; callers that prepare a batch (generators, files) can run it earlier.
+
+        Args:
+            batch_size: Images sampled at once.
+            lower: How to lower the request, for the message.
+
+        Raises:
+            ResourceLimitError: The estimate (:func:`ddpm.memory.sampling_bytes`) exceeds
+                :func:`ddpm.memory.memory_limit`.
+        """
+        _, _, height, width = self._sample_shape(batch_size)
+        check_sampling_fits(self.unet.config, batch_size, height, width, self.dtype, lower=lower, device=self.device)
+
     # ------------------------------------------------------------------ sampling
     @overload
     def __call__(
@@ -407,16 +427,7 @@ class DiffusionPipeline(PushToHubMixin):
                 (:func:`ddpm.memory.check_sampling_fits`); nothing was allocated.
         """
         steps = self._check_call_inputs(batch_size, generator, num_inference_steps, output_type)
-        _, _, height, width = self._sample_shape(batch_size)  # refuse a batch that cannot fit before drawing noise
-        check_sampling_fits(
-            self.unet.config,
-            batch_size,
-            height,
-            width,
-            self.dtype,
-            lower="use a smaller batch_size (with one generator per image, the images do not depend on it)",
-            device=self.device,
-        )
+        self.check_batch_fits(batch_size)  # before any noise is drawn
         on_step_end = StepEnd.for_call(callback, callback_on_step_end, callback_on_step_end_tensor_inputs, check_finite)
         with self._scheduler_overrides(eta=eta, use_clipped_model_output=use_clipped_model_output):
             sample = self._denoise(batch_size, generator, steps, on_step_end)
