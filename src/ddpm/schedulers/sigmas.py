@@ -1,0 +1,58 @@
+"""σ-space: the noise levels that DPM-Solver++, UniPC, Euler and Heun step between, defined once.
+
+A variance-preserving (VP) diffusion x_t = sqrt(ᾱ_t) x_0 + sqrt(1 - ᾱ_t) ε is, after dividing by sqrt(ᾱ_t), the
+variance-exploding process x_t / sqrt(ᾱ_t) = x_0 + σ_t ε with
+
+    σ_t = sqrt((1 - ᾱ_t) / ᾱ_t)                                   (Karras et al. 2022, "EDM", Table 1, VP column)
+
+and the half log signal-to-noise ratio of DPM-Solver (Lu et al. 2022, Sec. 3.1) is λ_t = log(α_t / σ'_t) = -log σ_t,
+with α_t = sqrt(ᾱ_t) and σ'_t = sqrt(1 - ᾱ_t). Schedulers in σ-space pick noise levels, not training timesteps;
+the UNet still needs a timestep, found by interpolating log σ between the two training timesteps around it.
+
+Every function takes and returns numpy arrays and keeps their dtype (float32 where the schedule is the float32
+ᾱ that diffusers' schedulers use, so that the values agree to the last bit; float64 otherwise).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["alpha_sigma_from_sigma", "karras_sigmas", "sigmas_from_alphas_cumprod", "timesteps_from_sigmas"]
+
+
+def sigmas_from_alphas_cumprod(alphas_cumprod: np.ndarray) -> np.ndarray:
+    """σ_t = sqrt((1 - ᾱ_t) / ᾱ_t) for every training timestep t (shape (T,), increasing with t)."""
+    return ((1 - alphas_cumprod) / alphas_cumprod) ** 0.5
+
+
+def karras_sigmas(sigma_min: float, sigma_max: float, num_inference_steps: int, rho: float = 7.0) -> np.ndarray:
+    """The n noise levels of Karras et al. 2022, Eq. (5), largest first (float64, shape (n,)):
+
+        σ_i = (σ_max^(1/ρ) + i / (n - 1) · (σ_min^(1/ρ) - σ_max^(1/ρ)))^ρ,   i = 0, ..., n - 1
+
+    ρ = 7 spends more steps at low noise. With n = 1 the single level is σ_max.
+    """
+    ramp = np.linspace(0, 1, num_inference_steps)
+    top, bottom = sigma_max ** (1 / rho), sigma_min ** (1 / rho)
+    return (top + ramp * (bottom - top)) ** rho
+
+
+def timesteps_from_sigmas(sigmas: np.ndarray, log_training_sigmas: np.ndarray) -> np.ndarray:
+    """The fractional training timestep of each σ: log σ interpolated linearly between neighbouring timesteps.
+
+    ``log_training_sigmas`` is log σ_t for t = 0..T-1 (increasing). A σ below σ_0 maps to 0 and one above σ_{T-1}
+    to T-1 (the interpolation weight is clipped); σ = 0 is treated as 1e-10. Returns the same shape as ``sigmas``.
+    """
+    log_sigma = np.log(np.maximum(sigmas, 1e-10))
+    last = log_training_sigmas.shape[0] - 2
+    # lower neighbour: the last training timestep whose log σ is at most log σ (at most T-2, so that t+1 exists)
+    below = np.clip((log_training_sigmas[:, None] <= log_sigma[None, :]).sum(axis=0) - 1, 0, last)
+    low, high = log_training_sigmas[below], log_training_sigmas[below + 1]
+    weight = np.clip((low - log_sigma) / (low - high), 0, 1)
+    return ((1 - weight) * below + weight * (below + 1)).reshape(np.shape(sigmas))
+
+
+def alpha_sigma_from_sigma(sigma: float) -> tuple[float, float]:
+    """(α_t, σ'_t) = (1 / sqrt(1 + σ²), σ / sqrt(1 + σ²)): the VP scale and noise level of a VE noise level σ."""
+    alpha = 1 / (sigma**2 + 1) ** 0.5
+    return alpha, sigma * alpha
