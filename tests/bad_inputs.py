@@ -1647,6 +1647,30 @@ CASES: list[Case] = [
             "cached files",
         ),
     ),
+    # ====== issues 15-17 [dpm]: DPMSolverMultistepScheduler: configs, step counts
+    # (the [dpm] cases go right below this block)
+    # ------
+    # ====== issues 15-17 [unipc]: UniPCMultistepScheduler: configs, step counts
+    # (the [unipc] cases go right below this block)
+    # ------
+    # ====== issues 15-17 [euler]: Euler, Euler ancestral, Heun: configs, step counts
+    # (the [euler] cases go right below this block)
+    # ------
+    # ====== issues 15-17 [samplers]: --scheduler names, sample defaults, the quality benchmark
+    # (the [samplers] cases go right below this block)
+    # ------
+    # ====== issues 15-17 [repaint]: inpainting: RePaint, ddpm inpaint
+    # (the [repaint] cases go right below this block)
+    # ------
+    # ====== issues 15-17 [img2img]: image-to-image: SDEdit, ddpm edit
+    # (the [img2img] cases go right below this block)
+    # ------
+    # ====== issues 15-17 [inversion]: DDIM inversion and interpolation, ddpm interpolate
+    # (the [inversion] cases go right below this block)
+    # ------
+    # ====== issues 15-17 [cpu]: the CPU fast path: dtype defaults
+    # (the [cpu] cases go right below this block)
+    # ------
 ]
 
 

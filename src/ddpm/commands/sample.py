@@ -22,42 +22,28 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..fast import COMPILE_MODES
-from ..runtime import DEVICES, DTYPES, Distributed, resolve_device
-from ..schedulers import SCHEDULERS
-from ._common import (
-    add_model_argument,
-    at_most,
-    finite_float,
-    plural,
-    positive,
-    positive_seconds,
-    resolve_model,
-    seed,
-    set_threads,
-    threads,
+from ..runtime import DTYPES, Distributed, resolve_device
+from ._common import add_model_argument, at_most, plural, positive, resolve_model, set_threads
+from ._sampling import (
+    MIN_USEFUL_STEPS,
+    add_sampler_options,
+    default_steps,
+    fast_dtype_name,
+    load_pipeline,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
-    import torch
-
-    from ..pipelines import DiffusionPipeline
+    pass
 
 NAME = "sample"
 HELP = "generate images into a folder (one PNG per image, resumable, shardable with torchrun)"
 
-#: The sampler and step count of a bare ``ddpm sample``: on the bundled model, DDIM-50 meets every quality target of
-#: docs/evaluation.md at 0.18 s/image, against 3.0 s for DDPM-1000.
-DEFAULT_SCHEDULER = "ddim"
 #: The folder that holds the per-settings output folders when ``--out`` is not given.
 DEFAULT_OUT_ROOT = Path("samples")
 #: The most ``--num-images``: 200 times the 50,000 an FID needs; more is a typo (and years of work on a CPU).
 MAX_NUM_IMAGES = 10_000_000
 #: The most ``--grid-size``: a grid of more than 32 x 32 images is too small to look at.
 MAX_GRID_SIZE = 1024
-#: Fewer steps than this give blurred or noisy images with every sampler (``--steps 1`` with DDIM returns the
-#: starting noise: its one timestep is t=0); a warning says so.
-MIN_USEFUL_STEPS = 5
 
 EXAMPLES = f"""\
 examples:
@@ -80,8 +66,6 @@ On a busy or shared machine, --threads 1 or 2 is often faster than torch's defau
 
 #: The file in the output folder that records the settings the images were made with.
 MANIFEST_NAME = "ddpm_sample.json"
-#: ``--scheduler`` values: the short names of the scheduler registry.
-SCHEDULER_CHOICES: tuple[str, ...] = tuple(SCHEDULERS)
 #: At most this many images go into ``--grid`` unless ``--grid-size`` says otherwise.
 DEFAULT_GRID_SIZE = 64
 #: Values assumed for settings that manifests written by earlier versions do not record.
@@ -97,19 +81,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     add_model_argument(parser)
     parser.add_argument(
-        "--scheduler",
-        choices=SCHEDULER_CHOICES,
-        default=DEFAULT_SCHEDULER,
-        help=f"sampler (default: {DEFAULT_SCHEDULER}, 50 steps; see below)",
-    )
-    parser.add_argument(
-        "--steps",
-        type=positive,
-        default=None,
-        metavar="N",
-        help=f"denoising steps (default: 1000 for ddpm, 50 otherwise; fewer than {MIN_USEFUL_STEPS} gives noise)",
-    )
-    parser.add_argument(
         "--num-images",
         type=at_most(MAX_NUM_IMAGES),
         default=1,
@@ -122,44 +93,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         default=16,
         metavar="N",
         help="images per forward pass; memory and speed only, not the images (default: 16)",
-    )
-    parser.add_argument("--seed", type=seed, default=0, metavar="S", help="image i uses seed S+i (default: 0)")
-    parser.add_argument(
-        "--eta", type=finite_float, default=None, metavar="E", help="DDIM eta: 0 deterministic, 1 DDPM-like"
-    )
-    parser.add_argument(
-        "--device", choices=DEVICES, default="auto", help="where to run (default: auto = cuda if available)"
-    )
-    parser.add_argument(
-        "--dtype",
-        choices=tuple(DTYPES),
-        default=None,
-        help="UNet precision (default: fp32; with --fast, bf16 on CUDA and on CPUs with native bf16)",
-    )
-    parser.add_argument(
-        "--fast",
-        action="store_true",
-        help="fast path: half-precision UNet with fp32 scheduler math, CUDA graphs on CUDA (see docs/performance.md)",
-    )
-    parser.add_argument(
-        "--compile",
-        choices=("off", *COMPILE_MODES),
-        default="off",
-        help="with --fast: also torch.compile the UNet in this mode (default: off)",
-    )
-    parser.add_argument(
-        "--compile-budget",
-        type=positive_seconds,
-        default=120.0,
-        metavar="S",
-        help="with --compile: run uncompiled if compiling takes longer than S seconds (default: 120)",
-    )
-    parser.add_argument(
-        "--threads",
-        type=threads,
-        default=None,
-        metavar="N",
-        help="CPU threads for torch (default: torch's choice; on a busy or shared machine 1 or 2 is often faster)",
     )
     parser.add_argument(
         "--out",
@@ -183,14 +116,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="K",
         help=f"put the first K images in the grid (default: all, at most {DEFAULT_GRID_SIZE}; K <= {MAX_GRID_SIZE})",
     )
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_sampler_options(parser)
     return parser
 
 
 def _settings(args: argparse.Namespace, model: str, dtype: str) -> dict[str, Any]:
-    from ..pipelines import PIPELINES
-
-    steps = args.steps or PIPELINES[args.scheduler].default_num_inference_steps
+    steps = args.steps or default_steps(args.scheduler)
     model_id = str(Path(model).resolve()) if Path(model).expanduser().is_dir() else model
     return {
         "model": model_id,
@@ -274,14 +205,6 @@ def _start(out: Path, settings: dict[str, Any], overwrite: bool) -> int:
     return deleted
 
 
-def _fast_dtype_name(device: torch.device) -> str:
-    """The ``--dtype`` name of the fast path's default precision on ``device``."""
-    from ..fast import default_fast_dtype
-
-    names = {dtype: name for name, dtype in DTYPES.items()}
-    return names[default_fast_dtype(device)]
-
-
 def _write_grid(out: Path, grid: Path, count: int) -> Path:
     from PIL import Image
 
@@ -332,17 +255,6 @@ def _progress_printer(total: int) -> Any:
     return report
 
 
-def _load(args: argparse.Namespace, model: str, device: torch.device, dtype: torch.dtype) -> DiffusionPipeline:
-    from ..pipelines import PIPELINES
-
-    pipe = PIPELINES[args.scheduler].from_pretrained(model, torch_dtype=dtype).to(device)
-    if args.fast:
-        compile_mode = None if args.compile == "off" else args.compile
-        pipe.enable_fast_sampling(dtype, compile=compile_mode, compile_budget_s=args.compile_budget)
-    pipe.set_progress_bar_config(disable=True)  # one bar, over images: sample_to_folder's
-    return pipe
-
-
 def run(args: argparse.Namespace) -> int:
     """Generate the images ``ddpm sample`` was asked for; returns the exit status."""
     model = resolve_model(args.model)
@@ -350,7 +262,7 @@ def run(args: argparse.Namespace) -> int:
 
     dist = Distributed()
     device = resolve_device(args.device, dist.local_rank)
-    dtype_name = args.dtype or (_fast_dtype_name(device) if args.fast else "fp32")
+    dtype_name = args.dtype or (fast_dtype_name(device) if args.fast else "fp32")
     settings = _settings(args, model, dtype_name)
     _check_arguments(args, settings["steps"])
     out: Path = args.out.expanduser() if args.out is not None else default_out(settings)
@@ -359,7 +271,7 @@ def run(args: argparse.Namespace) -> int:
 
     with dist.joined(device):
         main_process = dist.is_main
-        pipe = _load(args, model, device, DTYPES[dtype_name])
+        pipe = load_pipeline(args, model, device, DTYPES[dtype_name])
         pipe.scheduler.set_timesteps(settings["steps"])  # refuses a step count the sampler cannot take (too many...)
         per_process = -(-args.num_images // dist.world_size)
         pipe.check_batch_fits(min(args.batch_size, per_process), lower="use a smaller --batch-size")
