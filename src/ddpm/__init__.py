@@ -40,6 +40,7 @@ _EXPORTS: dict[str, str] = {
     "OverwriteError": "ddpm.errors",
     "ResourceLimitError": "ddpm.errors",
     "SaveError": "ddpm.errors",
+    "ImageError": "ddpm.errors",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -49,6 +50,7 @@ if TYPE_CHECKING:  # pragma: no cover
         CheckpointNotFoundError,
         ConfigError,
         DDPMError,
+        ImageError,
         OverwriteError,
         ResourceLimitError,
         SaveError,

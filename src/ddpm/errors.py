@@ -10,6 +10,7 @@ __all__ = [
     "CheckpointNotFoundError",
     "ConfigError",
     "DDPMError",
+    "ImageError",
     "OverwriteError",
     "ResourceLimitError",
     "SaveError",
@@ -79,3 +80,8 @@ class SaveError(DDPMError, OSError):
     The message names the path and what to do; the previous files are unchanged (every save writes temporary files
     first and renames them into place only when all are complete).
     """
+
+
+class ImageError(DDPMError, ValueError):
+    """An input image or mask cannot be used: not a readable image file, too large, or of the wrong size, shape,
+    range or number of channels. The message names the image (its file, when there is one) and what is expected."""

