@@ -436,14 +436,26 @@ class DiffusionPipeline(PushToHubMixin):
 
     def _denoise(self, batch_size: int, generator: Generators, steps: int, on_step_end: StepEnd) -> torch.Tensor:
         """Algorithm 2: draw x_T, then take the scheduler's steps down to x_0; returns x_0, (B, C, H, W) in [-1, 1]."""
-        scheduler, device, dtype, fast = self.scheduler, self.device, self.dtype, self._fast
-        if fast is not None:
-            dtype = running_dtype(dtype)  # x_t, the noise and the scheduler stay float32 for a half UNet
-        self._interrupt = False
+        scheduler = self.scheduler
         # x_T ~ N(0, I), in the UNet's dtype (float32 on the fast path); a CPU generator draws on the CPU
-        sample = randn_tensor(self._sample_shape(batch_size), generator, device, dtype) * scheduler.init_noise_sigma
-        scheduler.set_timesteps(steps, device=device)  # e.g. 999, 979, ..., 19 for DDIM-50 with "leading" spacing
-        timesteps = scheduler.timesteps
+        sample = randn_tensor(self._sample_shape(batch_size), generator, self.device, self._loop_dtype())
+        scheduler.set_timesteps(steps, device=self.device)  # e.g. 999, 979, ..., 19 for DDIM-50, "leading" spacing
+        return self._denoise_loop(sample * scheduler.init_noise_sigma, scheduler.timesteps, generator, on_step_end)
+
+    def _loop_dtype(self) -> torch.dtype:
+        """The dtype of x_t, the noise and the scheduler's math: the UNet's, or float32 for a half UNet on the fast
+        path."""
+        return self.dtype if self._fast is None else running_dtype(self.dtype)
+
+    def _denoise_loop(
+        self, sample: torch.Tensor, timesteps: Sequence[Any] | torch.Tensor, generator: Generators, on_step_end: StepEnd
+    ) -> torch.Tensor:
+        """Take the scheduler's steps at ``timesteps`` from ``sample`` (B, C, H, W), already scaled for the first
+        of them; returns the last sample. ``timesteps`` is ``scheduler.timesteps`` after ``set_timesteps``, or a tail
+        of it (``timesteps[k:]``: a loop that starts part-way, as image-to-image does).
+        """
+        scheduler, fast = self.scheduler, self._fast
+        self._interrupt = False
         self._num_timesteps = len(timesteps)
         for i, t in enumerate(self.progress_bar(timesteps, total=len(timesteps))):
             model_input = scheduler.scale_model_input(sample, t)
