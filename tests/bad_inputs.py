@@ -36,6 +36,7 @@ from ddpm import (
     DDIMScheduler,
     DDPMPipeline,
     DDPMScheduler,
+    DPMSolverMultistepScheduler,
     OverwriteError,
     PNDMScheduler,
     UNet2DModel,
@@ -1650,6 +1651,54 @@ CASES: list[Case] = [
     # ====== issues 15-17 [dpm]: DPMSolverMultistepScheduler: configs, step counts
     # (the [dpm] cases go right below this block)
     # ------
+    _runtime(
+        "dpm-deprecated-algorithm",
+        "scheduler_config.json",
+        "`algorithm_type: dpmsolver` (diffusers' deprecated ε-space variant) for DPMSolverMultistepScheduler",
+        lambda c: _dpm_load(c, algorithm_type="dpmsolver"),
+        UnsupportedConfigError,
+        "{repo}/scheduler_config.json",
+        "config key 'algorithm_type' has value 'dpmsolver', which diffusers deprecates and this package does not "
+        "implement; use one of 'dpmsolver++', 'sde-dpmsolver++'",
+    ),
+    _runtime(
+        "dpm-unknown-algorithm",
+        "scheduler_config.json",
+        "an unknown `algorithm_type` for DPMSolverMultistepScheduler",
+        lambda c: _dpm_load(c, algorithm_type="dpm"),
+        ConfigError,
+        "{repo}/scheduler_config.json",
+        "config key 'algorithm_type' has value 'dpm'; expected one of 'dpmsolver', 'dpmsolver++'",
+    ),
+    _runtime(
+        "dpm-solver-order-4",
+        "scheduler_config.json",
+        "`solver_order: 4` for DPMSolverMultistepScheduler",
+        lambda c: _dpm_load(c, solver_order=4),
+        ConfigError,
+        "{repo}/scheduler_config.json",
+        "config key 'solver_order' has value 4; it must be 1, 2 or 3",
+    ),
+    _runtime(
+        "dpm-lu-lambdas",
+        "scheduler_config.json",
+        "`use_lu_lambdas: true` (a diffusers level schedule not implemented here)",
+        lambda c: _dpm_load(c, use_lu_lambdas=True),
+        UnsupportedConfigError,
+        "{repo}/scheduler_config.json",
+        "config key 'use_lu_lambdas' has value True, which DPMSolverMultistepScheduler does not implement; set it to "
+        "False",
+    ),
+    _runtime(
+        "dpm-too-many-steps",
+        "scheduler steps",
+        "`DPMSolverMultistepScheduler().set_timesteps(1000)` (linspace spreads n + 1 points over 1000 timesteps)",
+        lambda c: DPMSolverMultistepScheduler().set_timesteps(1000),
+        ValueError,
+        "num_inference_steps=1000 is too large for DPMSolverMultistepScheduler with timestep_spacing='linspace' and "
+        "steps_offset=0",
+        "so two would coincide; use at most 999 steps",
+    ),
     # ====== issues 15-17 [unipc]: UniPCMultistepScheduler: configs, step counts
     # (the [unipc] cases go right below this block)
     # ------
@@ -1919,6 +1968,13 @@ def train_png_header(path: Path, width: int, height: int) -> Path:
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", b"") + chunk(b"IEND", b""))
     return path
+
+
+def _dpm_load(ctx: Ctx, **changes: Any) -> Any:
+    """[dpm] The case folder's google/ddpm-style scheduler_config.json with ``changes``, loaded by
+    DPMSolverMultistepScheduler."""
+    ctx.edit_json("scheduler_config.json", **changes)
+    return DPMSolverMultistepScheduler.from_pretrained(ctx.repo)
 
 
 # ---------------------------------------------------------------------------------------------- running a case

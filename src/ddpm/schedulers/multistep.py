@@ -154,10 +154,12 @@ class MultistepScheduler(Scheduler):
         if not values or len(set(values)) < len(values) or min(values) < 0 or max(values) >= t:
             offset = cfg.steps_offset if spacing == "leading" else 0
             most = last if spacing == "trailing" else max(last - 1 - offset, 0)
+            clash = "two would coincide" if not values or max(values) < t else f"one would pass timestep {t - 1}"
             raise ValueError(
-                f"num_inference_steps={n} is too large for {type(self).__name__} with timestep_spacing={spacing!r}: "
-                f"it spreads n + 1 points over the {last} usable training timesteps (the last point, t = 0, is where "
-                f"the final step lands), so some would coincide; use at most {most} steps"
+                f"num_inference_steps={n} is too large for {type(self).__name__} with timestep_spacing={spacing!r} "
+                f"and steps_offset={cfg.steps_offset}: it spreads n + 1 points over the {last} usable training "
+                f"timesteps (the last point, t = 0, is where the final step lands), so {clash}; "
+                f"use at most {most} steps"
             )
         return values
 
