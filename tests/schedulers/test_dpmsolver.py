@@ -25,7 +25,7 @@ from scheduler_helpers import SHAPE
 diffusers = pytest.importorskip("diffusers")
 
 C, H = CIFAR10_SCHEDULER_CONFIG, CELEBAHQ_SCHEDULER_CONFIG
-SDE = {"algorithm_type": "sde-dpmsolver++"}
+SDE: dict[str, Any] = {"algorithm_type": "sde-dpmsolver++"}
 TOL = 1e-5
 
 
