@@ -41,6 +41,9 @@ _EXPORTS: dict[str, str] = {
     "ResourceLimitError": "ddpm.errors",
     "SaveError": "ddpm.errors",
     "ImageError": "ddpm.errors",
+    "EulerDiscreteScheduler": "ddpm.schedulers",
+    "EulerAncestralDiscreteScheduler": "ddpm.schedulers",
+    "HeunDiscreteScheduler": "ddpm.schedulers",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -62,7 +65,14 @@ if TYPE_CHECKING:  # pragma: no cover
     from .models import UNet2DConfig, UNet2DModel
     from .outputs import ImagePipelineOutput, SchedulerOutput, UNet2DOutput
     from .pipelines import DDIMPipeline, DDPMPipeline, DiffusionPipeline, PNDMPipeline
-    from .schedulers import DDIMScheduler, DDPMScheduler, PNDMScheduler
+    from .schedulers import (  # [euler]
+        DDIMScheduler,
+        DDPMScheduler,
+        EulerAncestralDiscreteScheduler,
+        EulerDiscreteScheduler,
+        HeunDiscreteScheduler,
+        PNDMScheduler,
+    )
     from .utils import randn_tensor
 
 

@@ -20,6 +20,13 @@ from ..outputs import SchedulerOutput
 from .base import ClippingSchedulerConfig, Scheduler, SchedulerConfig
 from .ddim import DDIMScheduler, DDIMSchedulerConfig
 from .ddpm import DDPMScheduler, DDPMSchedulerConfig
+from .euler import (  # [euler]
+    EulerAncestralDiscreteScheduler,
+    EulerAncestralDiscreteSchedulerConfig,
+    EulerDiscreteScheduler,
+    EulerDiscreteSchedulerConfig,
+)
+from .heun import HeunDiscreteScheduler, HeunDiscreteSchedulerConfig  # [euler]
 from .pndm import PNDMScheduler, PNDMSchedulerConfig
 
 __all__ = [
@@ -29,6 +36,12 @@ __all__ = [
     "DDIMSchedulerConfig",
     "DDPMScheduler",
     "DDPMSchedulerConfig",
+    "EulerAncestralDiscreteScheduler",
+    "EulerAncestralDiscreteSchedulerConfig",
+    "EulerDiscreteScheduler",
+    "EulerDiscreteSchedulerConfig",
+    "HeunDiscreteScheduler",
+    "HeunDiscreteSchedulerConfig",
     "PNDMScheduler",
     "PNDMSchedulerConfig",
     "Scheduler",
@@ -37,4 +50,11 @@ __all__ = [
 ]
 
 #: Short name -> scheduler class.
-SCHEDULERS: dict[str, type[Scheduler]] = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler, "pndm": PNDMScheduler}
+SCHEDULERS: dict[str, type[Scheduler]] = {
+    "ddpm": DDPMScheduler,
+    "ddim": DDIMScheduler,
+    "pndm": PNDMScheduler,
+    "euler": EulerDiscreteScheduler,
+    "euler-a": EulerAncestralDiscreteScheduler,
+    "heun": HeunDiscreteScheduler,
+}
