@@ -1705,6 +1705,47 @@ CASES: list[Case] = [
     # ====== issues 15-17 [euler]: Euler, Euler ancestral, Heun: configs, step counts
     # (the [euler] cases go right below this block)
     # ------
+    Case(
+        "euler-log-linear",
+        "scheduler options",
+        '`EulerDiscreteScheduler(interpolation_type="log_linear")` (diffusers\' σ interpolation that never reaches 0)',
+        lambda c: _euler_scheduler("EulerDiscreteScheduler", interpolation_type="log_linear"),
+        ConfigError,
+        (
+            "config key 'interpolation_type' has value 'log_linear'; only 'linear' is supported",
+            "use use_exponential_sigmas=true for log-spaced levels",
+        ),
+    ),
+    Case(
+        "heun-beta-sigmas",
+        "scheduler options",
+        "`HeunDiscreteScheduler(use_beta_sigmas=True)` (needs scipy)",
+        lambda c: _euler_scheduler("HeunDiscreteScheduler", use_beta_sigmas=True),
+        ConfigError,
+        (
+            "config key 'use_beta_sigmas' has value True; beta-distributed sigmas are not supported (they need scipy, "
+            "not a dependency of ddpm); use use_karras_sigmas=true or use_exponential_sigmas=true",
+        ),
+    ),
+    Case(
+        "heun-odd-start",
+        "scheduler options",
+        "a Heun loop over `timesteps[1:]`: its first call is the second half of a 2nd-order step",
+        lambda c: _euler_heun_odd_start(),
+        ValueError,
+        (
+            "a Heun loop cannot start at position 1 of timesteps: that model call is the second half of the step that "
+            "starts at position 0; start at an even position (timesteps[2 * k:])",
+        ),
+    ),
+    Case(
+        "euler-negative-churn",
+        "scheduler options",
+        "`EulerDiscreteScheduler.step(..., s_churn=-1)`",
+        lambda c: _euler_negative_churn(),
+        ValueError,
+        ("s_churn must be a number ≥ 0, got -1",),
+    ),
     # ====== issues 15-17 [samplers]: --scheduler names, sample defaults, the quality benchmark
     # (the [samplers] cases go right below this block)
     # ------
@@ -1975,6 +2016,28 @@ def _dpm_load(ctx: Ctx, **changes: Any) -> Any:
     DPMSolverMultistepScheduler."""
     ctx.edit_json("scheduler_config.json", **changes)
     return DPMSolverMultistepScheduler.from_pretrained(ctx.repo)
+
+
+def _euler_scheduler(name: str, **keys: Any) -> Any:
+    import ddpm.schedulers
+
+    return getattr(ddpm.schedulers, name)(**keys)
+
+
+def _euler_heun_odd_start() -> Any:
+    scheduler = _euler_scheduler("HeunDiscreteScheduler")
+    scheduler.set_timesteps(4)
+    x = torch.zeros(1, 3, 8, 8)
+    for t in scheduler.timesteps[1:]:
+        x = scheduler.step(x, t, x).prev_sample
+    return x
+
+
+def _euler_negative_churn() -> Any:
+    scheduler = _euler_scheduler("EulerDiscreteScheduler")
+    scheduler.set_timesteps(4)
+    x = torch.zeros(1, 3, 8, 8)
+    return scheduler.step(x, scheduler.timesteps[0], x, s_churn=-1)
 
 
 # ---------------------------------------------------------------------------------------------- running a case
