@@ -72,6 +72,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=5, help="timed forwards per contender and batch")
     parser.add_argument("--warmup", type=int, default=1, help="untimed forwards per contender and batch first")
     parser.add_argument("--conv-repeats", type=int, default=5, help="timed convolutions per peak shape")
+    parser.add_argument("--dtypes", default="fp32,bf16", help="which precisions to run (default: fp32,bf16; fp32 alone "
+                        "on a CPU without native bf16 saves the slow emulated bf16 runs)")  # fmt: skip
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--profile", action="store_true", help="also profile the bf16 fast path and ddpm fp32")
     parser.add_argument("--profile-rows", type=int, default=15, help="operators listed per profile")
@@ -133,17 +135,18 @@ def _median_seconds(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> flo
     return statistics.median(times)
 
 
-def measure_peak(shapes: list[tuple[int, int]], batches: list[int], repeats: int) -> list[dict[str, Any]]:
+def measure_peak(shapes: list[tuple[int, int]], batches: list[int], repeats: int,
+                 dtypes: dict[str, torch.dtype]) -> list[dict[str, Any]]:  # fmt: skip
     """GFLOP/s of a 3×3, C→C, padding-1 convolution with bias in channels_last per shape, batch and dtype."""
     rows = []
     print("\npeak: 3x3 convolution C->C, channels_last, GFLOP/s (median of", repeats, "runs)")
-    print(f"  {'shape':<22}" + "".join(f"{name:>10}" for name in DTYPES))
+    print(f"  {'shape':<22}" + "".join(f"{name:>10}" for name in dtypes))
     g = torch.Generator().manual_seed(0)
     with torch.inference_mode():
         for batch in batches:
             for channels, height in shapes:
                 cells = []
-                for name, dtype in DTYPES.items():
+                for name, dtype in dtypes.items():
                     x = torch.randn(batch, channels, height, height, generator=g).to(dtype)
                     x = x.contiguous(memory_format=torch.channels_last)
                     w = (torch.randn(channels, channels, 3, 3, generator=g) / (3 * channels**0.5)).to(dtype)
@@ -155,7 +158,7 @@ def measure_peak(shapes: list[tuple[int, int]], batches: list[int], repeats: int
                                  "seconds": seconds, "gflops": gflops})  # fmt: skip
                     cells.append(f"{gflops:10.1f}")
                 print(f"  {f'{batch}x{channels}x{height}x{height}':<22}" + "".join(cells))
-    for name in DTYPES:
+    for name in dtypes:
         best = max((r for r in rows if r["dtype"] == name), key=lambda r: r["gflops"])
         print(f"  {name} peak: {best['gflops']:.1f} GFLOP/s at {best['batch']}x{best['channels']}x{best['size']}^2")
     return rows
@@ -174,19 +177,20 @@ def count_flops(model: torch.nn.Module, channels: int, size: int) -> float:
     return float(counter.get_total_flops())
 
 
-def build_contenders(config: dict[str, Any]) -> dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]:
+def build_contenders(config: dict[str, Any], dtypes: list[str]) -> dict[str, Callable[..., torch.Tensor]]:
     """The four forwards on the same seeded random weights; each takes an fp32 sample and returns fp32."""
     reference = diffusers_unet(config, seed=0).eval()
     ours = UNet2DModel.from_config(config).eval()
     ours.load_state_dict(reference.state_dict())
     fast = UNetRunner(copy.deepcopy(ours).to(torch.bfloat16))  # eager on the CPU, with the fast path's casts
     reference_bf16 = copy.deepcopy(reference).to(torch.bfloat16)
-    return {
+    calls: dict[str, Callable[..., torch.Tensor]] = {
         "ddpm fp32": lambda x, t: ours(x, t).sample,
         "ddpm bf16 fast": fast,
         "diffusers fp32": lambda x, t: reference(x, t).sample,
         "diffusers bf16": lambda x, t: reference_bf16(x.to(torch.bfloat16), t).sample.float(),
     }
+    return {key: call for key, call in calls.items() if CONTENDERS[key] in dtypes}
 
 
 def measure_forwards(contenders: dict[str, Callable[..., torch.Tensor]], args: argparse.Namespace, channels: int,
@@ -211,10 +215,13 @@ def measure_forwards(contenders: dict[str, Callable[..., torch.Tensor]], args: a
         print(f"\nforward, batch {batch} ({batch * flops / 1e9:.1f} GFLOP), load average {_load()}:")
         print(f"  {'contender':<16}{'median s':>10}{'GFLOP/s':>10}{'of peak':>9}{'/ diffusers':>13}{'max|diff|':>11}")
         for key, dtype in CONTENDERS.items():
+            if key not in contenders:
+                continue
             med = statistics.median(times[key])
             gflops = batch * flops / med / 1e9
             ratio = med / statistics.median(times[f"diffusers {dtype}"])
-            diff = (outputs[key] - outputs["diffusers fp32"]).abs().max().item()
+            base = outputs.get("diffusers fp32", outputs[f"diffusers {dtype}"])
+            diff = (outputs[key] - base).abs().max().item()
             print(f"  {key:<16}{med:10.3f}{gflops:10.1f}{gflops / peaks[dtype]:9.1%}{ratio:13.3f}{diff:11.1e}")
             rows.append({"contender": key, "dtype": dtype, "batch": batch, "median_s": med, "gflops": gflops,
                          "fraction_of_peak": gflops / peaks[dtype], "ratio_to_diffusers": ratio,
@@ -230,6 +237,8 @@ def profile(contenders: dict[str, Callable[..., torch.Tensor]], channels: int, s
 
     x, t, results = torch.randn(batch, channels, size, size), torch.tensor([500]), []
     for key in ("ddpm bf16 fast", "ddpm fp32"):
+        if key not in contenders:
+            continue
         call = contenders[key]
         with torch.no_grad():
             call(x, t)
@@ -262,9 +271,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print("  (no native bf16: bf16 runs by conversion here; its figures say nothing about a bf16 CPU)")
     print(f"model: {args.config} architecture at {size}x{size}, random weights; batches {args.batch_sizes}; "
           f"{args.repeats} interleaved repeats after {args.warmup} warm-up")  # fmt: skip
-    conv = measure_peak(level_shapes(config, size), args.batch_sizes, args.conv_repeats)
-    peaks = {name: max(r["gflops"] for r in conv if r["dtype"] == name) for name in DTYPES}
-    contenders = build_contenders(config)
+    dtypes = {name: DTYPES[name] for name in args.dtypes.split(",")}
+    conv = measure_peak(level_shapes(config, size), args.batch_sizes, args.conv_repeats, dtypes)
+    peaks = {name: max(r["gflops"] for r in conv if r["dtype"] == name) for name in dtypes}
+    contenders = build_contenders(config, list(dtypes))
     ours_fp32 = UNet2DModel.from_config(config).eval()
     flops = count_flops(ours_fp32, config["in_channels"], size)
     del ours_fp32
