@@ -135,8 +135,9 @@ def _settings(args: argparse.Namespace, model: str, dtype: str) -> dict[str, Any
 
 
 def default_out(settings: dict[str, Any]) -> Path:
-    """The folder a run without ``--out`` writes to: ``samples/<model>-<scheduler>-<steps>``, plus ``-seed<S>``,
-    ``-eta<E>``, ``-<dtype>`` and ``-fast`` for the settings that differ from the defaults.
+    """The folder a run without ``--out`` writes to: ``samples/<model>-<scheduler>-<steps>``, plus ``-seed<S>`` and
+    ``-eta<E>`` when not the defaults, ``-<dtype>`` unless fp32 and ``-fast`` on the fast path (also when it is the
+    default, on a CPU with native bf16: the folder says how its images were made).
 
     ``<model>`` is the last part of the Hub id or folder (``google/ddpm-cifar10-32`` -> ``ddpm-cifar10-32``).
     """
