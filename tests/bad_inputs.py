@@ -1761,6 +1761,14 @@ CASES: list[Case] = [
     # ====== issues 15-17 [cpu]: the CPU fast path: dtype defaults
     # (the [cpu] cases go right below this block)
     # ------
+    Case(
+        "sample-fast-and-no-fast",
+        "ddpm sample",
+        "`ddpm sample --fast --no-fast`: the fast path asked for and refused at once",
+        lambda c: _cli_sample(c, "--fast", "--no-fast"),
+        None,
+        ("ddpm sample: error: --fast and --no-fast contradict each other; give one of them",),
+    ),
 ]
 
 

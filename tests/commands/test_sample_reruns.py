@@ -138,7 +138,8 @@ def test_non_finite_model_output_stops_the_run_with_the_cause_and_no_png(tiny_re
     monkeypatch.setattr(unet_module.UNet2DModel, "forward", nan_forward)
     out = tmp_path / "out"
     assert _sample(tiny_repo, "--num-images", "2", "--out", str(out)) == 1
-    err = capsys.readouterr().err
+    precision, err = capsys.readouterr().err.split("\n", 1)  # the first line says which precision ran
+    assert precision.startswith("ddpm sample: UNet in fp32 (")
     assert err.count("\n") == 1 and "non-finite values (NaN or infinity) for images 000000.png to 000001.png" in err
     assert "no PNG was written" in err and "weights" in err
     assert _pngs(out) == []

@@ -9,7 +9,9 @@ model the same way (:func:`load_pipeline`), so a change to one sampler option re
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING
+import dataclasses
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from ..fast import COMPILE_MODES
 from ..runtime import DEVICES, DTYPES
@@ -23,12 +25,16 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "DEFAULT_SCHEDULER",
+    "DTYPE_ALIASES",
     "MIN_USEFUL_STEPS",
     "SCHEDULER_CHOICES",
+    "Precision",
     "add_sampler_options",
     "default_steps",
+    "dtype_name",
     "fast_dtype_name",
     "load_pipeline",
+    "resolve_precision",
 ]
 
 #: The sampler of a bare ``ddpm sample``: on the bundled model, DDIM-50 meets every quality target of
@@ -65,14 +71,23 @@ def add_sampler_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--dtype",
+        type=dtype_name,
         choices=tuple(DTYPES),
         default=None,
-        help="UNet precision (default: fp32; with --fast, bf16 on CUDA and on CPUs with native bf16)",
+        help="UNet precision (float32, float16, bfloat16 are accepted too; default: see --fast)",
     )
     parser.add_argument(
         "--fast",
+        action="store_const",
+        const=True,
+        default=None,
+        help="fast path: half-precision UNet with fp32 scheduler math, CUDA graphs on CUDA (default: on for a CPU "
+        "with native bf16 when --dtype is not given, off elsewhere; see docs/performance.md)",
+    )
+    parser.add_argument(
+        "--no-fast",
         action="store_true",
-        help="fast path: half-precision UNet with fp32 scheduler math, CUDA graphs on CUDA (see docs/performance.md)",
+        help="the plain loop in --dtype (default fp32) even on a CPU with native bf16",
     )
     parser.add_argument(
         "--compile",
@@ -123,3 +138,82 @@ def load_pipeline(args: argparse.Namespace, model: str, device: torch.device, dt
         pipe.enable_fast_sampling(dtype, compile=compile_mode, compile_budget_s=args.compile_budget)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+# ---------------------------------------------------------------------------------- precision: --dtype and --fast
+
+#: What ``--dtype`` accepts besides the names of :data:`ddpm.runtime.DTYPES`: torch's names for the same precisions.
+DTYPE_ALIASES: dict[str, str] = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
+
+
+#: The precision every run without ``--dtype``/``--fast`` had before the bf16 CPU default (``dtype``, ``fast``).
+OLD_DEFAULT: tuple[str, bool] = ("fp32", False)
+
+
+def dtype_name(text: str) -> str:
+    """``--dtype``'s argparse type: ``fp32``/``fp16``/``bf16``, or torch's name for one (``float32`` -> ``fp32``);
+    argparse's ``choices`` then refuses anything else."""
+    return DTYPE_ALIASES.get(text.lower(), text.lower())
+
+
+@dataclasses.dataclass(frozen=True)
+class Precision:
+    """How a sampling command runs the UNet, and why.
+
+    Attributes:
+        dtype: The ``--dtype`` name of the UNet's precision (``"fp32"``, ``"bf16"``, ``"fp16"``).
+        fast: Whether the fast path runs (half-precision UNet, fp32 scheduler; :mod:`ddpm.fast`).
+        reason: Why, in words, with the option that changes it (the second half of :meth:`describe`).
+    """
+
+    dtype: str
+    fast: bool
+    reason: str
+
+    def describe(self) -> str:
+        """The line a command prints, e.g. ``UNet in bf16 (fast path: this CPU has native bf16; --dtype fp32 for
+        full precision)``."""
+        return f"UNet in {self.dtype} ({self.reason})"
+
+
+def resolve_precision(
+    args: argparse.Namespace, device: torch.device, recorded: Mapping[str, Any] | None = None
+) -> Precision:
+    """The UNet precision of a sampling command from ``--dtype``, ``--fast`` and ``--no-fast`` on ``device``.
+
+    Explicit options win: ``--fast`` (in ``--dtype``, default the device's fast dtype), then ``--no-fast`` or
+    ``--dtype`` alone (the plain loop in that dtype, default fp32). With none of them the device's default runs:
+    the bf16 fast path on a CPU with native bf16 (:func:`ddpm.fast.cpu_supports_bf16`), the fp32 plain loop on
+    any other CPU and on CUDA; except that a run resuming a folder whose manifest (``recorded``) says fp32 without
+    the fast path keeps that (a folder made before the CPU default changed resumes as it began rather than being
+    refused for mixing).
+
+    Raises:
+        ValueError: ``--fast`` together with ``--no-fast``.
+    """
+    if args.fast and args.no_fast:
+        raise ValueError("--fast and --no-fast contradict each other; give one of them (or neither for the default)")
+    if args.fast:
+        dtype = args.dtype or fast_dtype_name(device)
+        return Precision(dtype, True, "fast path: --fast")
+    if args.no_fast or args.dtype is not None:
+        dtype = args.dtype or "fp32"
+        given = [option for option, on in (("--no-fast", args.no_fast), (f"--dtype {dtype}", args.dtype)) if on]
+        return Precision(dtype, False, " ".join(given))
+    default = _device_default(device)
+    old = recorded is not None and (recorded.get("dtype"), recorded.get("fast", False)) == OLD_DEFAULT
+    if old and (default.dtype, default.fast) != OLD_DEFAULT:
+        # A folder made by a run without these options before the CPU default became bf16: resume it as it began.
+        return Precision("fp32", False, "as the images already in the folder; --dtype or --fast to choose")
+    return default
+
+
+def _device_default(device: torch.device) -> Precision:
+    """The precision of a new run without ``--dtype``, ``--fast`` or ``--no-fast`` on ``device``."""
+    from ..fast import cpu_supports_bf16
+
+    if device.type == "cpu":
+        if cpu_supports_bf16():
+            return Precision("bf16", True, "fast path: this CPU has native bf16; --dtype fp32 for full precision")
+        return Precision("fp32", False, "this CPU has no native bf16")
+    return Precision("fp32", False, f"the default on {device.type}; --fast for half precision")

@@ -28,8 +28,8 @@ from ._sampling import (
     MIN_USEFUL_STEPS,
     add_sampler_options,
     default_steps,
-    fast_dtype_name,
     load_pipeline,
+    resolve_precision,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -135,8 +135,9 @@ def _settings(args: argparse.Namespace, model: str, dtype: str) -> dict[str, Any
 
 
 def default_out(settings: dict[str, Any]) -> Path:
-    """The folder a run without ``--out`` writes to: ``samples/<model>-<scheduler>-<steps>``, plus ``-seed<S>``,
-    ``-eta<E>``, ``-<dtype>`` and ``-fast`` for the settings that differ from the defaults.
+    """The folder a run without ``--out`` writes to: ``samples/<model>-<scheduler>-<steps>``, plus ``-seed<S>`` and
+    ``-eta<E>`` when not the defaults, ``-<dtype>`` unless fp32 and ``-fast`` on the fast path (also when it is the
+    default, on a CPU with native bf16: the folder says how its images were made).
 
     ``<model>`` is the last part of the Hub id or folder (``google/ddpm-cifar10-32`` -> ``ddpm-cifar10-32``).
     """
@@ -158,14 +159,22 @@ def _has_images(out: Path) -> bool:
     return any(IMAGE_NAME.fullmatch(entry.name) for entry in os.scandir(out))
 
 
-def _recorded_diffs(out: Path, settings: dict[str, Any]) -> list[str]:
-    """The settings that differ from those recorded in ``out``'s manifest (none when there is no manifest)."""
+def _recorded(out: Path) -> dict[str, Any] | None:
+    """The settings recorded in ``out``'s manifest, or None when there is none or no image to keep (a manifest
+    without images mixes nothing: it is rewritten)."""
     from ..config import read_json
 
     path = out / MANIFEST_NAME
-    if not path.exists() or not _has_images(out):  # a manifest without images mixes nothing: it is rewritten
+    if not out.is_dir() or not os.access(out, os.R_OK | os.X_OK) or not path.exists() or not _has_images(out):
+        return None
+    return {**MANIFEST_DEFAULTS, **read_json(path)}
+
+
+def _recorded_diffs(out: Path, settings: dict[str, Any]) -> list[str]:
+    """The settings that differ from those recorded in ``out``'s manifest (none when there is no manifest)."""
+    recorded = _recorded(out)
+    if recorded is None:
         return []
-    recorded = {**MANIFEST_DEFAULTS, **read_json(path)}
     return [f"{k}: {recorded.get(k)!r} -> {v!r}" for k, v in settings.items() if recorded.get(k) != v]
 
 
@@ -262,8 +271,10 @@ def run(args: argparse.Namespace) -> int:
 
     dist = Distributed()
     device = resolve_device(args.device, dist.local_rank)
-    dtype_name = args.dtype or (fast_dtype_name(device) if args.fast else "fp32")
-    settings = _settings(args, model, dtype_name)
+    resumed = None if args.out is None or args.overwrite else _recorded(args.out.expanduser())
+    precision = resolve_precision(args, device, resumed)
+    args.fast = precision.fast
+    settings = _settings(args, model, precision.dtype)
     _check_arguments(args, settings["steps"])
     out: Path = args.out.expanduser() if args.out is not None else default_out(settings)
     _check_out(out, settings, args.overwrite)
@@ -271,13 +282,14 @@ def run(args: argparse.Namespace) -> int:
 
     with dist.joined(device):
         main_process = dist.is_main
-        pipe = load_pipeline(args, model, device, DTYPES[dtype_name])
+        pipe = load_pipeline(args, model, device, DTYPES[precision.dtype])
         pipe.scheduler.set_timesteps(settings["steps"])  # refuses a step count the sampler cannot take (too many...)
         per_process = -(-args.num_images // dist.world_size)
         pipe.check_batch_fits(min(args.batch_size, per_process), lower="use a smaller --batch-size")
         # The run can start: only now is anything written.
         if main_process:
             deleted = _start(out, settings, args.overwrite)
+            print(f"ddpm sample: {precision.describe()}", file=sys.stderr)
             if deleted:
                 print(f"ddpm sample: --overwrite: deleted {plural(deleted, 'image')} from {out}", file=sys.stderr)
             if args.out is None:
