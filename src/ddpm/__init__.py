@@ -41,6 +41,8 @@ _EXPORTS: dict[str, str] = {
     "ResourceLimitError": "ddpm.errors",
     "SaveError": "ddpm.errors",
     "ImageError": "ddpm.errors",
+    "UniPCMultistepScheduler": "ddpm.schedulers",
+    "UniPCMultistepSchedulerConfig": "ddpm.schedulers",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -62,7 +64,13 @@ if TYPE_CHECKING:  # pragma: no cover
     from .models import UNet2DConfig, UNet2DModel
     from .outputs import ImagePipelineOutput, SchedulerOutput, UNet2DOutput
     from .pipelines import DDIMPipeline, DDPMPipeline, DiffusionPipeline, PNDMPipeline
-    from .schedulers import DDIMScheduler, DDPMScheduler, PNDMScheduler
+    from .schedulers import (
+        DDIMScheduler,
+        DDPMScheduler,
+        PNDMScheduler,
+        UniPCMultistepScheduler,
+        UniPCMultistepSchedulerConfig,
+    )
     from .utils import randn_tensor
 
 

@@ -26,6 +26,7 @@ from ddpm.schedulers import (
     Scheduler,
     SchedulerConfig,
     SchedulerOutput,
+    UniPCMultistepScheduler,
 )
 from ddpm.schedulers.base import StepInput, per_step
 
@@ -99,7 +100,12 @@ def test_only_the_keys_a_caller_gives_override_config_and_count_as_chosen():
 
 
 def test_package_exports_and_the_name_registry():
-    assert SCHEDULERS == {"ddpm": DDPMScheduler, "ddim": DDIMScheduler, "pndm": PNDMScheduler}
+    assert SCHEDULERS == {
+        "ddpm": DDPMScheduler,
+        "ddim": DDIMScheduler,
+        "pndm": PNDMScheduler,
+        "unipc": UniPCMultistepScheduler,  # [unipc] issue 15
+    }
     assert ddpm.DDIMScheduler is DDIMScheduler and ddpm.SchedulerOutput is SchedulerOutput
 
 
@@ -186,7 +192,8 @@ def test_hub_configs_with_stale_keys_load_quietly_in_every_scheduler(cls, caplog
     with caplog.at_level(logging.INFO):
         scheduler = cls.from_config(LEGACY_SCHEDULER_CONFIG)
     assert not [r for r in caplog.records if r.levelno >= logging.INFO]
-    assert scheduler.config.beta_schedule == "linear" and scheduler.config.timestep_spacing == "leading"
+    spacing = cls.config_class.timestep_spacing  # [euler] the class default: "leading", "linspace" in σ-space
+    assert scheduler.config.beta_schedule == "linear" and scheduler.config.timestep_spacing == spacing
     assert "timestep_values" not in scheduler.config.to_dict()
 
 
@@ -362,9 +369,10 @@ def test_configs_saved_by_ddpm_load_in_diffusers_and_the_other_way_round(cls, tm
     ours = cls.from_config(CIFAR10_SCHEDULER_CONFIG, steps_offset=1, timestep_spacing="linspace")
     ours.save_pretrained(tmp_path / "ours")
     theirs = theirs_cls.from_pretrained(tmp_path / "ours")
+    written = ours.config.to_dict()  # JSON values: lists where the config holds tuples (UniPC's disable_corrector)
     for key, value in theirs.config.items():
         if not key.startswith("_") and key in ours.config:
-            assert ours.config[key] == value, key
+            assert written[key] == value, key
     theirs.save_pretrained(tmp_path / "theirs")
     back = cls.from_pretrained(tmp_path / "theirs")
     assert _meta_free(back.config) == {k: v for k, v in _meta_free(ours.config).items() if k in _meta_free(back.config)}
@@ -408,8 +416,12 @@ def test_set_timesteps_rejects_step_counts_outside_the_limits(cls):
         with pytest.raises(TypeError, match="num_inference_steps must be an int"):
             scheduler.set_timesteps(bad)
     numpy_int: Any = np.int64(1000)  # any integral number is accepted, though the annotation says int
+    if cls is UniPCMultistepScheduler:  # [unipc] its n + 1 grid points on T timesteps: two share a noise level
+        with pytest.raises(ValueError, match="steps 499 and 500 of 1000 are both at"):
+            scheduler.set_timesteps(numpy_int)
+        numpy_int = np.int64(999)
     scheduler.set_timesteps(numpy_int)
-    assert len(scheduler.timesteps) == (1001 if cls is PNDMScheduler else 1000)
+    assert len(scheduler.timesteps) == (1001 if cls is PNDMScheduler else int(numpy_int))
 
 
 def test_pndm_with_runge_kutta_warm_up_needs_four_steps_and_says_how_to_use_fewer():
@@ -483,8 +495,9 @@ def test_a_first_step_off_the_schedule_joins_it(cls):
     def seeded() -> torch.Generator:
         return torch.Generator().manual_seed(0)
 
+    scheduled = scheduler.timesteps.tolist()
     first = scheduler.step(outputs[0], 450, x, generator=seeded()).prev_sample
-    spaced = [450, 400, 300, 200, 100, 0]
+    spaced = [450, *(t for t in scheduled if t < 450)]  # [450, 400, ..., 0]; UniPC's grid ends at 100 [unipc]
     reference = cls()
     reference.set_timesteps(timesteps=spaced)
     assert scheduler.timesteps.tolist() == reference.timesteps.tolist()
@@ -630,6 +643,10 @@ def test_half_precision_inputs_are_computed_in_float32_and_returned_in_their_dty
 
 @pytest.mark.parametrize("cls", ALL)
 def test_add_noise_and_get_velocity_equal_diffusers_and_accept_any_integer_timesteps(cls):
+    if (
+        cls is UniPCMultistepScheduler
+    ):  # [unipc] diffusers' is wrong before set_timesteps: tests/schedulers/test_unipc.py
+        pytest.skip("diffusers' UniPC add_noise reads its σ table in reverse before set_timesteps")
     diffusers = pytest.importorskip("diffusers")
     ours = cls.from_config(CELEBAHQ_SCHEDULER_CONFIG)
     theirs = getattr(diffusers, cls.__name__).from_config(CELEBAHQ_SCHEDULER_CONFIG)

@@ -12,6 +12,7 @@ The modules:
 * ``base.py``: :class:`Scheduler` (loading and saving, ``set_timesteps``, the single ``step()``, ``add_noise``) and
   the extension points a scheduler implements; its module docstring says how to add one.
 * ``ddpm.py``, ``ddim.py``, ``pndm.py``: one algorithm each, with its config.
+* ``unipc_multistep.py``: UniPC (Zhao et al. 2023), a multistep predictor-corrector in σ-space.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from .base import ClippingSchedulerConfig, Scheduler, SchedulerConfig
 from .ddim import DDIMScheduler, DDIMSchedulerConfig
 from .ddpm import DDPMScheduler, DDPMSchedulerConfig
 from .pndm import PNDMScheduler, PNDMSchedulerConfig
+from .unipc_multistep import UniPCMultistepScheduler, UniPCMultistepSchedulerConfig
 
 __all__ = [
     "SCHEDULERS",
@@ -34,7 +36,14 @@ __all__ = [
     "Scheduler",
     "SchedulerConfig",
     "SchedulerOutput",
+    "UniPCMultistepScheduler",
+    "UniPCMultistepSchedulerConfig",
 ]
 
 #: Short name -> scheduler class.
-SCHEDULERS: dict[str, type[Scheduler]] = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler, "pndm": PNDMScheduler}
+SCHEDULERS: dict[str, type[Scheduler]] = {
+    "ddpm": DDPMScheduler,
+    "ddim": DDIMScheduler,
+    "pndm": PNDMScheduler,
+    "unipc": UniPCMultistepScheduler,
+}
