@@ -299,7 +299,8 @@ class UniPCMultistepScheduler(Scheduler):
     def _check_decreasing(self) -> None:
         sigmas = self._sigmas
         for i in range(len(sigmas) - 1):
-            if not sigmas[i + 1] < sigmas[i]:
+            last_to_sigma_min = i == len(sigmas) - 2 and sigmas[i + 1] == sigmas[i]  # Karras with sigma_min: a no-op
+            if not sigmas[i + 1] < sigmas[i] and not last_to_sigma_min:
                 raise ValueError(
                     f"UniPC needs a strictly decreasing noise level, but steps {i} and {i + 1} of {len(sigmas) - 1} "
                     f"are both at σ = {sigmas[i]:.6g} (h = 0); use fewer steps, another timestep_spacing, or "
@@ -322,7 +323,7 @@ class UniPCMultistepScheduler(Scheduler):
         for i in range(len(sigmas) - 1):
             per_order: list[_Row | None] = [None]
             for p in range(1, self.config.solver_order + 1):
-                possible = p - 1 <= i and (self._sigmas[i + 1] > 0 or p == 1)
+                possible = p - 1 <= i and ((0 < self._sigmas[i + 1] < self._sigmas[i]) or p == 1)
                 per_order.append(self._row(vp, i, p) if possible else None)
             rows.append(per_order)
         return rows
@@ -336,6 +337,8 @@ class UniPCMultistepScheduler(Scheduler):
             if data:
                 return _Row(0.0, 1.0, 0.0, (), (), ())
             return _Row(1 / float(alpha_s), -self._sigmas[i], 0.0, (), (), ())
+        if self._sigmas[i + 1] == self._sigmas[i]:  # the last step of Karras levels with sigma_min: h = 0, x stays
+            return _Row(1.0, 0.0, 0.0, (), (), ())
         h = lam_t - lam_s
         r = [(vp[i - k][2] - lam_s) / h for k in range(1, p)]  # r_k of the earlier outputs m_{i-k}
         hh = -h if data else h  # ĥ
@@ -387,7 +390,7 @@ class UniPCMultistepScheduler(Scheduler):
         if self.config.lower_order_final:
             order = min(order, len(self._sigmas) - 1 - i)
         order = min(order, len(self._outputs))
-        if self._sigmas[i + 1] == 0:
+        if not 0 < self._sigmas[i + 1] < self._sigmas[i]:  # into σ = 0, or the no-op last Karras step
             order = 1
         return order
 
