@@ -1701,6 +1701,41 @@ CASES: list[Case] = [
     ),
     # ====== issues 15-17 [unipc]: UniPCMultistepScheduler: configs, step counts
     # (the [unipc] cases go right below this block)
+    _runtime(
+        "unipc-beta-sigmas",
+        "scheduler_config.json",
+        "`use_beta_sigmas: true` in a config loaded into UniPC (not implemented)",
+        lambda c: _unipc_from_config(c, use_beta_sigmas=True),
+        ConfigError,
+        "{repo}/scheduler_config.json",
+        "config key 'use_beta_sigmas' has value True; UniPCMultistepScheduler here implements the Karras levels",
+        "set it to false",
+    ),
+    _runtime(
+        "unipc-solver-type",
+        "scheduler_config.json",
+        '`solver_type: "bh3"`',
+        lambda c: _unipc_from_config(c, solver_type="bh3"),
+        ConfigError,
+        "config key 'solver_type' has value 'bh3'; use 'bh1' (B(h) = h, for very few steps) or 'bh2'",
+    ),
+    _runtime(
+        "unipc-solver-p",
+        "scheduler arguments",
+        "another scheduler as `solver_p`",
+        lambda c: _unipc()(solver_p=DDIMScheduler()),
+        ConfigError,
+        "solver_p=DDIMScheduler(...) is not supported",
+        "leave solver_p unset (None)",
+    ),
+    _runtime(
+        "unipc-karras-custom-timesteps",
+        "scheduler arguments",
+        "custom `timesteps` with `use_karras_sigmas=True`",
+        lambda c: _unipc()(use_karras_sigmas=True).set_timesteps(timesteps=[900, 500]),
+        ValueError,
+        "custom timesteps cannot be combined with use_karras_sigmas=True",
+    ),
     # ------
     # ====== issues 15-17 [euler]: Euler, Euler ancestral, Heun: configs, step counts
     # (the [euler] cases go right below this block)
@@ -2046,6 +2081,17 @@ def _euler_negative_churn() -> Any:
     scheduler.set_timesteps(4)
     x = torch.zeros(1, 3, 8, 8)
     return scheduler.step(x, scheduler.timesteps[0], x, s_churn=-1)
+
+
+def _unipc() -> Any:
+    from ddpm import UniPCMultistepScheduler
+
+    return UniPCMultistepScheduler
+
+
+def _unipc_from_config(ctx: Ctx, **changes: Any) -> Any:
+    ctx.edit_json("scheduler_config.json", **changes)
+    return _unipc().from_pretrained(ctx.repo)
 
 
 # ---------------------------------------------------------------------------------------------- running a case

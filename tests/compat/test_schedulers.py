@@ -24,8 +24,15 @@ from ddpm.schedulers import SCHEDULERS
 
 LIBS = {"diffusers": diffusers, "ddpm": ddpm}
 NAMES = ("DDPMScheduler", "DDIMScheduler", "PNDMScheduler")
-# [euler] the σ-space schedulers of issue 15 are compatibles too
-COMPATIBLE_NAMES = (*NAMES, "EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler", "HeunDiscreteScheduler")
+# issue 15's samplers are compatibles too: every registered class loads every other's config
+COMPATIBLE_NAMES = (
+    *NAMES,
+    "DPMSolverMultistepScheduler",
+    "UniPCMultistepScheduler",
+    "EulerDiscreteScheduler",
+    "EulerAncestralDiscreteScheduler",
+    "HeunDiscreteScheduler",
+)
 ATOL = 1e-5
 
 
