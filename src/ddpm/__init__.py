@@ -41,6 +41,7 @@ _EXPORTS: dict[str, str] = {
     "ResourceLimitError": "ddpm.errors",
     "SaveError": "ddpm.errors",
     "ImageError": "ddpm.errors",
+    "ImageToImagePipeline": "ddpm.pipelines",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -61,7 +62,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .image_processing import make_image_grid
     from .models import UNet2DConfig, UNet2DModel
     from .outputs import ImagePipelineOutput, SchedulerOutput, UNet2DOutput
-    from .pipelines import DDIMPipeline, DDPMPipeline, DiffusionPipeline, PNDMPipeline
+    from .pipelines import DDIMPipeline, DDPMPipeline, DiffusionPipeline, ImageToImagePipeline, PNDMPipeline
     from .schedulers import DDIMScheduler, DDPMScheduler, PNDMScheduler
     from .utils import randn_tensor
 
