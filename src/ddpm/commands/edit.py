@@ -118,7 +118,7 @@ def _check(args: argparse.Namespace, steps: int, out: Path) -> None:
         raise ValueError(f"{out} already holds {names}; add --overwrite to replace them, or use another --out")
 
 
-def _fit(image: Any, channels: int, size: int | tuple[int, int] | None, path: Path) -> Any:
+def _fit(image: Any, channels: int, size: int | tuple[int, ...] | None, path: Path) -> Any:
     """The PIL image converted to the model's channels and size, with a note for each change."""
     from ..image_processing import resize_center_crop
 
@@ -127,7 +127,7 @@ def _fit(image: Any, channels: int, size: int | tuple[int, int] | None, path: Pa
         kind = "grayscale" if channels == 1 else "RGB"
         print(f"ddpm edit: note: {path} is {image.mode}; converted to {kind} for the model", file=sys.stderr)
         image = image.convert(mode)
-    height, width = (size, size) if isinstance(size, int) else (size or (image.height, image.width))
+    height, width = (size, size) if isinstance(size, int) else tuple(size or (image.height, image.width))
     if image.size != (width, height):
         if height == width:
             image = resize_center_crop(image, height)

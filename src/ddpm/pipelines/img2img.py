@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Sequence
-from typing import Any, TypeVar, cast
+from typing import Any, Literal, TypeVar, cast, overload
 
 import torch
 
@@ -115,8 +115,44 @@ class ImageToImagePipeline(DiffusionPipeline):
             set_begin_index(begin)
         return scheduler.timesteps[begin:], steps
 
+    @overload  # type: ignore[override]
+    def __call__(
+        self,
+        image: ImageInput,
+        strength: float = 0.8,
+        num_inference_steps: int | None = None,
+        generator: Generators = None,
+        eta: float | None = None,
+        output_type: str = "pil",
+        return_dict: Literal[True] = True,
+        *,
+        use_clipped_model_output: bool | None = None,
+        callback: StepCallback | None = None,
+        callback_on_step_end: StepEndCallback | None = None,
+        callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
+        check_finite: bool = False,
+    ) -> ImagePipelineOutput: ...
+
+    @overload
+    def __call__(
+        self,
+        image: ImageInput,
+        strength: float = 0.8,
+        num_inference_steps: int | None = None,
+        generator: Generators = None,
+        eta: float | None = None,
+        output_type: str = "pil",
+        *,
+        return_dict: Literal[False],
+        use_clipped_model_output: bool | None = None,
+        callback: StepCallback | None = None,
+        callback_on_step_end: StepEndCallback | None = None,
+        callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
+        check_finite: bool = False,
+    ) -> tuple[Any]: ...
+
     @torch.inference_mode()
-    def __call__(  # type: ignore[override]
+    def __call__(
         self,
         image: ImageInput,
         strength: float = 0.8,
