@@ -171,6 +171,25 @@ def run_cli(ctx: Ctx, *argv: str) -> tuple[int, str]:
     return status, err.getvalue()
 
 
+def _img2img_edit(ctx: Ctx, *options: str, image: str = "digit.png") -> tuple[int, str]:
+    """``ddpm edit {tmp}/<image> --model {repo} <options>``, with ``digit.png`` a real image, ``notes.png`` text and
+    ``pipe.png`` a FIFO; nothing may be written to ``{tmp}/out``."""
+    from PIL import Image
+
+    Image.new("RGB", (16, 16)).save(ctx.tmp / "digit.png")
+    (ctx.tmp / "notes.png").write_text("not an image")
+    os.mkfifo(ctx.tmp / "pipe.png")
+    result = run_cli(ctx, "edit", f"{{tmp}}/{image}", "--model", "{repo}", "--out", "{tmp}/out", *options)
+    assert not (ctx.tmp / "out").exists(), "ddpm edit wrote its folder before refusing"
+    return result
+
+
+def _img2img_pipe(ctx: Ctx) -> Any:
+    from ddpm import ImageToImagePipeline
+
+    return ImageToImagePipeline.from_pretrained(ctx.repo)
+
+
 # ---------------------------------------------------------------------------------------------- the catalogue
 
 
@@ -1790,6 +1809,93 @@ CASES: list[Case] = [
     # ====== issues 15-17 [img2img]: image-to-image: SDEdit, ddpm edit
     # (the [img2img] cases go right below this block)
     # ------
+    Case(
+        "img2img-cli-strength-zero",
+        "image-to-image",
+        "`ddpm edit IMAGE --strength 0`",
+        lambda c: _img2img_edit(c, "--strength", "0"),
+        None,
+        (
+            "ddpm edit: error: --strength must be a number in (0, 1] (the fraction of the schedule to noise",
+            "got 0",
+        ),
+    ),
+    Case(
+        "img2img-cli-strength-negative",
+        "image-to-image",
+        "`ddpm edit IMAGE --strength -0.2`",
+        lambda c: _img2img_edit(c, "--strength", "-0.2"),
+        None,
+        (
+            "ddpm edit: error: --strength must be a number in (0, 1] (the fraction of the schedule to noise",
+            "got -0.2",
+        ),
+    ),
+    Case(
+        "img2img-cli-strength-above-one",
+        "image-to-image",
+        "`ddpm edit IMAGE --strength 1.5`",
+        lambda c: _img2img_edit(c, "--strength", "1.5"),
+        None,
+        (
+            "ddpm edit: error: --strength must be a number in (0, 1] (the fraction of the schedule to noise",
+            "got 1.5",
+        ),
+    ),
+    Case(
+        "img2img-cli-strength-nan",
+        "image-to-image",
+        "`ddpm edit IMAGE --strength nan`",
+        lambda c: _img2img_edit(c, "--strength", "nan"),
+        None,
+        (
+            "ddpm edit: error: --strength must be a number in (0, 1] (the fraction of the schedule to noise",
+            "got nan",
+        ),
+    ),
+    Case(
+        "img2img-cli-strength-no-step",
+        "image-to-image",
+        "`ddpm edit IMAGE --strength 0.01 --steps 50` (int(50 * 0.01) = 0 steps to run)",
+        lambda c: _img2img_edit(c, "--strength", "0.01", "--steps", "50"),
+        None,
+        (
+            "ddpm edit: error: --strength 0.01 with --steps 50 runs int(50 * 0.01) = 0 steps; use --strength 0.02 or "
+            "more, or --steps 100 or more",
+        ),
+    ),
+    Case(
+        "img2img-cli-not-an-image",
+        "image-to-image",
+        "`ddpm edit notes.png`: a text file named like an image",
+        lambda c: _img2img_edit(c, "--strength", "0.5", image="notes.png"),
+        None,
+        ("ddpm edit: error: cannot read image {tmp}/notes.png: not an image file Pillow can read",),
+    ),
+    Case(
+        "img2img-cli-fifo",
+        "image-to-image",
+        "`ddpm edit pipe.png`: a FIFO (named pipe)",
+        lambda c: _img2img_edit(c, "--strength", "0.5", image="pipe.png"),
+        None,
+        ("ddpm edit: error: image {tmp}/pipe.png is a FIFO (named pipe), not a regular file",),
+    ),
+    Case(
+        "img2img-cli-missing",
+        "image-to-image",
+        "`ddpm edit missing.png`: no such file",
+        lambda c: _img2img_edit(c, "--strength", "0.5", image="missing.png"),
+        None,
+        ("ddpm edit: error: cannot read image {tmp}/missing.png: No such file or directory",),
+    ),
+    _runtime(
+        "img2img-pipeline-strength-zero",
+        "image-to-image",
+        "`ImageToImagePipeline(...)(image, strength=0)`",
+        lambda c: _img2img_pipe(c)(torch.zeros(1, 3, 16, 16), strength=0),
+        ValueError,
+        "strength must be a number in (0, 1] (the fraction of the schedule to noise the image to",
+    ),
     # ====== issues 15-17 [inversion]: DDIM inversion and interpolation, ddpm interpolate
     # (the [inversion] cases go right below this block)
     # ------

@@ -48,6 +48,7 @@ _EXPORTS: dict[str, str] = {
     "HeunDiscreteScheduler": "ddpm.schedulers",
     "UniPCMultistepScheduler": "ddpm.schedulers",
     "UniPCMultistepSchedulerConfig": "ddpm.schedulers",
+    "ImageToImagePipeline": "ddpm.pipelines",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -68,7 +69,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .image_processing import make_image_grid
     from .models import UNet2DConfig, UNet2DModel
     from .outputs import ImagePipelineOutput, SchedulerOutput, UNet2DOutput
-    from .pipelines import DDIMPipeline, DDPMPipeline, DiffusionPipeline, PNDMPipeline
+    from .pipelines import DDIMPipeline, DDPMPipeline, DiffusionPipeline, ImageToImagePipeline, PNDMPipeline
     from .schedulers import (
         DDIMScheduler,
         DDPMScheduler,

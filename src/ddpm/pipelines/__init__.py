@@ -19,6 +19,7 @@ from __future__ import annotations
 from .callbacks import StepCallback, StepEndCallback
 from .ddim import DDIMPipeline
 from .ddpm import DDPMPipeline
+from .img2img import ImageToImagePipeline
 from .pipeline import DiffusionPipeline
 from .pndm import PNDMPipeline
 from .pretrained import MODEL_INDEX_NAME, ModelIndex, parse_model_index
@@ -31,6 +32,7 @@ __all__ = [
     "DDIMPipeline",
     "DDPMPipeline",
     "DiffusionPipeline",
+    "ImageToImagePipeline",
     "ModelIndex",
     "PNDMPipeline",
     "SchedulerLike",

@@ -528,6 +528,24 @@ class Scheduler(ConfigMixin, PushToHubMixin):
             self._start_at(int(begin_index))
         self._step_index = self._begin_index = int(begin_index)
 
+    def begin_index_for_step(self, step: int) -> int:
+        """The position in ``timesteps`` where spaced step ``step`` (0 ≤ step < ``num_inference_steps``) begins: the
+        start of a loop that skips the first ``step`` steps (image-to-image, ``ImageToImagePipeline.get_timesteps``).
+
+        It is the last model call at the step's timestep: ``step * order`` where every step makes ``order`` calls,
+        and past the Runge-Kutta calls of PNDM's warm-up, whose positions are not a multiple of the step.
+
+        Raises:
+            RuntimeError: :meth:`set_timesteps` was not called.
+            ValueError: ``step`` is outside the schedule.
+        """
+        schedule = self._require_schedule()
+        spaced = self._spaced
+        if isinstance(step, bool) or not isinstance(step, numbers.Integral) or not 0 <= step < len(spaced):
+            raise ValueError(f"step must be an int from 0 to {len(spaced) - 1}, got {step!r}")
+        t = spaced[step]
+        return max(p for p, s in enumerate(schedule) if s == t)
+
     def previous_timestep(self, timestep: int | torch.Tensor) -> torch.Tensor:
         """The timestep after ``timestep`` in the schedule, as a 0-d int64 tensor (-1 after the last step).
 
