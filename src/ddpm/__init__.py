@@ -41,6 +41,8 @@ _EXPORTS: dict[str, str] = {
     "ResourceLimitError": "ddpm.errors",
     "SaveError": "ddpm.errors",
     "ImageError": "ddpm.errors",
+    "DDIMInverseScheduler": "ddpm.schedulers",
+    "DDIMInversionPipeline": "ddpm.pipelines",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -64,6 +66,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from .pipelines import DDIMPipeline, DDPMPipeline, DiffusionPipeline, PNDMPipeline
     from .schedulers import DDIMScheduler, DDPMScheduler, PNDMScheduler
     from .utils import randn_tensor
+    from .schedulers import DDIMInverseScheduler
+    from .pipelines import DDIMInversionPipeline
 
 
 def __getattr__(name: str) -> Any:

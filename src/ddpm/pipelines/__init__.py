@@ -19,6 +19,7 @@ from __future__ import annotations
 from .callbacks import StepCallback, StepEndCallback
 from .ddim import DDIMPipeline
 from .ddpm import DDPMPipeline
+from .inversion import DDIMInversionPipeline
 from .pipeline import DiffusionPipeline
 from .pndm import PNDMPipeline
 from .pretrained import MODEL_INDEX_NAME, ModelIndex, parse_model_index
@@ -38,4 +39,5 @@ __all__ = [
     "StepEndCallback",
     "parse_model_index",
     "register_pipeline",
+    "DDIMInversionPipeline",
 ]

@@ -19,6 +19,7 @@ from __future__ import annotations
 from ..outputs import SchedulerOutput
 from .base import ClippingSchedulerConfig, Scheduler, SchedulerConfig
 from .ddim import DDIMScheduler, DDIMSchedulerConfig
+from .ddim_inverse import DDIMInverseScheduler, DDIMInverseSchedulerConfig
 from .ddpm import DDPMScheduler, DDPMSchedulerConfig
 from .pndm import PNDMScheduler, PNDMSchedulerConfig
 
@@ -34,6 +35,8 @@ __all__ = [
     "Scheduler",
     "SchedulerConfig",
     "SchedulerOutput",
+    "DDIMInverseScheduler",
+    "DDIMInverseSchedulerConfig",
 ]
 
 #: Short name -> scheduler class.
