@@ -63,11 +63,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from .image_processing import make_image_grid
     from .models import UNet2DConfig, UNet2DModel
     from .outputs import ImagePipelineOutput, SchedulerOutput, UNet2DOutput
-    from .pipelines import DDIMPipeline, DDPMPipeline, DiffusionPipeline, PNDMPipeline
-    from .schedulers import DDIMScheduler, DDPMScheduler, PNDMScheduler
+    from .pipelines import DDIMInversionPipeline, DDIMPipeline, DDPMPipeline, DiffusionPipeline, PNDMPipeline
+    from .schedulers import DDIMInverseScheduler, DDIMScheduler, DDPMScheduler, PNDMScheduler
     from .utils import randn_tensor
-    from .schedulers import DDIMInverseScheduler
-    from .pipelines import DDIMInversionPipeline
 
 
 def __getattr__(name: str) -> Any:

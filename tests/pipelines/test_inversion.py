@@ -6,9 +6,8 @@ import pytest
 import torch
 
 from ddpm import DDIMInversionPipeline, DDIMPipeline, DDIMScheduler, DDPMPipeline, DDPMScheduler, UNet2DModel
-from ddpm.pipelines.inversion import slerp
-
 from ddpm.outputs import UNet2DOutput
+from ddpm.pipelines.inversion import slerp
 
 from helpers import CIFAR10_SCHEDULER_CONFIG, TINY_UNET_CONFIG
 

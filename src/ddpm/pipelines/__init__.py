@@ -29,6 +29,7 @@ from .registry import PIPELINES, register_pipeline
 __all__ = [
     "MODEL_INDEX_NAME",
     "PIPELINES",
+    "DDIMInversionPipeline",
     "DDIMPipeline",
     "DDPMPipeline",
     "DiffusionPipeline",
@@ -39,5 +40,4 @@ __all__ = [
     "StepEndCallback",
     "parse_model_index",
     "register_pipeline",
-    "DDIMInversionPipeline",
 ]

@@ -26,6 +26,8 @@ from .pndm import PNDMScheduler, PNDMSchedulerConfig
 __all__ = [
     "SCHEDULERS",
     "ClippingSchedulerConfig",
+    "DDIMInverseScheduler",
+    "DDIMInverseSchedulerConfig",
     "DDIMScheduler",
     "DDIMSchedulerConfig",
     "DDPMScheduler",
@@ -35,8 +37,6 @@ __all__ = [
     "Scheduler",
     "SchedulerConfig",
     "SchedulerOutput",
-    "DDIMInverseScheduler",
-    "DDIMInverseSchedulerConfig",
 ]
 
 #: Short name -> scheduler class.
