@@ -56,7 +56,8 @@ def slerp(alpha: float | torch.Tensor, v0: torch.Tensor, v1: torch.Tensor) -> to
 
     Args:
         alpha: The position, a number or a tensor of shape (B,) (usually in [0, 1]).
-        v0, v1: Tensors of one shape (B, ...), e.g. noises (B, C, H, W).
+        v0: The start, shape (B, ...), e.g. noises (B, C, H, W).
+        v1: The end, the same shape.
 
     Returns:
         The interpolated tensor, shape and dtype of ``v0`` (computed in float64).
@@ -145,8 +146,10 @@ class DDIMInversionPipeline(DiffusionPipeline):
             image: The image(s): a PIL image (resized to the model's size), a numpy array in [0, 1] (H, W[, C]) or
                 (B, H, W, C), a tensor in [-1, 1] (C, H, W) or (B, C, H, W), or a list of PIL images or arrays.
             num_inference_steps: Steps of the inversion (default 50); reconstruct with the same number.
-            callback_on_step_end, callback_on_step_end_tensor_inputs, check_finite: As for ``__call__``, per step of
-                the inversion (``"latents"`` is the sample on its way up to x_T).
+            callback_on_step_end: As for ``__call__``, after each step of the inversion (``"latents"`` is the
+                sample on its way up to x_T).
+            callback_on_step_end_tensor_inputs: As for ``__call__``.
+            check_finite: As for ``__call__``.
 
         Returns:
             x_T, shape (B, C, H, W), on the pipeline's device, in float32 (or the UNet's dtype off the fast path).
@@ -178,7 +181,8 @@ class DDIMInversionPipeline(DiffusionPipeline):
         Args:
             noise: x_T, shape (B, C, H, W) (from :meth:`invert`, :func:`slerp` or ``randn``).
             num_inference_steps: DDIM steps (default 50); use the inversion's number for a round trip.
-            output_type, return_dict: As for ``__call__``.
+            output_type: As for ``__call__``.
+            return_dict: As for ``__call__``.
         """
         return self(
             noise=noise, num_inference_steps=num_inference_steps, output_type=output_type, return_dict=return_dict
@@ -301,7 +305,8 @@ class DDIMInversionPipeline(DiffusionPipeline):
                 one image (as :meth:`invert` takes it).
             num_frames: N, the number of images, end points included: 2 to :data:`MAX_FRAMES`.
             num_inference_steps: Steps of the inversion and of the decoding (default 50).
-            output_type, return_dict: As for ``__call__``.
+            output_type: As for ``__call__``.
+            return_dict: As for ``__call__``.
 
         Returns:
             ``ImagePipelineOutput`` whose ``images`` are the N frames in order (or ``(images,)``).
