@@ -301,8 +301,9 @@ class DDIMInversionPipeline(DiffusionPipeline):
         a generator gives the noise a DDIM pipeline would start from.
 
         Args:
-            a, b: The end points: an int seed (``torch.Generator().manual_seed(seed)``), a ``torch.Generator``, or
-                one image (as :meth:`invert` takes it).
+            a: The first end point: an int seed (``torch.Generator().manual_seed(seed)``), a ``torch.Generator``,
+                or one image (as :meth:`invert` takes it).
+            b: The last end point, of the same kinds.
             num_frames: N, the number of images, end points included: 2 to :data:`MAX_FRAMES`.
             num_inference_steps: Steps of the inversion and of the decoding (default 50).
             output_type: As for ``__call__``.
