@@ -27,7 +27,7 @@ def test_seeds_and_an_image_give_frames_a_grid_and_a_gif_and_nothing_is_clobbere
         "frame_000.png", "frame_001.png", "frame_002.png", "grid.png", "interpolation.gif",
     ]  # fmt: skip
     with Image.open(out / "interpolation.gif") as gif:
-        assert gif.n_frames == 4  # there and back
+        assert gif.n_frames == 4  # type: ignore[attr-defined]  # there and back
     with Image.open(out / "grid.png") as grid:
         assert grid.size == (3 * 32, 32)
     status, err = _run("seed:1", "2", "--frames", "3", "--steps", "2", "--out", str(out), "--no-progress")

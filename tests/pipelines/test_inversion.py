@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 
@@ -20,7 +22,7 @@ class GaussianDenoiser(UNet2DModel):
 
     s2 = 0.25
 
-    def forward(self, sample: torch.Tensor, timestep: object, *args: object, **kwargs: object) -> UNet2DOutput:
+    def forward(self, sample: torch.Tensor, timestep: Any, *args: Any, **kwargs: Any) -> UNet2DOutput:
         alpha_bar = float(DDPMScheduler.from_config(CIFAR10_SCHEDULER_CONFIG).alphas_cumprod[int(timestep)])
         eps = (1 - alpha_bar) ** 0.5 * sample / (alpha_bar * self.s2 + 1 - alpha_bar)
         return UNet2DOutput(sample=eps)

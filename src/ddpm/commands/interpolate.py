@@ -244,7 +244,7 @@ def run(args: argparse.Namespace) -> int:
     pipe.check_batch_fits(args.frames, lower="ask for fewer --frames")
     pipe.set_progress_bar_config(disable=args.no_progress, desc="ddpm interpolate", leave=False)
 
-    sources = [point.seed if point.seed is not None else point.image for point in points]
+    sources: list[Any] = [point.seed if point.seed is not None else point.image for point in points]
     images = pipe.interpolate(sources[0], sources[1], args.frames, num_inference_steps=steps).images
     _write(out, images, args.overwrite)
     print(

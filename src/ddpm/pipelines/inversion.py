@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import numbers
 from collections.abc import Iterator, Sequence
-from typing import Any, Literal, overload
+from typing import Any, Literal, cast, overload
 
 import torch
 
@@ -184,9 +184,9 @@ class DDIMInversionPipeline(DiffusionPipeline):
             output_type: As for ``__call__``.
             return_dict: As for ``__call__``.
         """
-        return self(
-            noise=noise, num_inference_steps=num_inference_steps, output_type=output_type, return_dict=return_dict
-        )
+        if return_dict:
+            return self(noise=noise, num_inference_steps=num_inference_steps, output_type=output_type)
+        return self(noise=noise, num_inference_steps=num_inference_steps, output_type=output_type, return_dict=False)
 
     @overload
     def __call__(
@@ -326,7 +326,7 @@ class DDIMInversionPipeline(DiffusionPipeline):
         noises = self._noise_of(a, b, steps)  # [(1, C, H, W), (1, C, H, W)]
         alphas = torch.linspace(0, 1, int(num_frames), dtype=torch.float64)
         path = slerp(alphas, noises[0].expand(len(alphas), -1, -1, -1), noises[1].expand(len(alphas), -1, -1, -1))
-        return self(noise=path, num_inference_steps=steps, output_type=output_type, return_dict=return_dict)
+        return self.reconstruct(path, steps, output_type=output_type, return_dict=return_dict)
 
     def _noise_of(self, a: NoiseSource, b: NoiseSource, steps: int) -> list[torch.Tensor]:
         """The two end points' x_T, each (1, C, H, W); images are checked first, then inverted together."""
@@ -335,13 +335,14 @@ class DDIMInversionPipeline(DiffusionPipeline):
         images: dict[int, torch.Tensor] = {}
         for k, (name, source) in enumerate((("a", a), ("b", b))):
             if isinstance(source, numbers.Integral) and not isinstance(source, bool):
-                if not 0 <= source < 2**63:
-                    raise ValueError(f"{name}: a seed must be from 0 to 2**63-1, got {source}")
-                source = torch.Generator().manual_seed(int(source))
+                seed = int(source)
+                if not 0 <= seed < 2**63:
+                    raise ValueError(f"{name}: a seed must be from 0 to 2**63-1, got {seed}")
+                source = torch.Generator().manual_seed(seed)
             if isinstance(source, torch.Generator):
                 noises[k] = randn_tensor(shape, source, self.device, self._loop_dtype())
                 continue
-            image = self._prepare_image(source)
+            image = self._prepare_image(cast("ImageInput", source))
             if image.shape[0] != 1:
                 raise ValueError(f"{name} is a batch of {image.shape[0]} images; give one image per end point")
             images[k] = image
