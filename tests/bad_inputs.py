@@ -1899,6 +1899,55 @@ CASES: list[Case] = [
     # ====== issues 15-17 [inversion]: DDIM inversion and interpolation, ddpm interpolate
     # (the [inversion] cases go right below this block)
     # ------
+    Case(
+        "cli-interpolate-missing-image",
+        "editing",
+        "`ddpm interpolate nope.png seed:1` (a missing image file)",
+        lambda c: run_cli(c, "interpolate", "{tmp}/nope.png", "seed:1", "--model", "{repo}", "--out", "{tmp}/o"),
+        None,
+        ("ddpm interpolate: error: A: {tmp}/nope.png is not a file (and not a seed); give an image file, or a seed",),
+    ),
+    Case(
+        "cli-interpolate-not-an-image",
+        "editing",
+        "`ddpm interpolate notes.png 3` (a text file named like an image)",
+        _steps(
+            lambda c: (c.tmp / "notes.png").write_text("hello"),
+            lambda c: run_cli(c, "interpolate", "{tmp}/notes.png", "3", "--model", "{repo}", "--out", "{tmp}/o"),
+        ),
+        None,
+        ("cannot read A image {tmp}/notes.png: not an image file Pillow can read",),
+    ),
+    Case(
+        "cli-interpolate-fifo",
+        "editing",
+        "`ddpm interpolate 1 pipe.png` where pipe.png is a FIFO (never waited on)",
+        _steps(
+            lambda c: os.mkfifo(c.tmp / "pipe.png"),
+            lambda c: run_cli(c, "interpolate", "1", "{tmp}/pipe.png", "--model", "{repo}", "--out", "{tmp}/o"),
+        ),
+        None,
+        ("B image {tmp}/pipe.png is a FIFO (named pipe), not a regular file",),
+    ),
+    Case(
+        "cli-interpolate-wrong-size",
+        "editing",
+        "`ddpm interpolate big.png 1` with a 20x20 image for a 16x16 model",
+        _steps(
+            lambda c: _inversion_png(c.tmp / "big.png", 20),
+            lambda c: run_cli(c, "interpolate", "{tmp}/big.png", "1", "--model", "{repo}", "--out", "{tmp}/o"),
+        ),
+        None,
+        ("A image {tmp}/big.png is 20x20; the model takes 16x16 images: resize it first",),
+    ),
+    Case(
+        "interpolate-one-frame",
+        "editing",
+        "`DDIMInversionPipeline.interpolate(1, 2, num_frames=1)`",
+        lambda c: _inversion_pipe(c).interpolate(1, 2, num_frames=1),
+        ValueError,
+        ("num_frames must be from 2 to 1000 (both end points included), got 1",),
+    ),
     # ====== issues 15-17 [cpu]: the CPU fast path: dtype defaults
     # (the [cpu] cases go right below this block)
     # ------
@@ -2198,6 +2247,19 @@ def _unipc() -> Any:
 def _unipc_from_config(ctx: Ctx, **changes: Any) -> Any:
     ctx.edit_json("scheduler_config.json", **changes)
     return _unipc().from_pretrained(ctx.repo)
+
+
+def _inversion_png(path: Path, size: int) -> Path:
+    from PIL import Image
+
+    Image.new("RGB", (size, size)).save(path)
+    return path
+
+
+def _inversion_pipe(ctx: Ctx) -> Any:
+    from ddpm import DDIMInversionPipeline
+
+    return DDIMInversionPipeline.from_pretrained(ctx.repo)
 
 
 # ---------------------------------------------------------------------------------------------- running a case

@@ -49,6 +49,8 @@ _EXPORTS: dict[str, str] = {
     "UniPCMultistepScheduler": "ddpm.schedulers",
     "UniPCMultistepSchedulerConfig": "ddpm.schedulers",
     "ImageToImagePipeline": "ddpm.pipelines",
+    "DDIMInverseScheduler": "ddpm.schedulers",
+    "DDIMInversionPipeline": "ddpm.pipelines",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -69,8 +71,16 @@ if TYPE_CHECKING:  # pragma: no cover
     from .image_processing import make_image_grid
     from .models import UNet2DConfig, UNet2DModel
     from .outputs import ImagePipelineOutput, SchedulerOutput, UNet2DOutput
-    from .pipelines import DDIMPipeline, DDPMPipeline, DiffusionPipeline, ImageToImagePipeline, PNDMPipeline
+    from .pipelines import (
+        DDIMInversionPipeline,
+        DDIMPipeline,
+        DDPMPipeline,
+        DiffusionPipeline,
+        ImageToImagePipeline,
+        PNDMPipeline,
+    )
     from .schedulers import (
+        DDIMInverseScheduler,
         DDIMScheduler,
         DDPMScheduler,
         DPMSolverMultistepScheduler,

@@ -42,6 +42,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "ddpm.commands.train",
     "ddpm.commands.evaluate",
     "ddpm.commands.edit",
+    "ddpm.commands.interpolate",
 )
 
 

@@ -20,6 +20,7 @@ from .callbacks import StepCallback, StepEndCallback
 from .ddim import DDIMPipeline
 from .ddpm import DDPMPipeline
 from .img2img import ImageToImagePipeline
+from .inversion import DDIMInversionPipeline
 from .pipeline import DiffusionPipeline
 from .pndm import PNDMPipeline
 from .pretrained import MODEL_INDEX_NAME, ModelIndex, parse_model_index
@@ -29,6 +30,7 @@ from .registry import PIPELINES, register_pipeline
 __all__ = [
     "MODEL_INDEX_NAME",
     "PIPELINES",
+    "DDIMInversionPipeline",
     "DDIMPipeline",
     "DDPMPipeline",
     "DiffusionPipeline",

@@ -20,6 +20,7 @@ from __future__ import annotations
 from ..outputs import SchedulerOutput
 from .base import ClippingSchedulerConfig, Scheduler, SchedulerConfig
 from .ddim import DDIMScheduler, DDIMSchedulerConfig
+from .ddim_inverse import DDIMInverseScheduler, DDIMInverseSchedulerConfig
 from .ddpm import DDPMScheduler, DDPMSchedulerConfig
 from .dpmsolver_multistep import DPMSolverMultistepScheduler, DPMSolverMultistepSchedulerConfig
 from .euler import (  # [euler]
@@ -35,6 +36,8 @@ from .unipc_multistep import UniPCMultistepScheduler, UniPCMultistepSchedulerCon
 __all__ = [
     "SCHEDULERS",
     "ClippingSchedulerConfig",
+    "DDIMInverseScheduler",
+    "DDIMInverseSchedulerConfig",
     "DDIMScheduler",
     "DDIMSchedulerConfig",
     "DDPMScheduler",
