@@ -187,7 +187,7 @@ class DDIMInverseScheduler(Scheduler):
     def _model_call_timesteps(self, spaced: list[int]) -> list[int]:
         return spaced[::-1]  # the sampler's timesteps, in the opposite order
 
-    def _join_schedule_at(self, timestep: int | torch.Tensor) -> bool:
+    def _join_schedule_at(self, timestep: float | torch.Tensor) -> bool:
         return False  # an inversion starts at the image: a timestep outside the schedule is refused
 
     def _per_step_coefficients(self) -> list[_Coefficients]:
