@@ -105,8 +105,8 @@ class ConfigBase(Mapping[str, Any]):
             return False
         if not isinstance(other, Mapping):
             return NotImplemented
-        public = {k: v for k, v in other.items() if not (isinstance(k, str) and k.startswith("_"))}
-        return {k: getattr(self, k) for k in self._field_names()} == public
+        public = {k: _as_json(v) for k, v in other.items() if not (isinstance(k, str) and k.startswith("_"))}
+        return {k: _as_json(getattr(self, k)) for k in self._field_names()} == public
 
     # ------------------------------------------------------------------ mapping protocol
     def __getitem__(self, key: str) -> Any:
@@ -397,3 +397,10 @@ def check(condition: bool, config: ConfigBase, key: str, allowed: str) -> None:
     if not condition:
         value = getattr(config, key)
         raise ConfigError(f"{_where(config._source())}config key {key!r} has value {show_value(value)}; {allowed}")
+
+
+def _as_json(value: Any) -> Any:
+    """``value`` as JSON holds it: tuples as lists (a config keeps tuples; one read from JSON or diffusers, lists)."""
+    if isinstance(value, (list, tuple)):
+        return [_as_json(v) for v in value]
+    return value
