@@ -221,7 +221,8 @@ def test_info_without_a_model_lists_the_bundled_models_and_schedulers(capsys):
     assert main(["info"]) == 0
     text = capsys.readouterr().out
     assert "ddpm-mnist  5.5 MB, 2,734,945 parameters  An unconditional DDPM" in text
-    assert "schedulers (ddpm sample --scheduler): ddpm, ddim, pndm" in text
+    assert "samplers (ddpm sample --scheduler NAME; --steps N overrides the default steps):" in text
+    assert "  ddim         DDIMScheduler, 50 steps  DDIM (Song et al. 2021)" in text
 
 
 def test_no_command_prints_the_help_with_status_2(capsys):

@@ -23,10 +23,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..runtime import DTYPES, Distributed, resolve_device
+from ..schedulers.presets import sampler_preset
 from ._common import add_model_argument, at_most, plural, positive, resolve_model, set_threads
 from ._sampling import (
     MIN_USEFUL_STEPS,
     add_sampler_options,
+    check_eta,
     default_steps,
     fast_dtype_name,
     load_pipeline,
@@ -128,7 +130,7 @@ def _settings(args: argparse.Namespace, model: str, dtype: str) -> dict[str, Any
         "scheduler": args.scheduler,
         "steps": steps,
         "seed": args.seed,
-        "eta": args.eta if args.eta is not None else (0.0 if args.scheduler == "ddim" else None),
+        "eta": args.eta if args.eta is not None else (0.0 if sampler_preset(args.scheduler).takes_eta else None),
         "dtype": dtype,
         "fast": args.fast,
     }
@@ -225,8 +227,7 @@ def _check_arguments(args: argparse.Namespace, steps: int) -> None:
     """Refuse combinations of options before anything is loaded; warn about settings that give noise."""
     from ..pipelines.batch import MAX_SEED
 
-    if args.eta is not None and args.eta != 0 and args.scheduler != "ddim":
-        raise ValueError(f"--eta {args.eta} applies only to --scheduler ddim (got --scheduler {args.scheduler})")
+    check_eta(args.scheduler, args.eta)
     if args.compile != "off" and not args.fast:
         raise ValueError(f"--compile {args.compile} needs --fast")
     last = args.seed + args.num_images - 1
@@ -238,7 +239,7 @@ def _check_arguments(args: argparse.Namespace, steps: int) -> None:
     if steps < MIN_USEFUL_STEPS:
         print(
             f"ddpm sample: warning: --steps {steps} is too few for {args.scheduler}: the images come out as noise or "
-            f"blurs; use --steps 20 or more (the default is {50 if args.scheduler != 'ddpm' else 1000})",
+            f"blurs; use --steps 20 or more (the default is {default_steps(args.scheduler)})",
             file=sys.stderr,
         )
 
