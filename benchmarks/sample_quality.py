@@ -185,10 +185,10 @@ def nfe_sweep(args: argparse.Namespace) -> None:
     if args.plot is not None:
         _check_matplotlib()
     implementations = ["ddpm", "diffusers"] if args.compare_diffusers else ["ddpm"]
+    runs, reference = load_runs(args.load or [], args.num_images)
+    done = {(r.sampler, r.calls) for r in runs}
     config_pipe = DDPMPipeline.from_pretrained(args.model)
-    generate(args.model, "ddim", 2, 1, args.seed, 1)  # warm-up: the first run's time would include torch's start-up
-    runs: list[Run] = []
-    reference = None
+    generate(args.model, "ddim", 2, 1, args.seed, 1)  # warm-up: the first run's time would include start-up
     for implementation in implementations:
         for name in names:
             if implementation == "diffusers" and name in CLASSIC:
@@ -199,7 +199,9 @@ def nfe_sweep(args: argparse.Namespace) -> None:
                 found = steps_for(_scheduler(config_pipe, name, implementation), nfe)
                 if found is not None and found not in planned.values():
                     planned[nfe] = found
-            for nfe, (steps, _) in planned.items():
+            for nfe, (steps, planned_calls) in planned.items():
+                if (label, planned_calls) in done:
+                    continue  # from --load
                 images, seconds, calls = generate(
                     args.model, name, steps, args.num_images, args.seed, args.batch_size, implementation
                 )
@@ -211,25 +213,46 @@ def nfe_sweep(args: argparse.Namespace) -> None:
                     flush=True,
                 )
                 _save_grid(args.out, f"{label.replace(' ', '_')}-{calls}", images)
-    assert reference is not None
+                if args.json is not None:  # after every run: an interrupted sweep resumes with --load
+                    save_runs(args.json, runs, reference)
+    if reference is None:
+        raise SystemExit("nothing to report: no sampler could run at these numbers of calls")
     _print_header(args)
     print(nfe_table(runs, reference, args.num_images))
     print()
     print(acceptance(runs, reference))
-    if args.json is not None:
-        args.json.write_text(
-            json.dumps(
-                {
-                    "reference": reference.to_dict(),
-                    "runs": [{**dataclasses.asdict(r), "scores": r.scores.to_dict()} for r in runs],
-                },
-                indent=1,
-            )
-            + "\n"
-        )
     if args.plot is not None:
         plot(runs, reference, args.plot)
         print(f"plot: {args.plot}")
+
+
+def save_runs(path: Path, runs: list[Run], reference: Any) -> None:
+    """Every run and the reference row as JSON (what ``--load`` reads)."""
+    data = {
+        "reference": reference.to_dict(),
+        "runs": [{**dataclasses.asdict(r), "scores": r.scores.to_dict()} for r in runs],
+    }
+    path.write_text(json.dumps(data, indent=1) + "\n")
+
+
+def load_runs(paths: list[Path], n: int) -> tuple[list[Run], Any]:
+    """The runs and the reference row of earlier ``--json`` files (made with the same N and seeds)."""
+    from ddpm.evaluation import QualityReport
+
+    def report(d: dict[str, Any]) -> QualityReport:
+        fields = {**d, "class_counts": tuple(d["class_counts"])}
+        if fields.get("spread") is not None:
+            fields["spread"] = tuple(fields["spread"])
+        return QualityReport(**fields)
+
+    runs, reference = [], None
+    for path in paths:
+        data = json.loads(path.read_text())
+        reference = report(data["reference"])
+        if reference.n != n:
+            raise SystemExit(f"{path} scored {reference.n} images per run, not --num-images {n}")
+        runs += [Run(**{**r, "scores": report(r["scores"])}) for r in data["runs"]]
+    return runs, reference
 
 
 def nfe_table(runs: list[Run], reference: Any, n: int) -> str:
@@ -338,6 +361,14 @@ def main() -> None:
     parser.add_argument("--compare-diffusers", action="store_true", help="with --nfe: also run diffusers' classes")
     parser.add_argument("--plot", type=Path, default=None, help="with --nfe: write Fréchet distance vs calls here")
     parser.add_argument("--json", type=Path, default=None, help="with --nfe: write every figure to this JSON file")
+    parser.add_argument(
+        "--load",
+        type=Path,
+        nargs="+",
+        default=None,
+        metavar="JSON",
+        help="with --nfe: start from the runs in these --json files (their samplers are not run again)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
