@@ -41,6 +41,8 @@ _EXPORTS: dict[str, str] = {
     "ResourceLimitError": "ddpm.errors",
     "SaveError": "ddpm.errors",
     "ImageError": "ddpm.errors",
+    "DPMSolverMultistepScheduler": "ddpm.schedulers",
+    "DPMSolverMultistepSchedulerConfig": "ddpm.schedulers",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -63,6 +65,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .outputs import ImagePipelineOutput, SchedulerOutput, UNet2DOutput
     from .pipelines import DDIMPipeline, DDPMPipeline, DiffusionPipeline, PNDMPipeline
     from .schedulers import DDIMScheduler, DDPMScheduler, PNDMScheduler
+    from .schedulers.dpmsolver_multistep import DPMSolverMultistepScheduler, DPMSolverMultistepSchedulerConfig
     from .utils import randn_tensor
 
 

@@ -20,6 +20,7 @@ from ..outputs import SchedulerOutput
 from .base import ClippingSchedulerConfig, Scheduler, SchedulerConfig
 from .ddim import DDIMScheduler, DDIMSchedulerConfig
 from .ddpm import DDPMScheduler, DDPMSchedulerConfig
+from .dpmsolver_multistep import DPMSolverMultistepScheduler, DPMSolverMultistepSchedulerConfig
 from .pndm import PNDMScheduler, PNDMSchedulerConfig
 
 __all__ = [
@@ -29,6 +30,8 @@ __all__ = [
     "DDIMSchedulerConfig",
     "DDPMScheduler",
     "DDPMSchedulerConfig",
+    "DPMSolverMultistepScheduler",
+    "DPMSolverMultistepSchedulerConfig",
     "PNDMScheduler",
     "PNDMSchedulerConfig",
     "Scheduler",
@@ -37,4 +40,9 @@ __all__ = [
 ]
 
 #: Short name -> scheduler class.
-SCHEDULERS: dict[str, type[Scheduler]] = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler, "pndm": PNDMScheduler}
+SCHEDULERS: dict[str, type[Scheduler]] = {
+    "ddpm": DDPMScheduler,
+    "ddim": DDIMScheduler,
+    "pndm": PNDMScheduler,
+    "dpmsolver": DPMSolverMultistepScheduler,
+}

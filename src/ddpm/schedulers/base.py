@@ -489,7 +489,7 @@ class Scheduler(ConfigMixin, PushToHubMixin):
                     f"num_inference_steps={n} is larger than num_train_timesteps={t}: a discrete scheduler can only "
                     f"visit the {t} timesteps the model was trained on; use at most {t}"
                 )
-            spaced = spaced_timesteps(t, n, self.config.timestep_spacing, self.config.steps_offset)
+            spaced = self._spaced_timesteps(n)
         schedule = self._model_call_timesteps(spaced)
         self._schedule = schedule
         # timestep -> its first position in the schedule, for a loop that jumps (see _begin_step)
@@ -538,6 +538,13 @@ class Scheduler(ConfigMixin, PushToHubMixin):
         if position is None:
             raise ValueError(f"timestep {self._timestep_value(timestep)} is not in the schedule {schedule}")
         return torch.tensor(schedule[position + 1] if position + 1 < len(schedule) else -1)
+
+    def _spaced_timesteps(self, num_inference_steps: int) -> list[int]:
+        """The n timesteps of ``set_timesteps(n)``, largest first: the config's ``timestep_spacing``
+        (:func:`~ddpm.schedulers.math.spaced_timesteps`). Override it for a scheduler with its own spacing rule; it may
+        raise a ``ValueError`` that says why a step count is impossible."""
+        cfg = self.config
+        return spaced_timesteps(cfg.num_train_timesteps, num_inference_steps, cfg.timestep_spacing, cfg.steps_offset)
 
     def _model_call_timesteps(self, spaced: list[int]) -> list[int]:
         """The timestep of every model call, in order, from the n spaced timesteps (one call each by default).
