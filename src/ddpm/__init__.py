@@ -43,6 +43,9 @@ _EXPORTS: dict[str, str] = {
     "ImageError": "ddpm.errors",
     "DPMSolverMultistepScheduler": "ddpm.schedulers",
     "DPMSolverMultistepSchedulerConfig": "ddpm.schedulers",
+    "EulerDiscreteScheduler": "ddpm.schedulers",
+    "EulerAncestralDiscreteScheduler": "ddpm.schedulers",
+    "HeunDiscreteScheduler": "ddpm.schedulers",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -64,7 +67,14 @@ if TYPE_CHECKING:  # pragma: no cover
     from .models import UNet2DConfig, UNet2DModel
     from .outputs import ImagePipelineOutput, SchedulerOutput, UNet2DOutput
     from .pipelines import DDIMPipeline, DDPMPipeline, DiffusionPipeline, PNDMPipeline
-    from .schedulers import DDIMScheduler, DDPMScheduler, PNDMScheduler
+    from .schedulers import (  # [euler]
+        DDIMScheduler,
+        DDPMScheduler,
+        EulerAncestralDiscreteScheduler,
+        EulerDiscreteScheduler,
+        HeunDiscreteScheduler,
+        PNDMScheduler,
+    )
     from .schedulers.dpmsolver_multistep import DPMSolverMultistepScheduler, DPMSolverMultistepSchedulerConfig
     from .utils import randn_tensor
 

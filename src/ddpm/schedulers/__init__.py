@@ -21,6 +21,13 @@ from .base import ClippingSchedulerConfig, Scheduler, SchedulerConfig
 from .ddim import DDIMScheduler, DDIMSchedulerConfig
 from .ddpm import DDPMScheduler, DDPMSchedulerConfig
 from .dpmsolver_multistep import DPMSolverMultistepScheduler, DPMSolverMultistepSchedulerConfig
+from .euler import (  # [euler]
+    EulerAncestralDiscreteScheduler,
+    EulerAncestralDiscreteSchedulerConfig,
+    EulerDiscreteScheduler,
+    EulerDiscreteSchedulerConfig,
+)
+from .heun import HeunDiscreteScheduler, HeunDiscreteSchedulerConfig  # [euler]
 from .pndm import PNDMScheduler, PNDMSchedulerConfig
 
 __all__ = [
@@ -32,6 +39,12 @@ __all__ = [
     "DDPMSchedulerConfig",
     "DPMSolverMultistepScheduler",
     "DPMSolverMultistepSchedulerConfig",
+    "EulerAncestralDiscreteScheduler",
+    "EulerAncestralDiscreteSchedulerConfig",
+    "EulerDiscreteScheduler",
+    "EulerDiscreteSchedulerConfig",
+    "HeunDiscreteScheduler",
+    "HeunDiscreteSchedulerConfig",
     "PNDMScheduler",
     "PNDMSchedulerConfig",
     "Scheduler",
@@ -45,4 +58,7 @@ SCHEDULERS: dict[str, type[Scheduler]] = {
     "ddim": DDIMScheduler,
     "pndm": PNDMScheduler,
     "dpmsolver": DPMSolverMultistepScheduler,
+    "euler": EulerDiscreteScheduler,
+    "euler-a": EulerAncestralDiscreteScheduler,
+    "heun": HeunDiscreteScheduler,
 }

@@ -248,6 +248,8 @@ class Scheduler(ConfigMixin, PushToHubMixin):
     _constructor_only: ClassVar[tuple[str, ...]] = ()
     #: Whether ``step()`` may be called before :meth:`set_timesteps`, over all T training timesteps (DDPM).
     _steps_without_set_timesteps: ClassVar[bool] = False
+    #: Whether timesteps may be fractional (the σ-space schedulers' float32 timesteps); integers otherwise.
+    _fractional_timesteps: ClassVar[bool] = False
     order: ClassVar[int] = 1
     init_noise_sigma: ClassVar[float] = 1.0
     config: SchedulerConfig
@@ -305,7 +307,7 @@ class Scheduler(ConfigMixin, PushToHubMixin):
         self.num_inference_steps: int | None = None
         self.timesteps = torch.arange(cfg.num_train_timesteps - 1, -1, -1, dtype=torch.int64)
         self._schedule: list[int] | None = None
-        self._positions: dict[int, int] = {}
+        self._positions: dict[float, int] = {}  # timestep -> position (int keys, or float ones in σ-space)
         self._step_index = 0
         self._begin_index = 0  # where the current loop starts; its first step may start elsewhere (a lookup)
         self._implicit_schedule = False  # the T training timesteps, made by step() without set_timesteps
@@ -653,7 +655,7 @@ class Scheduler(ConfigMixin, PushToHubMixin):
     def _advance(
         self,
         model_output: torch.Tensor,
-        timestep: int | torch.Tensor,
+        timestep: float | torch.Tensor,
         sample: torch.Tensor,
         generator: Generators,
         variance_noise: torch.Tensor | None,
@@ -713,7 +715,7 @@ class Scheduler(ConfigMixin, PushToHubMixin):
         assert self._schedule is not None
         return self._schedule
 
-    def _begin_step(self, timestep: int | torch.Tensor) -> tuple[int, int]:
+    def _begin_step(self, timestep: float | torch.Tensor) -> tuple[int, int]:
         """Find this step's position in the schedule; return (step index, timestep), reading no device tensor.
 
         In order, the position is the step counter (the timestep is only checked). Where the loop may jump (its
@@ -746,13 +748,15 @@ class Scheduler(ConfigMixin, PushToHubMixin):
             )
         return i, expected
 
-    def _join_schedule_at(self, timestep: int | torch.Tensor) -> bool:
+    def _join_schedule_at(self, timestep: float | torch.Tensor) -> bool:
         """A loop's first step at a training timestep t that is not in the schedule (SDEdit's start, diffusers'
         ``step()`` at any t): the schedule becomes t followed by the scheduled timesteps below it, so the loop
         continues on the schedule. Returns False (the caller refuses the step) when t is unknown without a sync,
         outside [0, T), or the scheduler cannot start there."""
         got = self._timestep_value(timestep)
-        if got is None or self._implicit_schedule or not 0 <= got < self.config.num_train_timesteps:
+        if got is None or isinstance(got, float) or self._implicit_schedule:
+            return False
+        if not 0 <= got < self.config.num_train_timesteps:
             return False
         spaced, device = self._spaced, self.timesteps.device
         try:
@@ -762,7 +766,7 @@ class Scheduler(ConfigMixin, PushToHubMixin):
             return False
         return True
 
-    def _position_of(self, timestep: int | torch.Tensor, start: int) -> int | None:
+    def _position_of(self, timestep: float | torch.Tensor, start: int) -> int | None:
         """The position of ``timestep`` in the schedule: ``start`` when it is the timestep there, else its first
         position; None when not in the schedule, or when it is a device tensor whose value would need a sync."""
         assert self._schedule is not None
@@ -777,7 +781,7 @@ class Scheduler(ConfigMixin, PushToHubMixin):
             return start
         return self._positions.get(got)
 
-    def _timestep_value(self, timestep: int | torch.Tensor) -> int | None:
+    def _timestep_value(self, timestep: float | torch.Tensor) -> int | float | None:
         """The value of ``timestep`` when it can be known without waiting for a device, else None (trusted)."""
         if isinstance(timestep, torch.Tensor):
             if timestep.dim() > 1 or timestep.numel() == 0:
@@ -802,6 +806,8 @@ class Scheduler(ConfigMixin, PushToHubMixin):
             value = float(timestep)
         else:
             raise TypeError(f"timestep must be an int or a tensor, got {type(timestep).__name__}")
+        if self._fractional_timesteps and not value.is_integer():
+            return value
         if not value.is_integer():
             raise ValueError(f"timestep must be a whole number, got {value}")
         return int(value)

@@ -15,13 +15,28 @@ Every function takes and returns numpy arrays and keeps their dtype (float32 whe
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import numpy as np
+import torch
 
-__all__ = ["alpha_sigma_from_sigma", "karras_sigmas", "sigmas_from_alphas_cumprod", "timesteps_from_sigmas"]
+ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
+
+__all__ = [
+    "alpha_sigma_from_sigma",
+    "exponential_sigmas",
+    "karras_sigmas",
+    "sigmas_from_alphas_cumprod",
+    "timesteps_from_sigmas",
+]
 
 
-def sigmas_from_alphas_cumprod(alphas_cumprod: np.ndarray) -> np.ndarray:
-    """σ_t = sqrt((1 - ᾱ_t) / ᾱ_t) for every training timestep t (shape (T,), increasing with t)."""
+def sigmas_from_alphas_cumprod(alphas_cumprod: ArrayT) -> ArrayT:
+    """σ_t = sqrt((1 - ᾱ_t) / ᾱ_t) for every training timestep t (shape (T,), increasing with t).
+
+    Also takes a torch tensor (and returns one): torch's float32 power rounds some values differently from numpy's,
+    and diffusers' σ-space schedulers compute this with torch.
+    """
     return ((1 - alphas_cumprod) / alphas_cumprod) ** 0.5
 
 
@@ -35,6 +50,16 @@ def karras_sigmas(sigma_min: float, sigma_max: float, num_inference_steps: int, 
     ramp = np.linspace(0, 1, num_inference_steps)
     top, bottom = sigma_max ** (1 / rho), sigma_min ** (1 / rho)
     return (top + ramp * (bottom - top)) ** rho
+
+
+def exponential_sigmas(sigma_min: float, sigma_max: float, num_inference_steps: int) -> np.ndarray:
+    """n noise levels evenly spaced in log σ from σ_max down to σ_min (float64, shape (n,)):
+
+        σ_i = exp(log σ_max + i / (n - 1) · (log σ_min - log σ_max)),   i = 0, ..., n - 1
+
+    the ρ → ∞ limit of Eq. (5) (``karras_sigmas``). With n = 1 the single level is σ_max.
+    """
+    return np.exp(np.linspace(np.log(sigma_max), np.log(sigma_min), num_inference_steps))
 
 
 def timesteps_from_sigmas(sigmas: np.ndarray, log_training_sigmas: np.ndarray) -> np.ndarray:
