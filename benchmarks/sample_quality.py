@@ -188,8 +188,9 @@ def nfe_sweep(args: argparse.Namespace) -> None:
     runs, reference = load_runs(args.load or [], args.num_images)
     done = {(r.sampler, r.calls) for r in runs}
     config_pipe = DDPMPipeline.from_pretrained(args.model)
-    generate(args.model, "ddim", 2, 1, args.seed, 1)  # warm-up: the first run's time would include start-up
-    for implementation in implementations:
+    if not args.report_only:
+        generate(args.model, "ddim", 2, 1, args.seed, 1)  # warm-up: the first run's time would include start-up
+    for implementation in implementations if not args.report_only else []:
         for name in names:
             if implementation == "diffusers" and name in CLASSIC:
                 continue  # the reference is for the new samplers; the classic ones are tested against diffusers
@@ -368,6 +369,9 @@ def main() -> None:
         default=None,
         metavar="JSON",
         help="with --nfe: start from the runs in these --json files (their samplers are not run again)",
+    )
+    parser.add_argument(
+        "--report-only", action="store_true", help="with --load: run nothing, print the table and draw the plot"
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=100)

@@ -46,6 +46,8 @@ _EXPORTS: dict[str, str] = {
     "EulerDiscreteScheduler": "ddpm.schedulers",
     "EulerAncestralDiscreteScheduler": "ddpm.schedulers",
     "HeunDiscreteScheduler": "ddpm.schedulers",
+    "UniPCMultistepScheduler": "ddpm.schedulers",
+    "UniPCMultistepSchedulerConfig": "ddpm.schedulers",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -74,6 +76,8 @@ if TYPE_CHECKING:  # pragma: no cover
         EulerDiscreteScheduler,
         HeunDiscreteScheduler,
         PNDMScheduler,
+        UniPCMultistepScheduler,
+        UniPCMultistepSchedulerConfig,
     )
     from .schedulers.dpmsolver_multistep import DPMSolverMultistepScheduler, DPMSolverMultistepSchedulerConfig
     from .utils import randn_tensor

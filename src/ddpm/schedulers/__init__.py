@@ -12,6 +12,7 @@ The modules:
 * ``base.py``: :class:`Scheduler` (loading and saving, ``set_timesteps``, the single ``step()``, ``add_noise``) and
   the extension points a scheduler implements; its module docstring says how to add one.
 * ``ddpm.py``, ``ddim.py``, ``pndm.py``: one algorithm each, with its config.
+* ``unipc_multistep.py``: UniPC (Zhao et al. 2023), a multistep predictor-corrector in σ-space.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from .euler import (  # [euler]
 )
 from .heun import HeunDiscreteScheduler, HeunDiscreteSchedulerConfig  # [euler]
 from .pndm import PNDMScheduler, PNDMSchedulerConfig
+from .unipc_multistep import UniPCMultistepScheduler, UniPCMultistepSchedulerConfig
 
 __all__ = [
     "SCHEDULERS",
@@ -50,6 +52,8 @@ __all__ = [
     "Scheduler",
     "SchedulerConfig",
     "SchedulerOutput",
+    "UniPCMultistepScheduler",
+    "UniPCMultistepSchedulerConfig",
 ]
 
 #: Short name -> scheduler class.
@@ -61,4 +65,5 @@ SCHEDULERS: dict[str, type[Scheduler]] = {
     "euler": EulerDiscreteScheduler,
     "euler-a": EulerAncestralDiscreteScheduler,
     "heun": HeunDiscreteScheduler,
+    "unipc": UniPCMultistepScheduler,
 }
