@@ -218,6 +218,8 @@ def nfe_sweep(args: argparse.Namespace) -> None:
                     save_runs(args.json, runs, reference)
     if reference is None:
         raise SystemExit("nothing to report: no sampler could run at these numbers of calls")
+    order = {name: i for i, name in enumerate(SAMPLER_PRESETS)}
+    runs.sort(key=lambda r: ("(" in r.sampler, order.get(r.sampler.split()[0], len(order)), r.calls))
     _print_header(args)
     print(nfe_table(runs, reference, args.num_images))
     print()

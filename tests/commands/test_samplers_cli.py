@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from ddpm.cli import main
@@ -20,7 +19,13 @@ STEPS = {"pndm": 4}
 
 
 @pytest.mark.parametrize("name", list(SAMPLER_PRESETS))
-def test_each_sampler_name_makes_an_image_on_the_bundled_model(name, tmp_path, capsys):
+def test_each_sampler_name_makes_an_image_on_the_bundled_model(name, tmp_path, capsys, monkeypatch):
+    """With the preset's class and keys, built from the model's config, on the model's own DDPMPipeline."""
+    import ddpm.commands.sample as sample_command
+
+    loaded = []
+    load = sample_command.load_pipeline
+    monkeypatch.setattr(sample_command, "load_pipeline", lambda *a: loaded.append(load(*a)) or loaded[-1])
     out = tmp_path / name
     steps = STEPS.get(name, 2)
     argv = ["sample", "--scheduler", name, "--steps", str(steps), "--seed", "3", "--out", str(out), "--no-progress"]
@@ -33,19 +38,12 @@ def test_each_sampler_name_makes_an_image_on_the_bundled_model(name, tmp_path, c
     assert (manifest["scheduler"], manifest["steps"], manifest["seed"]) == (name, steps, 3)
     assert manifest["eta"] == (0.0 if name == "ddim" else None)  # the η of the samplers that have one
     assert "1 image in" in capsys.readouterr().out
-
-
-def test_the_sampler_is_built_from_the_model_config_on_the_model_pipeline():
-    import argparse
-
-    from ddpm.commands._sampling import load_pipeline
-
-    for name, preset in SAMPLER_PRESETS.items():
-        args = argparse.Namespace(scheduler=name, fast=False, compile="off", compile_budget=1.0)
-        pipe = load_pipeline(args, "ddpm-mnist", torch.device("cpu"), torch.float32)
-        assert type(pipe.scheduler) is SCHEDULERS[preset.scheduler]
-        assert {k: pipe.scheduler.config[k] for k in preset.overrides} == dict(preset.overrides)
-        assert type(pipe).__name__ == "DDPMPipeline"
+    (pipe,) = loaded
+    preset = SAMPLER_PRESETS[name]
+    assert type(pipe).__name__ == "DDPMPipeline" and type(pipe.scheduler) is SCHEDULERS[preset.scheduler]
+    assert {k: pipe.scheduler.config[k] for k in preset.overrides} == dict(preset.overrides)
+    model_config = SCHEDULERS["ddpm"].from_pretrained("ddpm-mnist").config  # the model's noise schedule is kept
+    assert all(pipe.scheduler.config[k] == model_config[k] for k in ("beta_schedule", "beta_end", "prediction_type"))
 
 
 def test_an_unknown_scheduler_is_a_usage_error_that_lists_the_names(capsys):

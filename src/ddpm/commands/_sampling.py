@@ -32,9 +32,10 @@ __all__ = [
     "load_pipeline",
 ]
 
-#: The sampler of a bare ``ddpm sample``: on the bundled model, DDIM-50 meets every quality target of
-#: docs/evaluation.md at 0.18 s/image, against 3.0 s for DDPM-1000.
-DEFAULT_SCHEDULER = "ddim"
+#: The sampler of a bare ``ddpm sample``, with its preset's 10 steps: on the bundled model (docs/schedulers.md, 100
+#: images) DPM-Solver++ 3M in 10 UNet calls scores Fréchet distance 1.64, precision 0.77, recall 0.93, against
+#: DDIM-50's 1.83, 0.79, 0.92 in 50 calls and real digits' 1.62, 0.86, 0.87: the best quality for its time.
+DEFAULT_SCHEDULER = "dpm++3m"
 #: ``--scheduler`` values: the names of the sampler presets (:data:`~ddpm.schedulers.presets.SAMPLER_PRESETS`).
 SCHEDULER_CHOICES: tuple[str, ...] = tuple(SAMPLER_PRESETS)
 #: Fewer steps than this give blurred or noisy images with every sampler (``--steps 1`` with DDIM returns the

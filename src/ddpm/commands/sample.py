@@ -49,14 +49,16 @@ MAX_GRID_SIZE = 1024
 
 EXAMPLES = f"""\
 examples:
-  ddpm sample                                   (the bundled digits model, DDIM with 50 steps)
+  ddpm sample                                   (the bundled digits model, DPM-Solver++ 3M with 10 steps)
   ddpm sample google/ddpm-cifar10-32 --num-images 64 --out samples --grid grid.png
   ddpm sample google/ddpm-ema-celebahq-256 --device cuda --dtype bf16 --num-images 1000 --batch-size 32
   ddpm sample google/ddpm-ema-celebahq-256 --device cuda --fast --num-images 1000 --batch-size 64
   torchrun --nproc-per-node 4 -m ddpm sample google/ddpm-cifar10-32 --num-images 50000 --out fid-samples
 
-The default sampler is DDIM with 50 steps: on the bundled model it meets every quality target of
-docs/evaluation.md at 0.18 s/image, against 3.0 s/image for --scheduler ddpm (1000 steps).
+The default sampler is dpm++3m (DPM-Solver++ 3M) with 10 steps, 10 UNet calls per image: on the bundled model
+(100 images, docs/schedulers.md) it scores Fréchet distance 1.64, precision 0.77, recall 0.93, as good as DDIM
+with 50 steps (1.83, 0.79, 0.92; 0.18 s/image) in a fifth of the calls, against 3.0 s/image for --scheduler ddpm
+(1000 steps). `ddpm info` lists the ten samplers and their default steps.
 
 Image i is made from seed S+i alone: the files do not depend on --batch-size or the number of processes, and a
 rerun with the same settings skips the images already in the folder. Without --out, the folder is
