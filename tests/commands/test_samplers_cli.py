@@ -23,9 +23,14 @@ def test_each_sampler_name_makes_an_image_on_the_bundled_model(name, tmp_path, c
     """With the preset's class and keys, built from the model's config, on the model's own DDPMPipeline."""
     import ddpm.commands.sample as sample_command
 
-    loaded = []
+    loaded: list = []
     load = sample_command.load_pipeline
-    monkeypatch.setattr(sample_command, "load_pipeline", lambda *a: loaded.append(load(*a)) or loaded[-1])
+
+    def recording_load(*args):
+        loaded.append(load(*args))
+        return loaded[-1]
+
+    monkeypatch.setattr(sample_command, "load_pipeline", recording_load)
     out = tmp_path / name
     steps = STEPS.get(name, 2)
     argv = ["sample", "--scheduler", name, "--steps", str(steps), "--seed", "3", "--out", str(out), "--no-progress"]
@@ -42,7 +47,9 @@ def test_each_sampler_name_makes_an_image_on_the_bundled_model(name, tmp_path, c
     preset = SAMPLER_PRESETS[name]
     assert type(pipe).__name__ == "DDPMPipeline" and type(pipe.scheduler) is SCHEDULERS[preset.scheduler]
     assert {k: pipe.scheduler.config[k] for k in preset.overrides} == dict(preset.overrides)
-    model_config = SCHEDULERS["ddpm"].from_pretrained("ddpm-mnist").config  # the model's noise schedule is kept
+    model_config = (
+        SCHEDULERS["ddpm"].from_pretrained("ddpm-mnist", subfolder="scheduler").config
+    )  # the model's noise schedule is kept
     assert all(pipe.scheduler.config[k] == model_config[k] for k in ("beta_schedule", "beta_end", "prediction_type"))
 
 
