@@ -220,6 +220,8 @@ def nfe_sweep(args: argparse.Namespace) -> None:
         raise SystemExit("nothing to report: no sampler could run at these numbers of calls")
     order = {name: i for i, name in enumerate(SAMPLER_PRESETS)}
     runs.sort(key=lambda r: ("(" in r.sampler, order.get(r.sampler.split()[0], len(order)), r.calls))
+    if args.json is not None:
+        save_runs(args.json, runs, reference)
     _print_header(args)
     print(nfe_table(runs, reference, args.num_images))
     print()
