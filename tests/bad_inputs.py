@@ -1803,6 +1803,31 @@ CASES: list[Case] = [
     # ====== issues 15-17 [samplers]: --scheduler names, sample defaults, the quality benchmark
     # (the [samplers] cases go right below this block)
     # ------
+    Case(
+        "sample-eta-with-a-sampler-without-eta",
+        "ddpm sample",
+        "`--scheduler euler-a --eta 0.5`: η belongs to DDIM",
+        lambda c: _cli_sample(c, "--scheduler", "euler-a", "--eta", "0.5"),
+        None,
+        ("--eta 0.5 applies only to --scheduler ddim (got --scheduler euler-a, which has no eta); drop --eta",),
+    ),
+    Case(
+        "sample-pndm-too-few-steps",
+        "ddpm sample",
+        "`--scheduler pndm --steps 3`: below its Runge-Kutta warm-up",
+        lambda c: _cli_sample(c, "--scheduler", "pndm", "--steps", "3"),
+        None,
+        ("num_inference_steps=3 is too small: PNDMScheduler needs at least 4",),
+    ),
+    _runtime(
+        "sampler-preset-unknown-name",
+        "sampler presets",
+        "`sampler_preset('lms')`: no such sampler",
+        lambda c: _samplers_preset("lms"),
+        ValueError,
+        "unknown sampler 'lms'; choose one of ddpm, ddim, pndm, dpm++2m, dpm++3m, dpm++2m-sde, unipc, euler, "
+        "euler-a, heun",
+    ),
     # ====== issues 15-17 [repaint]: inpainting: RePaint, ddpm inpaint
     # (the [repaint] cases go right below this block)
     # ------
@@ -2260,6 +2285,12 @@ def _inversion_pipe(ctx: Ctx) -> Any:
     from ddpm import DDIMInversionPipeline
 
     return DDIMInversionPipeline.from_pretrained(ctx.repo)
+
+
+def _samplers_preset(name: str) -> Any:
+    from ddpm.schedulers.presets import sampler_preset
+
+    return sampler_preset(name)
 
 
 # ---------------------------------------------------------------------------------------------- running a case

@@ -126,7 +126,7 @@ def test_bad_option_values_are_usage_errors(tiny_repo):
         main(["sample", str(tiny_repo), "--num-images", "0"])
     assert exit_info.value.code == 2
     with pytest.raises(SystemExit):
-        main(["sample", str(tiny_repo), "--scheduler", "euler"])
+        main(["sample", str(tiny_repo), "--scheduler", "lms"])
 
 
 def test_info_works_offline_on_a_cached_id(hf_cache, tmp_path, capsys):

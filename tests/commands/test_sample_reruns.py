@@ -49,21 +49,24 @@ def test_readme_flow_a_plain_run_after_an_explicit_out_is_not_refused(tiny_repo,
     assert main(["sample", str(tiny_repo), "--scheduler", "ddpm", "--steps", "3", "--seed", "5"]) == 0
     err = capsys.readouterr().err
     assert _pngs(tmp_path / "samples") == ["000000.png", "000001.png"]
-    assert _pngs(tmp_path / "samples" / "tiny-ddim-3") == ["000000.png"]
+    assert _pngs(tmp_path / "samples" / "tiny-dpm++3m-3") == ["000000.png"]
     assert _pngs(tmp_path / "samples" / "tiny-ddpm-3-seed5") == ["000000.png"]
-    assert "writing to samples/tiny-ddim-3 (named after the settings" in err
+    assert "writing to samples/tiny-dpm++3m-3 (named after the settings" in err
 
 
-def test_the_default_is_ddim_with_50_steps_and_the_folder_is_named_after_the_settings():
+def test_the_default_is_dpm_solver_3m_with_10_steps_and_the_folder_is_named_after_the_settings():
     import argparse
 
+    from ddpm.commands._sampling import default_steps
     from ddpm.commands.sample import add_parser
 
     parser = argparse.ArgumentParser()
     args = add_parser(parser.add_subparsers()).parse_args([])
-    assert args.scheduler == "ddim" and args.steps is None and args.out is None
-    help_text = add_parser(argparse.ArgumentParser().add_subparsers()).format_help()
-    assert "0.18 s/image" in help_text and "3.0 s/image" in help_text and "--threads 1 or 2" in help_text
+    assert args.scheduler == "dpm++3m" and args.steps is None and args.out is None and default_steps("dpm++3m") == 10
+    help_text = " ".join(add_parser(argparse.ArgumentParser().add_subparsers()).format_help().split())
+    assert "The default sampler is dpm++3m (DPM-Solver++ 3M) with 10 steps" in help_text
+    assert "Fréchet distance 1.64, precision 0.77, recall 0.93" in help_text and "3.0 s/image" in help_text
+    assert "--threads 1 or 2" in help_text
     base = {"model": "google/ddpm-cifar10-32", "scheduler": "ddim", "steps": 50, "seed": 0, "eta": 0.0}
     assert default_out({**base, "dtype": "fp32", "fast": False}) == Path("samples/ddpm-cifar10-32-ddim-50")
     assert default_out({**base, "seed": 3, "eta": 0.5, "dtype": "bf16", "fast": True}) == Path(
@@ -222,7 +225,8 @@ def test_info_without_a_model_lists_the_bundled_models_and_schedulers(capsys):
     assert main(["info"]) == 0
     text = capsys.readouterr().out
     assert "ddpm-mnist  5.5 MB, 2,734,945 parameters  An unconditional DDPM" in text
-    assert "schedulers (ddpm sample --scheduler): ddpm, ddim, pndm" in text
+    assert "samplers (ddpm sample --scheduler NAME; --steps N overrides the default steps):" in text
+    assert "  ddim         DDIMScheduler, 50 steps  DDIM (Song et al. 2021)" in text
 
 
 def test_no_command_prints_the_help_with_status_2(capsys):

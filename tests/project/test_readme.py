@@ -92,5 +92,5 @@ def test_the_readme_commands_run_in_order_in_a_fresh_folder(tmp_path: Path, bloc
         assert result.returncode == 0, f"$ {rest}\n{result.stdout}{result.stderr}"
     # What the README says the commands made.
     assert (tmp_path / "grid.png").is_file()
-    assert len(list((tmp_path / "samples" / "ddpm-mnist-ddim-50").glob("*.png"))) == 16
+    assert len(list((tmp_path / "samples" / "ddpm-mnist-dpm++3m-10").glob("*.png"))) == 16
     assert len(list((tmp_path / "samples" / "ddpm-mnist-pndm-50").glob("*.png"))) == 4

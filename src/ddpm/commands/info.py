@@ -155,9 +155,9 @@ def _card_line(folder: Path) -> str:
 
 
 def bundled() -> dict[str, Any]:
-    """The bundled models (name, bytes on disk, parameters, description, folder) and the scheduler names."""
+    """The bundled models (name, bytes on disk, parameters, description, folder) and the samplers ``ddpm sample``
+    offers (name, scheduler class, default steps, description)."""
     from ..hub import BUNDLED_MODELS, bundled_model_path
-    from ..schedulers import SCHEDULERS
 
     models = []
     for name in BUNDLED_MODELS:
@@ -169,7 +169,28 @@ def bundled() -> dict[str, Any]:
         models.append(
             {"name": name, "bytes": size, "parameters": params, "description": _card_line(folder), "path": str(folder)}
         )
-    return {"bundled_models": models, "schedulers": list(SCHEDULERS)}
+    return {"bundled_models": models, "schedulers": samplers()}
+
+
+def samplers() -> list[dict[str, Any]]:
+    """The ``--scheduler`` names with their scheduler class (None where this installation lacks it), config
+    overrides, default step count and one-line description."""
+    from ..schedulers import SCHEDULERS
+    from ..schedulers.presets import SAMPLER_PRESETS
+
+    listing = []
+    for p in SAMPLER_PRESETS.values():
+        cls = SCHEDULERS.get(p.scheduler)
+        listing.append(
+            {
+                "name": p.name,
+                "class": cls.__name__ if cls is not None else None,
+                "overrides": dict(p.overrides),
+                "default_steps": p.default_steps,
+                "description": p.description,
+            }
+        )
+    return listing
 
 
 def _bundled_text(listing: dict[str, Any]) -> str:
@@ -178,7 +199,15 @@ def _bundled_text(listing: dict[str, Any]) -> str:
         lines.append("  (none in this installation; give a Hub id such as google/ddpm-cifar10-32 or a folder)")
     for m in listing["bundled_models"]:
         lines.append(f"  {m['name']}  {_size(m['bytes'])}, {m['parameters']:,} parameters  {m['description']}")
-    lines.append(f"schedulers (ddpm sample --scheduler): {', '.join(listing['schedulers'])}")
+    lines.append("samplers (ddpm sample --scheduler NAME; --steps N overrides the default steps):")
+    width = max(len(s["name"]) for s in listing["schedulers"])
+    for s in listing["schedulers"]:
+        options = ", ".join(f"{k}={v}" for k, v in s["overrides"].items())
+        cls = s["class"] or "(scheduler missing from this installation: reinstall ddpm)"
+        lines.append(
+            f"  {s['name']:<{width}}  {cls}{f'({options})' if options else ''}, {s['default_steps']} steps  "
+            f"{s['description']}"
+        )
     return "\n".join(lines)
 
 

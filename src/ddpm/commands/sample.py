@@ -23,10 +23,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..runtime import DTYPES, Distributed, resolve_device
+from ..schedulers.presets import sampler_preset
 from ._common import add_model_argument, at_most, plural, positive, resolve_model, set_threads
 from ._sampling import (
     MIN_USEFUL_STEPS,
     add_sampler_options,
+    check_eta,
     default_steps,
     load_pipeline,
     resolve_precision,
@@ -47,14 +49,16 @@ MAX_GRID_SIZE = 1024
 
 EXAMPLES = f"""\
 examples:
-  ddpm sample                                   (the bundled digits model, DDIM with 50 steps)
+  ddpm sample                                   (the bundled digits model, DPM-Solver++ 3M with 10 steps)
   ddpm sample google/ddpm-cifar10-32 --num-images 64 --out samples --grid grid.png
   ddpm sample google/ddpm-ema-celebahq-256 --device cuda --dtype bf16 --num-images 1000 --batch-size 32
   ddpm sample google/ddpm-ema-celebahq-256 --device cuda --fast --num-images 1000 --batch-size 64
   torchrun --nproc-per-node 4 -m ddpm sample google/ddpm-cifar10-32 --num-images 50000 --out fid-samples
 
-The default sampler is DDIM with 50 steps: on the bundled model it meets every quality target of
-docs/evaluation.md at 0.18 s/image, against 3.0 s/image for --scheduler ddpm (1000 steps).
+The default sampler is dpm++3m (DPM-Solver++ 3M) with 10 steps, 10 UNet calls per image: on the bundled model
+(100 images, docs/schedulers.md) it scores Fréchet distance 1.64, precision 0.77, recall 0.93, as good as DDIM
+with 50 steps (1.83, 0.79, 0.92; 0.18 s/image) in a fifth of the calls, against 3.0 s/image for --scheduler ddpm
+(1000 steps). `ddpm info` lists the ten samplers and their default steps.
 
 Image i is made from seed S+i alone: the files do not depend on --batch-size or the number of processes, and a
 rerun with the same settings skips the images already in the folder. Without --out, the folder is
@@ -128,7 +132,7 @@ def _settings(args: argparse.Namespace, model: str, dtype: str) -> dict[str, Any
         "scheduler": args.scheduler,
         "steps": steps,
         "seed": args.seed,
-        "eta": args.eta if args.eta is not None else (0.0 if args.scheduler == "ddim" else None),
+        "eta": args.eta if args.eta is not None else (0.0 if sampler_preset(args.scheduler).takes_eta else None),
         "dtype": dtype,
         "fast": args.fast,
     }
@@ -234,8 +238,7 @@ def _check_arguments(args: argparse.Namespace, steps: int) -> None:
     """Refuse combinations of options before anything is loaded; warn about settings that give noise."""
     from ..pipelines.batch import MAX_SEED
 
-    if args.eta is not None and args.eta != 0 and args.scheduler != "ddim":
-        raise ValueError(f"--eta {args.eta} applies only to --scheduler ddim (got --scheduler {args.scheduler})")
+    check_eta(args.scheduler, args.eta)
     if args.compile != "off" and not args.fast:
         raise ValueError(f"--compile {args.compile} needs --fast")
     last = args.seed + args.num_images - 1
@@ -247,7 +250,7 @@ def _check_arguments(args: argparse.Namespace, steps: int) -> None:
     if steps < MIN_USEFUL_STEPS:
         print(
             f"ddpm sample: warning: --steps {steps} is too few for {args.scheduler}: the images come out as noise or "
-            f"blurs; use --steps 20 or more (the default is {50 if args.scheduler != 'ddpm' else 1000})",
+            f"blurs; use --steps 20 or more (the default is {default_steps(args.scheduler)})",
             file=sys.stderr,
         )
 

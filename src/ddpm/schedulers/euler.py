@@ -443,8 +443,9 @@ class EulerDiscreteScheduler(SigmaScheduler):
         s_tmax: float = math.inf,
         s_noise: float = 1.0,
         generator: Generators = None,
-        variance_noise: torch.Tensor | None = None,
         return_dict: Literal[True] = True,
+        *,
+        variance_noise: torch.Tensor | None = None,
     ) -> SchedulerOutput: ...
 
     @overload
@@ -458,9 +459,9 @@ class EulerDiscreteScheduler(SigmaScheduler):
         s_tmax: float = math.inf,
         s_noise: float = 1.0,
         generator: Generators = None,
-        variance_noise: torch.Tensor | None = None,
         *,
         return_dict: Literal[False],
+        variance_noise: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]: ...
 
     def step(
@@ -473,8 +474,9 @@ class EulerDiscreteScheduler(SigmaScheduler):
         s_tmax: float = math.inf,
         s_noise: float = 1.0,
         generator: Generators = None,
-        variance_noise: torch.Tensor | None = None,
         return_dict: bool = True,
+        *,
+        variance_noise: torch.Tensor | None = None,
     ) -> SchedulerOutput | tuple[torch.Tensor, torch.Tensor]:
         """As :meth:`Scheduler.step`, with EDM's churn options per call, in diffusers' order.
 
@@ -484,7 +486,8 @@ class EulerDiscreteScheduler(SigmaScheduler):
             s_tmin: Churn only at levels σ ≥ S_tmin.
             s_tmax: Churn only at levels σ ≤ S_tmax.
             s_noise: S_noise, the scale of the churn noise.
-            variance_noise: The churn noise itself, used instead of drawing it from ``generator``.
+            variance_noise: The churn noise itself, used instead of drawing it from ``generator`` (keyword-only:
+                diffusers' ``step`` has no such parameter, so ``return_dict`` keeps its positional place).
 
         The other arguments, the return value and the errors are :meth:`Scheduler.step`'s; also ValueError for a
         negative or non-number option.
