@@ -303,8 +303,7 @@ class UniPCMultistepScheduler(Scheduler):
             if not sigmas[i + 1] < sigmas[i] and not last_to_sigma_min:
                 raise ValueError(
                     f"UniPC needs a strictly decreasing noise level, but steps {i} and {i + 1} of {len(sigmas) - 1} "
-                    f"are both at σ = {sigmas[i]:.6g} (h = 0); use fewer steps, another timestep_spacing, or "
-                    "final_sigmas_type='zero'"
+                    f"are both at σ = {sigmas[i]:.6g} (h = 0); use fewer steps or another timestep_spacing"
                 )
 
     def _coefficient_table(self) -> list[list[_Row | None]]:
