@@ -41,6 +41,8 @@ _EXPORTS: dict[str, str] = {
     "ResourceLimitError": "ddpm.errors",
     "SaveError": "ddpm.errors",
     "ImageError": "ddpm.errors",
+    "RePaintScheduler": "ddpm.schedulers",
+    "RePaintPipeline": "ddpm.pipelines",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -61,8 +63,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from .image_processing import make_image_grid
     from .models import UNet2DConfig, UNet2DModel
     from .outputs import ImagePipelineOutput, SchedulerOutput, UNet2DOutput
-    from .pipelines import DDIMPipeline, DDPMPipeline, DiffusionPipeline, PNDMPipeline
-    from .schedulers import DDIMScheduler, DDPMScheduler, PNDMScheduler
+    from .pipelines import DDIMPipeline, DDPMPipeline, DiffusionPipeline, PNDMPipeline, RePaintPipeline
+    from .schedulers import DDIMScheduler, DDPMScheduler, PNDMScheduler, RePaintScheduler
     from .utils import randn_tensor
 
 

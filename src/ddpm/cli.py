@@ -41,6 +41,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "ddpm.commands.info",
     "ddpm.commands.train",
     "ddpm.commands.evaluate",
+    "ddpm.commands.inpaint",
 )
 
 

@@ -24,6 +24,7 @@ from .pndm import PNDMPipeline
 from .pretrained import MODEL_INDEX_NAME, ModelIndex, parse_model_index
 from .protocols import SchedulerLike
 from .registry import PIPELINES, register_pipeline
+from .repaint import RePaintPipeline
 
 __all__ = [
     "MODEL_INDEX_NAME",
@@ -33,6 +34,7 @@ __all__ = [
     "DiffusionPipeline",
     "ModelIndex",
     "PNDMPipeline",
+    "RePaintPipeline",
     "SchedulerLike",
     "StepCallback",
     "StepEndCallback",

@@ -21,6 +21,7 @@ from .base import ClippingSchedulerConfig, Scheduler, SchedulerConfig
 from .ddim import DDIMScheduler, DDIMSchedulerConfig
 from .ddpm import DDPMScheduler, DDPMSchedulerConfig
 from .pndm import PNDMScheduler, PNDMSchedulerConfig
+from .repaint import RePaintScheduler, RePaintSchedulerConfig
 
 __all__ = [
     "SCHEDULERS",
@@ -31,6 +32,8 @@ __all__ = [
     "DDPMSchedulerConfig",
     "PNDMScheduler",
     "PNDMSchedulerConfig",
+    "RePaintScheduler",
+    "RePaintSchedulerConfig",
     "Scheduler",
     "SchedulerConfig",
     "SchedulerOutput",
