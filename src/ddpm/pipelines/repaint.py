@@ -148,8 +148,8 @@ class RePaintPipeline(DiffusionPipeline):
             pipe.scheduler = RePaintScheduler.from_config(pipe.scheduler.config)
         return pipe
 
-    @overload
-    def __call__(  # type: ignore[override]  # an inpainting call: image and mask first, as in diffusers
+    @overload  # type: ignore[override]  # an inpainting call: image and mask first, as in diffusers
+    def __call__(
         self,
         image: ImageInput,
         mask_image: ImageInput,
