@@ -1831,6 +1831,54 @@ CASES: list[Case] = [
     # ====== issues 15-17 [repaint]: inpainting: RePaint, ddpm inpaint
     # (the [repaint] cases go right below this block)
     # ------
+    Case(
+        "inpaint-mask-wrong-size",
+        "ddpm inpaint",
+        "`ddpm inpaint` with a 12x12 mask for a 16x16 image",
+        lambda c: _repaint_cli(c, mask_size=12),
+        None,
+        ("the mask {tmp}/mask.png is 12x12 but the image {tmp}/image.png is 16x16", "give a mask of the image's size"),
+    ),
+    Case(
+        "inpaint-empty-mask",
+        "ddpm inpaint",
+        "`ddpm inpaint` with an all-white mask (nothing to fill)",
+        lambda c: _repaint_cli(c, fill=False),
+        None,
+        ("the mask marks nothing to fill", "Invert it, or pass --mask-means 'fill'"),
+    ),
+    Case(
+        "inpaint-not-an-image",
+        "ddpm inpaint",
+        "`ddpm inpaint` with a text file as the image",
+        lambda c: _repaint_cli(c, image_bytes=b"not a png"),
+        None,
+        ("cannot read image {tmp}/image.png: not an image file Pillow can read",),
+    ),
+    Case(
+        "inpaint-fifo-mask",
+        "ddpm inpaint",
+        "`ddpm inpaint` with a FIFO as the mask",
+        lambda c: _repaint_cli(c, fifo_mask=True),
+        None,
+        ("mask {tmp}/mask.png is a FIFO (named pipe), not a regular file",),
+    ),
+    Case(
+        "inpaint-missing-mask",
+        "ddpm inpaint",
+        "`ddpm inpaint` with a mask file that does not exist",
+        lambda c: _repaint_cli(c, missing_mask=True),
+        None,
+        ("cannot read mask {tmp}/mask.png: No such file or directory",),
+    ),
+    Case(
+        "inpaint-out-exists",
+        "ddpm inpaint",
+        "`ddpm inpaint --out FILE` where FILE exists (no `--overwrite`)",
+        lambda c: _repaint_cli(c, out_exists=True),
+        None,
+        ("{tmp}/out.png exists; add --overwrite to replace it, or choose another --out",),
+    ),
     # ====== issues 15-17 [img2img]: image-to-image: SDEdit, ddpm edit
     # (the [img2img] cases go right below this block)
     # ------
@@ -2291,6 +2339,37 @@ def _samplers_preset(name: str) -> Any:
     from ddpm.schedulers.presets import sampler_preset
 
     return sampler_preset(name)
+
+
+def _repaint_cli(
+    ctx: Ctx,
+    *,
+    mask_size: int = 16,
+    fill: bool = True,
+    image_bytes: bytes | None = None,
+    fifo_mask: bool = False,
+    missing_mask: bool = False,
+    out_exists: bool = False,
+) -> tuple[int, str]:
+    """``ddpm inpaint {tmp}/image.png --mask {tmp}/mask.png --model {repo} --out {tmp}/out.png`` with one thing bad."""
+    from PIL import Image
+
+    image, mask = ctx.tmp / "image.png", ctx.tmp / "mask.png"
+    if image_bytes is None:
+        Image.new("RGB", (16, 16), (40, 80, 120)).save(image)
+    else:
+        image.write_bytes(image_bytes)
+    if fifo_mask:
+        os.mkfifo(mask)
+    elif not missing_mask:
+        levels = Image.new("L", (mask_size, mask_size), 255)
+        if fill:
+            levels.paste(0, (0, mask_size // 2, mask_size, mask_size))
+        levels.save(mask)
+    if out_exists:
+        (ctx.tmp / "out.png").write_bytes(b"x")
+    argv = ["inpaint", str(image), "--mask", str(mask), "--model", "{repo}", "--out", "{tmp}/out.png"]
+    return run_cli(ctx, *argv, "--steps", "2", "--no-progress")
 
 
 # ---------------------------------------------------------------------------------------------- running a case

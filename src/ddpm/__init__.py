@@ -51,6 +51,8 @@ _EXPORTS: dict[str, str] = {
     "ImageToImagePipeline": "ddpm.pipelines",
     "DDIMInverseScheduler": "ddpm.schedulers",
     "DDIMInversionPipeline": "ddpm.pipelines",
+    "RePaintScheduler": "ddpm.schedulers",
+    "RePaintPipeline": "ddpm.pipelines",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -78,6 +80,7 @@ if TYPE_CHECKING:  # pragma: no cover
         DiffusionPipeline,
         ImageToImagePipeline,
         PNDMPipeline,
+        RePaintPipeline,
     )
     from .schedulers import (
         DDIMInverseScheduler,
@@ -89,6 +92,7 @@ if TYPE_CHECKING:  # pragma: no cover
         EulerDiscreteScheduler,
         HeunDiscreteScheduler,
         PNDMScheduler,
+        RePaintScheduler,
         UniPCMultistepScheduler,
         UniPCMultistepSchedulerConfig,
     )

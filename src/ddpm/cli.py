@@ -43,6 +43,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "ddpm.commands.evaluate",
     "ddpm.commands.edit",
     "ddpm.commands.interpolate",
+    "ddpm.commands.inpaint",
 )
 
 

@@ -26,6 +26,7 @@ from .pndm import PNDMPipeline
 from .pretrained import MODEL_INDEX_NAME, ModelIndex, parse_model_index
 from .protocols import SchedulerLike
 from .registry import PIPELINES, register_pipeline
+from .repaint import RePaintPipeline
 
 __all__ = [
     "MODEL_INDEX_NAME",
@@ -37,6 +38,7 @@ __all__ = [
     "ImageToImagePipeline",
     "ModelIndex",
     "PNDMPipeline",
+    "RePaintPipeline",
     "SchedulerLike",
     "StepCallback",
     "StepEndCallback",

@@ -31,6 +31,7 @@ from .euler import (  # [euler]
 )
 from .heun import HeunDiscreteScheduler, HeunDiscreteSchedulerConfig  # [euler]
 from .pndm import PNDMScheduler, PNDMSchedulerConfig
+from .repaint import RePaintScheduler, RePaintSchedulerConfig
 from .unipc_multistep import UniPCMultistepScheduler, UniPCMultistepSchedulerConfig
 
 __all__ = [
@@ -52,6 +53,8 @@ __all__ = [
     "HeunDiscreteSchedulerConfig",
     "PNDMScheduler",
     "PNDMSchedulerConfig",
+    "RePaintScheduler",
+    "RePaintSchedulerConfig",
     "Scheduler",
     "SchedulerConfig",
     "SchedulerOutput",
