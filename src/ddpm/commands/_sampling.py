@@ -49,15 +49,19 @@ SCHEDULER_CHOICES: tuple[str, ...] = tuple(SAMPLER_PRESETS)
 MIN_USEFUL_STEPS = 5
 
 
-def add_sampler_options(parser: argparse.ArgumentParser) -> None:
-    """Add the sampler options shared by ``ddpm sample`` and the editing commands to ``parser``."""
-    default = SAMPLER_PRESETS[DEFAULT_SCHEDULER]
+def add_sampler_options(parser: argparse.ArgumentParser, *, default_scheduler: str = DEFAULT_SCHEDULER) -> None:
+    """Add the sampler options shared by ``ddpm sample`` and the editing commands to ``parser``.
+
+    ``default_scheduler`` is the command's own default sampler (``ddpm sample``'s unless the command's algorithm
+    needs another: interpolation inverts with DDIM).
+    """
+    default = SAMPLER_PRESETS[default_scheduler]
     parser.add_argument(
         "--scheduler",
         choices=SCHEDULER_CHOICES,
-        default=DEFAULT_SCHEDULER,
+        default=default_scheduler,
         metavar="NAME",
-        help=f"sampler, one of {', '.join(SCHEDULER_CHOICES)} (default: {DEFAULT_SCHEDULER}, "
+        help=f"sampler, one of {', '.join(SCHEDULER_CHOICES)} (default: {default_scheduler}, "
         f"{default.default_steps} steps; `ddpm info` lists them)",
     )
     steps = ", ".join(f"{p.default_steps} for {p.name}" for p in SAMPLER_PRESETS.values())

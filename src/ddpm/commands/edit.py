@@ -78,7 +78,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help=f"output folder (default: {DEFAULT_OUT_ROOT}/IMAGE-NAME)",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace edit-*.png and grid.png already in --out")
-    add_sampler_options(parser)
+    add_sampler_options(parser, default_scheduler="ddim")
     return parser
 
 

@@ -98,7 +98,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--overwrite", action="store_true", help="replace the frames, grid and GIF of an earlier run in --out"
     )
-    add_sampler_options(parser)
+    add_sampler_options(parser, default_scheduler="ddim")
     return parser
 
 
