@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import ddpm.fast
-from ddpm.commands._sampling import add_sampler_options, resolve_precision
+from ddpm.commands._sampling import DEFAULT_SCHEDULER, add_sampler_options, resolve_precision
 from ddpm.commands.sample import MANIFEST_NAME
 
 from helpers import write_tiny_repo
@@ -84,7 +84,7 @@ def test_sample_on_a_bf16_cpu_runs_the_fast_path_names_its_folder_and_says_so(mo
     monkeypatch.setattr(ddpm.fast, "cpu_supports_bf16", lambda: True)
     assert _sample(repo) == 0
     assert BF16_LINE in capsys.readouterr().err.splitlines()
-    fast_out = tmp_path / "samples" / "repo-ddim-1-bf16-fast"
+    fast_out = tmp_path / "samples" / f"repo-{DEFAULT_SCHEDULER}-1-bf16-fast"
     assert {k: _manifest(fast_out)[k] for k in ("dtype", "fast")} == {"dtype": "bf16", "fast": True}
     assert _sample(repo, "--dtype", "float32", "--out", str(tmp_path / "full")) == 0  # full precision wins
     assert "ddpm sample: UNet in fp32 (--dtype fp32)" in capsys.readouterr().err.splitlines()

@@ -216,7 +216,8 @@ def test_out_that_is_a_file_or_unwritable_is_a_one_line_error(tiny_repo, tmp_pat
 def test_few_steps_warn_plurals_are_right_and_progress_is_plain_lines_in_a_log(tiny_repo, tmp_path, capsys):
     assert main(["sample", str(tiny_repo), "--steps", "1", "--num-images", "1", "--out", str(tmp_path / "a")]) == 0
     captured = capsys.readouterr()
-    assert "warning: --steps 1 is too few for ddim" in captured.err and "use --steps 20 or more" in captured.err
+    assert "warning: --steps 1 is too few for dpm++3m" in captured.err  # the default sampler
+    assert "use --steps 10 (its default) or more" in captured.err
     assert "ddpm sample: 1 image in" in captured.out
     assert "1/1 image made" in captured.err and "\r" not in captured.err and "\x1b[" not in captured.err
 

@@ -250,7 +250,7 @@ def _check_arguments(args: argparse.Namespace, steps: int) -> None:
     if steps < MIN_USEFUL_STEPS:
         print(
             f"ddpm sample: warning: --steps {steps} is too few for {args.scheduler}: the images come out as noise or "
-            f"blurs; use --steps 20 or more (the default is {default_steps(args.scheduler)})",
+            f"blurs; use --steps {default_steps(args.scheduler)} (its default) or more",
             file=sys.stderr,
         )
 
