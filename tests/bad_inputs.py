@@ -819,9 +819,9 @@ CASES: list[Case] = [
     _index_case(
         "index-scheduler-class",
         "an unknown scheduler class",
-        {**MODEL_INDEX, "scheduler": ["diffusers", "EulerDiscreteScheduler"]},
-        "'EulerDiscreteScheduler'",
-        "supported: DDPMScheduler, DDIMScheduler, PNDMScheduler",
+        {**MODEL_INDEX, "scheduler": ["diffusers", "LMSDiscreteScheduler"]},
+        "'LMSDiscreteScheduler'",
+        "supported: DDPMScheduler, DDIMScheduler, PNDMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler",
     ),
     _index_case(
         "index-entry-shape",
