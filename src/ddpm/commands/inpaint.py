@@ -35,9 +35,8 @@ The mask must have the image's size. An image of another size than the model's i
 centre-cropped to it, and the mask with it (nearest neighbour, so it stays black and white); one of other channels
 is converted (grayscale <-> RGB); each change with a note on stderr (the rule of ddpm edit, interpolate and
 inpaint). By default (diffusers' convention) WHITE marks the part KEPT and BLACK the part to fill; --mask-means fill
-says the opposite. The sampler is RePaint's own loop (DDIM-style steps, --eta 1 for
-DDPM steps), so --scheduler does not apply; --steps is the grid of timesteps n, and the UNet runs about
-n + n * (jump-n-sample - 1) times.
+says the opposite. The sampler is RePaint's own loop (DDIM-style steps, --eta 1 for DDPM steps), so --scheduler
+does not apply; --steps is the grid of timesteps n, and the UNet runs about n + n * (jump-n-sample - 1) times.
 """
 
 
