@@ -1884,6 +1884,17 @@ CASES: list[Case] = [
         ("cannot read mask {tmp}/mask.png: No such file or directory",),
     ),
     Case(
+        "inpaint-guidance-nan",
+        "ddpm inpaint",
+        "`RePaintPipeline(..., reconstruction_guidance=nan)`",
+        lambda c: _repaint_pipe_guidance(c, float("nan")),
+        ValueError,
+        (
+            "reconstruction_guidance must be a finite number >= 0 (0: plain RePaint; about 10 for coherent fills), "
+            "got nan",
+        ),
+    ),
+    Case(
         "inpaint-out-exists",
         "ddpm inpaint",
         "`ddpm inpaint --out FILE` where FILE exists (no `--overwrite`)",
@@ -2375,6 +2386,14 @@ def _repaint_cli(
         (ctx.tmp / "out.png").write_bytes(b"x")
     argv = ["inpaint", str(image), "--mask", str(mask), "--model", "{repo}", "--out", "{tmp}/out.png"]
     return run_cli(ctx, *argv, "--steps", "2", "--no-progress")
+
+
+def _repaint_pipe_guidance(ctx: Ctx, weight: float) -> Any:
+    """``RePaintPipeline`` on the tiny repo, called with ``reconstruction_guidance=weight``."""
+    from ddpm import RePaintPipeline
+
+    pipe = RePaintPipeline.from_pretrained(ctx.repo)
+    return pipe(torch.zeros(1, 3, 16, 16), torch.ones(1, 1, 16, 16).tril(), reconstruction_guidance=weight)
 
 
 # ---------------------------------------------------------------------------------------------- running a case

@@ -59,3 +59,20 @@ def test_a_mask_resized_with_its_image_is_checked_as_an_unresized_one_is(files, 
     assert not out.exists()
     assert main([*argv, "--out", str(out)]) == 0  # white = keep: nothing kept at 16x16, all of it filled
     assert Image.open(out).size == (16, 16)
+
+
+def test_guidance_is_passed_on_and_checked_by_the_parser(files, capsys):
+    folder, repo, levels = files
+    argv = ["inpaint", str(folder / "image.png"), "--mask", str(folder / "hole.png"), "--model", str(repo)]
+    argv += ["--mask-means", "fill", "--steps", "3", "--jump-n-sample", "1", "--no-progress", "--eta", "1"]
+    plain, guided = folder / "plain.png", folder / "guided.png"
+    assert main([*argv, "--out", str(plain)]) == 0
+    assert main([*argv, "--out", str(guided), "--guidance", "10"]) == 0
+    a, b = (np.asarray(Image.open(p).convert("RGB"), dtype=np.int64) for p in (plain, guided))
+    assert np.abs(b[:8] - levels[:8]).max() <= 1  # the kept half, still kept
+    assert np.abs(a[8:] - b[8:]).max() > 0  # the guidance changed the fill
+    for bad in ("-1", "nan"):
+        with pytest.raises(SystemExit) as exit_info:
+            main([*argv, "--out", str(folder / "bad.png"), "--guidance", bad])
+        assert exit_info.value.code == 2
+        assert "argument --guidance: must be" in capsys.readouterr().err

@@ -269,3 +269,73 @@ def test_sizes_diffusers_cannot_run_and_refusals(pipes):
         ours(images[0], Image.fromarray(mask), mask_means="white")
     with pytest.raises(ValueError, match="larger than num_train_timesteps"):
         ours(images[0], Image.fromarray(mask), num_inference_steps=1001)
+
+
+# ------------------------------------------------------------------------------------- reconstruction guidance
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "sample", "v_prediction"])
+def test_output_from_x0_inverts_predict_x0(prediction_type):
+    from ddpm.schedulers.math import output_from_x0, predict_x0
+
+    g = torch.Generator().manual_seed(0)
+    x, out = torch.randn(2, 3, 4, 4, generator=g, dtype=torch.float64), torch.randn(2, 3, 4, 4, generator=g).double()
+    a, b = 0.6**0.5, 0.4**0.5
+    x0 = predict_x0(out, x, a, b, prediction_type)
+    torch.testing.assert_close(output_from_x0(x0, x, a, b, prediction_type), out, rtol=0, atol=1e-12)
+
+
+def test_guided_output_moves_the_fill_down_the_reconstruction_gradient(pipes):
+    """Ho et al. 2022, Eq. 7: x̃_0 = x̂_0 - (w sqrt(ᾱ_t) / 2) (1 - m) ⊙ ∇_{x_t} ||m ⊙ (y - x̂_0)||². The gradient
+    read back from the guided output is checked against central finite differences of the loss (float64), along
+    directions inside the hole; the kept part of x̂_0 does not move."""
+    import copy
+
+    from ddpm.schedulers.math import predict_x0
+
+    ours, _ = pipes
+    pipe = RePaintPipeline(unet=copy.deepcopy(ours.unet).double(), scheduler=ours.scheduler)  # type: ignore[arg-type]
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(1, 3, 16, 16, generator=g, dtype=torch.float64)
+    y = torch.rand(1, 3, 16, 16, generator=g, dtype=torch.float64) * 2 - 1
+    keep = torch.ones(1, 1, 16, 16, dtype=torch.float64)
+    keep[..., 8:, :] = 0
+    t, w = 600, 10.0
+    alpha_bar = float(pipe.scheduler.alphas_cumprod[t])
+    a, b = alpha_bar**0.5, (1 - alpha_bar) ** 0.5
+
+    def x0_of(z: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return predict_x0(pipe.unet(z, t).sample, z, a, b, "epsilon")
+
+    def loss(z: torch.Tensor) -> float:
+        return float((keep * (y - x0_of(z))).square().sum())
+
+    guided = predict_x0(pipe._guided_output(x, torch.tensor(t), t, y, keep, w), x, a, b, "epsilon")
+    step = guided - x0_of(x)
+    torch.testing.assert_close(step * keep, torch.zeros_like(step), rtol=0, atol=1e-12)  # the kept part stays
+    gradient = -step * 2 / (w * a)  # (1 - m) ⊙ ∇ loss
+    assert float(gradient.abs().max()) > 1e-6  # the hole does move
+    for seed in range(3):
+        v = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) * (1 - keep)
+        h = 1e-5
+        numeric = (loss(x + h * v) - loss(x - h * v)) / (2 * h)
+        assert abs(float((gradient * v).sum()) - numeric) <= 1e-6 * max(1.0, abs(numeric))
+
+
+def test_reconstruction_guidance_keeps_the_known_region_and_zero_is_plain_repaint(pipes):
+    ours, _ = pipes
+    images, mask, levels = _inputs()
+    kwargs = {"num_inference_steps": 4, "jump_length": 2, "jump_n_sample": 2, "eta": 1.0, "output_type": "np"}
+    plain = ours(images[0], mask, generator=torch.Generator().manual_seed(0), **kwargs).images
+    zero = ours(images[0], mask, generator=torch.Generator().manual_seed(0), reconstruction_guidance=0, **kwargs)
+    np.testing.assert_array_equal(plain, zero.images)
+    guided = ours(images[0], mask, generator=torch.Generator().manual_seed(0), reconstruction_guidance=10, **kwargs)
+    kept = np.asarray(mask) >= 128
+    got = np.round(guided.images[0] * 255)
+    assert np.isfinite(guided.images).all()
+    assert np.abs(got[kept] - levels[0][kept]).max() <= 1
+    assert np.abs(guided.images[0][~kept] - plain[0][~kept]).max() > 1e-3  # the guidance changed the fill
+    for bad in (-1, float("nan"), float("inf"), True, "10"):
+        with pytest.raises(ValueError, match="reconstruction_guidance must be a finite number >= 0"):
+            ours(images[0], mask, num_inference_steps=2, reconstruction_guidance=bad)

@@ -18,6 +18,7 @@ __all__ = [
     "finite_float",
     "int_list",
     "non_negative",
+    "non_negative_float",
     "plural",
     "positive",
     "positive_seconds",
@@ -119,6 +120,14 @@ def finite_float(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """A finite number >= 0 (``nan``, ``inf`` and negatives are refused)."""
+    value = finite_float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
     return value
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..runtime import DTYPES, resolve_device
-from ._common import positive, resolve_model, set_threads
+from ._common import non_negative_float, positive, resolve_model, set_threads
 from ._sampling import add_sampler_options, fast_dtype_name, fit_to_model
 
 NAME = "inpaint"
@@ -30,6 +30,7 @@ examples:
   ddpm inpaint digit.png --mask hole.png --mask-means fill      (white marks the part to fill)
   ddpm inpaint face.png --mask mask.png --model google/ddpm-ema-celebahq-256 --device cuda
   ddpm inpaint digit.png --mask hole.png --steps 50 --jump-length 5 --jump-n-sample 5 --out done.png
+  ddpm inpaint digit.png --mask hole.png --steps 25 --jump-length 5 --jump-n-sample 3 --eta 1 --guidance 10
 
 The mask must have the image's size. An image of another size than the model's is resized to cover it and
 centre-cropped to it, and the mask with it (nearest neighbour, so it stays black and white); one of other channels
@@ -74,6 +75,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         default=DEFAULT_JUMP_N_SAMPLE,
         metavar="R",
         help=f"passes over each jump point; 1: no resampling (default: {DEFAULT_JUMP_N_SAMPLE})",
+    )
+    parser.add_argument(
+        "--guidance",
+        type=non_negative_float,
+        default=0.0,
+        metavar="W",
+        help="reconstruction guidance w_r (Ho et al. 2022): 0 is plain RePaint (default); about 10 makes the fill "
+        "agree with the kept part in far fewer steps, each about 3x the cost",
     )
     parser.add_argument(
         "--out",
@@ -201,6 +210,7 @@ def _inpaint(args: argparse.Namespace, pipe: Any, image: Any, mask: Any) -> Any:
         jump_n_sample=args.jump_n_sample,
         generator=torch.Generator().manual_seed(args.seed),
         mask_means=args.mask_means,
+        reconstruction_guidance=args.guidance,
     ).images[0]
 
 

@@ -23,6 +23,7 @@ from ..errors import ImageError
 from ..image_processing import ImageInput, check_output_type, postprocess, preprocess
 from ..memory import check_sampling_fits
 from ..outputs import ImagePipelineOutput
+from ..schedulers.math import output_from_x0, predict_x0
 from ..schedulers.repaint import RePaintScheduler
 from ..utils import Generators, check_generators, randn_tensor
 from .callbacks import StepCallback, StepEnd, StepEndCallback
@@ -98,6 +99,16 @@ def prepare_mask(
     return keep.to(torch.float32).expand(batch_size, -1, -1, -1).contiguous()
 
 
+def _check_guidance(value: Any) -> float:
+    """``reconstruction_guidance`` as a finite float >= 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 <= float(value) < float("inf")):
+        raise ValueError(
+            f"reconstruction_guidance must be a finite number >= 0 (0: plain RePaint; about 10 for coherent fills), "
+            f"got {value!r}"
+        )
+    return float(value)
+
+
 def _mask_batch(items: list[Any]) -> torch.Tensor:
     """Arrays or one tensor as a (B, 1, H, W) float32 batch in [0, 1] (channels averaged)."""
     if isinstance(items[0], torch.Tensor):
@@ -162,6 +173,7 @@ class RePaintPipeline(DiffusionPipeline):
         return_dict: Literal[True] = True,
         *,
         mask_means: str = "keep",
+        reconstruction_guidance: float = 0.0,
         callback: StepCallback | None = None,
         callback_on_step_end: StepEndCallback | None = None,
         callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
@@ -182,6 +194,7 @@ class RePaintPipeline(DiffusionPipeline):
         *,
         return_dict: Literal[False],
         mask_means: str = "keep",
+        reconstruction_guidance: float = 0.0,
         callback: StepCallback | None = None,
         callback_on_step_end: StepEndCallback | None = None,
         callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
@@ -202,6 +215,7 @@ class RePaintPipeline(DiffusionPipeline):
         return_dict: bool = True,
         *,
         mask_means: str = "keep",
+        reconstruction_guidance: float = 0.0,
         callback: StepCallback | None = None,
         callback_on_step_end: StepEndCallback | None = None,
         callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
@@ -228,6 +242,12 @@ class RePaintPipeline(DiffusionPipeline):
             output_type: ``"pil"``, ``"np"``, ``"pt"`` or ``"latent"`` (see :meth:`DiffusionPipeline.__call__`).
             return_dict: Return an ``ImagePipelineOutput`` or the tuple ``(images,)``.
             mask_means: ``"keep"`` (default, diffusers): white keeps; ``"fill"``: white is filled.
+            reconstruction_guidance: w_r >= 0 of reconstruction guidance (Ho et al. 2022, "Video Diffusion Models",
+                Eq. 7): at every model call the filled part of x̂_0 moves down the gradient of
+                ||m ⊙ (x_known - x̂_0(x_t))||² with respect to x_t, scaled by w_r sqrt(ᾱ_t) / 2, so the fill
+                agrees with the kept part instead of only being pasted beside it. 0 (default) is RePaint as in the
+                paper and diffusers; about 10 makes completions far more coherent in few steps (docs/editing.md)
+                at about three times the cost of a model call (a backward pass through the UNet).
             callback, callback_on_step_end, callback_on_step_end_tensor_inputs, check_finite: As for
                 :meth:`DiffusionPipeline.__call__`, after every step down (a model call); step_index is the
                 position in ``scheduler.timesteps``.
@@ -249,6 +269,7 @@ class RePaintPipeline(DiffusionPipeline):
         if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int):
             raise TypeError(f"num_inference_steps must be an int, got {num_inference_steps!r}")
         eta = _check_eta(eta)
+        guidance = _check_guidance(reconstruction_guidance)
         check_output_type(output_type)
         config = self.unet.config
         original = preprocess(image, channels=config.in_channels, what="image")  # (B, C, H, W) in [-1, 1]
@@ -274,7 +295,7 @@ class RePaintPipeline(DiffusionPipeline):
             original = original.to(self.device, dtype)
             keep = keep.to(self.device, dtype)
             sample = randn_tensor(original.shape, generator, self.device, dtype) * scheduler.init_noise_sigma
-            sample = self._repaint_loop(sample, original, keep, generator, on_step_end)
+            sample = self._repaint_loop(sample, original, keep, generator, on_step_end, guidance)
         finally:
             scheduler.eta = previous_eta
         images = postprocess(sample, output_type)
@@ -287,9 +308,13 @@ class RePaintPipeline(DiffusionPipeline):
         keep: torch.Tensor,
         generator: Generators,
         on_step_end: StepEnd,
+        guidance: float = 0.0,
     ) -> torch.Tensor:
         """Walk ``scheduler.timesteps`` from x (B, C, H, W): a model step on the way down, an undo on the way up."""
         scheduler, fast = self.scheduler, self._fast
+        if guidance > 0:  # autograd needs tensors made outside inference mode
+            with torch.inference_mode(False):
+                original, keep = original.clone(), keep.clone()
         timesteps = scheduler.timesteps
         values = timesteps.tolist()  # the walk on the host: up or down is decided without reading the device
         self._interrupt = False
@@ -297,7 +322,10 @@ class RePaintPipeline(DiffusionPipeline):
         t_last = values[0] + 1
         for i, t in enumerate(self.progress_bar(timesteps, total=len(values))):
             if values[i] < t_last:  # a step down: Alg. 1 lines 4-8
-                model_output = self.unet(sample, t).sample if fast is None else fast(sample, t)
+                if guidance > 0:
+                    model_output = self._guided_output(sample, t, values[i], original, keep, guidance)
+                else:
+                    model_output = self.unet(sample, t).sample if fast is None else fast(sample, t)
                 out = scheduler.step(model_output, t, sample, original, keep, generator)
                 sample = on_step_end(self, i, t, out.prev_sample, out.pred_original_sample, model_output)
                 if self._interrupt:
@@ -307,3 +335,32 @@ class RePaintPipeline(DiffusionPipeline):
                 sample = scheduler.undo_step(sample, t_last, generator)
             t_last = values[i]
         return sample
+
+    def _guided_output(
+        self,
+        sample: torch.Tensor,
+        t: torch.Tensor,
+        t_value: int,
+        original: torch.Tensor,
+        keep: torch.Tensor,
+        weight: float,
+    ) -> torch.Tensor:
+        """The model output at x_t = ``sample`` (B, C, H, W) with reconstruction guidance (Ho et al. 2022, Eq. 7).
+
+        ```text
+        x̂_0   = x̂_0(x_t)                                              the model's estimate (any prediction type)
+        g     = ∇_{x_t} ||m ⊙ (x_known - x̂_0)||²                      one backward pass through the UNet
+        x̃_0   = x̂_0 - (w_r sqrt(ᾱ_t) / 2) (1 - m) ⊙ g                  only the part to fill moves
+        ```
+        returned in the model's own parameterisation, so the scheduler's step is unchanged.
+        """
+        scheduler = self.scheduler
+        alpha_bar = float(scheduler.alphas_cumprod[t_value])  # the step's own ᾱ_t
+        a, b = alpha_bar**0.5, (1 - alpha_bar) ** 0.5
+        prediction_type = scheduler.config.prediction_type
+        with torch.inference_mode(False), torch.enable_grad():
+            x = sample.clone().requires_grad_(True)  # (B, C, H, W)
+            x0 = predict_x0(self.unet(x, t).sample, x, a, b, prediction_type)
+            (gradient,) = torch.autograd.grad((keep * (original - x0)).square().sum(), x)
+        x0 = x0.detach() - (weight * a / 2) * (1 - keep) * gradient
+        return output_from_x0(x0, sample, a, b, prediction_type)

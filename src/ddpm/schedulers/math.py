@@ -18,6 +18,7 @@ __all__ = [
     "clip_or_threshold",
     "dynamic_threshold",
     "eps_from_x0",
+    "output_from_x0",
     "predict_eps",
     "predict_x0",
     "spaced_timesteps",
@@ -92,6 +93,28 @@ def eps_from_x0(
 ) -> torch.Tensor:
     """ε = (x_t - sqrt(ᾱ_t) x_0) / sqrt(1 - ᾱ_t), Eq. (4) of Ho et al. 2020 solved for ε."""
     return (sample - sqrt_alpha_bar * x0) / sqrt_one_minus_alpha_bar
+
+
+def output_from_x0(
+    x0: torch.Tensor,
+    sample: torch.Tensor,
+    sqrt_alpha_bar: float,
+    sqrt_one_minus_alpha_bar: float,
+    prediction_type: str,
+) -> torch.Tensor:
+    """The model output that :func:`predict_x0` turns into ``x0`` at x_t = ``sample``: its inverse.
+
+    * ε-prediction: ε = (x_t - sqrt(ᾱ_t) x_0) / sqrt(1 - ᾱ_t) (:func:`eps_from_x0`);
+    * x_0-prediction: x_0 itself;
+    * v-prediction: v = (sqrt(ᾱ_t) x_t - x_0) / sqrt(1 - ᾱ_t).
+    """
+    if prediction_type == "epsilon":
+        return eps_from_x0(x0, sample, sqrt_alpha_bar, sqrt_one_minus_alpha_bar)
+    if prediction_type == "sample":
+        return x0
+    if prediction_type == "v_prediction":
+        return (sqrt_alpha_bar * sample - x0) / sqrt_one_minus_alpha_bar
+    raise ValueError(f"prediction_type {prediction_type!r} is not supported; use one of {', '.join(PREDICTION_TYPES)}")
 
 
 def predict_eps(
