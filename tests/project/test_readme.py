@@ -99,7 +99,7 @@ def test_the_readme_commands_run_in_order_in_a_fresh_folder(tmp_path: Path, bloc
         )
         assert result.returncode == 0, f"$ {rest}\n{result.stdout}{result.stderr}"
     # What the README says the commands made, in the folders it names for this machine's CPU.
-    suffix = "" if torch.cuda.is_available() or not cpu_supports_bf16() else "-bf16-fast"
+    suffix = "" if torch.cuda.is_available() or not ddpm.fast.cpu_supports_bf16() else "-bf16-fast"
     assert (tmp_path / "grid.png").is_file()
     assert len(list((tmp_path / "samples" / f"ddpm-mnist-dpm++3m-10{suffix}").glob("*.png"))) == 16
     assert len(list((tmp_path / "samples" / f"ddpm-mnist-pndm-50{suffix}").glob("*.png"))) == 4

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..runtime import DTYPES, resolve_device
 from ._common import at_most, plural, positive, resolve_model, set_threads
-from ._sampling import add_sampler_options, default_steps, fast_dtype_name, load_pipeline
+from ._sampling import add_sampler_options, default_steps, fast_dtype_name, load_pipeline, warn_few_steps
 
 NAME = "edit"
 HELP = "image-to-image (SDEdit): noise an image to --strength and denoise it with the model"
@@ -148,6 +148,7 @@ def run(args: argparse.Namespace) -> int:
     steps = args.steps or default_steps(args.scheduler)
     out: Path = (args.out or DEFAULT_OUT_ROOT / (args.image.stem or "image")).expanduser()
     _check(args, steps, out)
+    warn_few_steps(NAME, steps, args.scheduler, default_steps(args.scheduler))
     image = load_image(args.image)  # a missing file, a FIFO or a non-image is refused here, before the model loads
     device = resolve_device(args.device)
     dtype_name = args.dtype or (fast_dtype_name(device) if args.fast else "fp32")
@@ -174,6 +175,7 @@ def run(args: argparse.Namespace) -> int:
     save_image(make_image_grid([image, *results], 1, len(results) + 1), paths[-1])
     print(
         f"ddpm edit: {plural(len(results), 'image')} in {out.resolve()} (strength {args.strength:g}: "
-        f"{pipe.num_timesteps} of {steps} {args.scheduler} steps); grid (input, then results) in {paths[-1].name}"
+        f"{pipe.num_timesteps} of {plural(steps, args.scheduler + ' step')}); grid (input, then results) in "
+        f"{paths[-1].name}"
     )
     return 0

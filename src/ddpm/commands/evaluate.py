@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ._common import positive, seed
+from ._common import plural, positive, seed
 
 __all__ = ["add_parser", "run"]
 
@@ -56,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
     images = load_digit_folder(args.images, limit=args.limit)
     if len(images) <= args.k:
         raise ValueError(
-            f"--k {args.k} needs more than {args.k} images; {args.images} gives {len(images)}: lower --k or add images"
+            f"--k {args.k} needs more than {plural(args.k, 'image')}; {args.images} gives {len(images)}: lower --k or "
+            "add images"
         )
     generated, reference = evaluate_digits(
         images, real_split=args.real_split, k=args.k, reference_draws=args.draws, seed=args.seed

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..runtime import DTYPES, resolve_device
 from ._common import positive, resolve_model, set_threads
-from ._sampling import add_sampler_options, fast_dtype_name
+from ._sampling import add_sampler_options, fast_dtype_name, warn_few_steps
 
 NAME = "inpaint"
 HELP = "fill the masked part of an image (RePaint)"
@@ -133,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
     except Exception as exc:  # the same check the pipeline makes, named after the file
         raise ValueError(f"mask {args.mask}: {exc}".replace("mask_means=", "--mask-means ")) from None
     out, grid = _outputs(args)
+    warn_few_steps(NAME, args.steps or DEFAULT_STEPS, "RePaint", DEFAULT_STEPS)
     model = resolve_model(args.model)
     set_threads(args.threads)
     result = _inpaint(args, model, image, mask)

@@ -153,7 +153,7 @@ def _is_gray(image: Image.Image) -> bool:
     return r.tobytes() == g.tobytes() == b.tobytes()
 
 
-def _check_arguments(args: argparse.Namespace, steps: int) -> None:
+def _check_arguments(args: argparse.Namespace) -> None:
     if args.scheduler != "ddim":
         raise ValueError(
             f"--scheduler {args.scheduler}: interpolation inverts images with deterministic DDIM, so only "
@@ -163,12 +163,6 @@ def _check_arguments(args: argparse.Namespace, steps: int) -> None:
         raise ValueError(f"--eta {args.eta}: inversion needs deterministic DDIM; leave --eta out (or give 0)")
     if args.compile != "off" and not args.fast:
         raise ValueError(f"--compile {args.compile} needs --fast")
-    if steps < MIN_USEFUL_STEPS:
-        print(
-            f"ddpm interpolate: warning: --steps {steps} is too few: the frames come out blurred, and images are "
-            "not given back; use --steps 20 or more (the default is 50)",
-            file=sys.stderr,
-        )
 
 
 def _outputs(out: Path, count: int) -> list[Path]:
@@ -222,11 +216,17 @@ def _write(out: Path, images: list[Image.Image], overwrite: bool) -> None:
 def run(args: argparse.Namespace) -> int:
     """Make the interpolation ``ddpm interpolate`` was asked for; returns the exit status."""
     steps = args.steps or default_steps("ddim")
-    _check_arguments(args, steps)
+    _check_arguments(args)
     points = [end_point("A", args.a), end_point("B", args.b)]
     model = resolve_model(args.model)
     out: Path = (args.out if args.out is not None else DEFAULT_OUT).expanduser()
     _check_out(out, args.overwrite)
+    if steps < MIN_USEFUL_STEPS:  # once nothing is refused
+        print(
+            f"ddpm interpolate: warning: --steps {steps} is too few: the frames come out blurred, and images are "
+            "not given back; use --steps 20 or more (the default is 50)",
+            file=sys.stderr,
+        )
     set_threads(args.threads)
 
     from ..pipelines import DDIMInversionPipeline
