@@ -71,6 +71,8 @@ def test_the_readme_flow_is_what_the_test_runs() -> None:
     assert [c for c in installs if c is not None] and all(c in INSTALL_LINES for c in installs if c is not None)
     first_run = next(i for i, c in enumerate(commands) if _split_install(c)[1])
     assert installs[first_run] == "pip install -e ." and "ddpm sample" in commands[first_run]
+    cpu_torch = next(c for c in INSTALL_LINES if "download.pytorch.org/whl/cpu" in c)
+    assert installs.index(cpu_torch) < first_run, "the CPU build of torch is installed first, in one line"
     assert commands[first_run + 1].split("#")[0].strip() == "ddpm sample"
     for command in commands:
         uses_hub = "google/" in command.split("#")[0]

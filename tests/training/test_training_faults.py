@@ -329,10 +329,15 @@ def test_the_final_line_labels_the_mean_loss_the_bar_shows(tmp_path: Path, capsy
 
 
 def test_the_first_line_counts_in_the_singular_for_one(tmp_path: Path, capsys) -> None:
-    """One image, one process, a warm-up of one step: no "1 images" (issue 14.9)."""
+    """One image, one process, a warm-up of one step: no "1 images" (issue 14.9); ``--threads`` is applied."""
     data = _images(tmp_path / "images", n=1)
-    argv = ["--steps", "1", "--warmup-steps", "1", *TINY, "--batch-size", "1", *QUIET]
-    assert _train("--data", str(data), "--out", str(tmp_path / "run"), *argv) == 0
+    argv = ["--steps", "1", "--warmup-steps", "1", *TINY, "--batch-size", "1", *QUIET, "--threads", "1"]
+    threads = torch.get_num_threads()
+    try:
+        assert _train("--data", str(data), "--out", str(tmp_path / "run"), *argv) == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
     first = capsys.readouterr().err.splitlines()[0]
     assert " on 1 image (" in first and ", 1 process, " in first and "learning-rate warm-up 1 step; " in first, first
 
