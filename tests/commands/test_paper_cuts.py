@@ -83,3 +83,22 @@ def test_editing_commands_warn_about_too_few_steps_and_show_one_plain_bar(argv, 
     assert "\x1b[" not in captured.err  # no nested bars moving the cursor up ("[A" in a log)
     if argv[0] == "edit":
         assert "(strength 1: 1 of 1 ddim step)" in captured.out  # not "1 steps"
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["sample", "--grid", "{folder}"], "--grid {folder} is a folder; give a file name such as {folder}/grid.png"),
+        (["sample", "--grid", "{folder}/grid.txt"], "cannot tell the image format of {folder}/grid.txt: use a file"),
+        (["evaluate", "{folder}", "--json", "{folder}"], "--json {folder} is a folder; give a file name such as"),
+    ],
+    ids=["grid-folder", "grid-format", "json-folder"],
+)
+def test_files_written_last_are_refused_before_the_work(argv, says, tmp_path: Path, capsys):
+    """``--grid`` and ``--json`` are written after minutes of work: a name that cannot be written is refused first."""
+    out = tmp_path / "out"
+    argv = [a.format(folder=tmp_path) for a in argv] + (["--out", str(out)] if argv[0] == "sample" else [])
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"ddpm {argv[0]}: error: {says.format(folder=tmp_path)}"), err
+    assert err.count("\n") == 1 and not out.exists()

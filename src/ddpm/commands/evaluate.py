@@ -53,6 +53,8 @@ def run(args: argparse.Namespace) -> int:
     from ..evaluation import evaluate_digits, format_table, load_digit_folder
     from ..io import atomic_write_text
 
+    if args.json is not None and args.json.is_dir():  # refused before the minutes of scoring, not after
+        raise ValueError(f"--json {args.json} is a folder; give a file name such as {args.json / 'scores.json'}")
     images = load_digit_folder(args.images, limit=args.limit)
     if len(images) <= args.k:
         raise ValueError(

@@ -197,6 +197,15 @@ def _check_out(out: Path, settings: dict[str, Any], overwrite: bool) -> None:
         )
 
 
+def _check_grid(grid: Path) -> None:
+    """Refuse a ``--grid`` that could not be written, before any image is made (the grid is written last)."""
+    from ..image_processing import _pil_format
+
+    if grid.is_dir():
+        raise ValueError(f"--grid {grid} is a folder; give a file name such as {grid / 'grid.png'}")
+    _pil_format(grid)  # "cannot tell the image format of FILE: use a file name ending in .png, ..."
+
+
 def _start(out: Path, settings: dict[str, Any], overwrite: bool) -> int:
     """Create ``out``, clear it with ``overwrite``, record the settings; returns the number of images deleted."""
     from ..io import atomic_write_text
@@ -275,6 +284,8 @@ def run(args: argparse.Namespace) -> int:
     _check_arguments(args)
     out: Path = args.out.expanduser() if args.out is not None else default_out(settings)
     _check_out(out, settings, args.overwrite)
+    if args.grid is not None:
+        _check_grid(args.grid.expanduser())
     warn_few_steps(NAME, settings["steps"], args.scheduler, default_steps(args.scheduler))  # once nothing is refused
     set_threads(args.threads)
 
