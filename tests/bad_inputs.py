@@ -1848,6 +1848,18 @@ CASES: list[Case] = [
         ("the mask marks nothing to fill", "Invert it, or pass --mask-means 'fill'"),
     ),
     Case(
+        "inpaint-mask-hole-cropped-away",
+        "ddpm inpaint",
+        "`ddpm inpaint` with a 32x16 image and mask for a 16x16 model, the hole only in the edges the crop cuts off",
+        lambda c: _repaint_cli(c, image_size=(32, 16), hole_in_edges=True),
+        None,
+        (
+            "ddpm inpaint: error: mask {tmp}/mask.png: the mask marks nothing to fill once resized with its image to "
+            "the model's 16x16: its hole lies outside the centre that is kept",
+            "crop the image and the mask around the hole first, or widen the hole",
+        ),
+    ),
+    Case(
         "inpaint-not-an-image",
         "ddpm inpaint",
         "`ddpm inpaint` with a text file as the image",
@@ -2001,17 +2013,6 @@ CASES: list[Case] = [
         ),
         None,
         ("B image {tmp}/pipe.png is a FIFO (named pipe), not a regular file",),
-    ),
-    Case(
-        "cli-interpolate-wrong-size",
-        "editing",
-        "`ddpm interpolate big.png 1` with a 20x20 image for a 16x16 model",
-        _steps(
-            lambda c: _inversion_png(c.tmp / "big.png", 20),
-            lambda c: run_cli(c, "interpolate", "{tmp}/big.png", "1", "--model", "{repo}", "--out", "{tmp}/o"),
-        ),
-        None,
-        ("A image {tmp}/big.png is 20x20; the model takes 16x16 images: resize it first",),
     ),
     Case(
         "interpolate-one-frame",
@@ -2322,13 +2323,6 @@ def _unipc_from_config(ctx: Ctx, **changes: Any) -> Any:
     return _unipc().from_pretrained(ctx.repo)
 
 
-def _inversion_png(path: Path, size: int) -> Path:
-    from PIL import Image
-
-    Image.new("RGB", (size, size)).save(path)
-    return path
-
-
 def _inversion_pipe(ctx: Ctx) -> Any:
     from ddpm import DDIMInversionPipeline
 
@@ -2350,17 +2344,28 @@ def _repaint_cli(
     fifo_mask: bool = False,
     missing_mask: bool = False,
     out_exists: bool = False,
+    image_size: tuple[int, int] = (16, 16),
+    hole_in_edges: bool = False,
 ) -> tuple[int, str]:
-    """``ddpm inpaint {tmp}/image.png --mask {tmp}/mask.png --model {repo} --out {tmp}/out.png`` with one thing bad."""
+    """``ddpm inpaint {tmp}/image.png --mask {tmp}/mask.png --model {repo} --out {tmp}/out.png`` with one thing bad.
+
+    ``image_size`` (width, height) other than the model's 16x16 gives the mask that size too; ``hole_in_edges``
+    puts the hole (black) only in the left and right quarters, which a 2:1 image loses to the centre crop."""
     from PIL import Image
 
     image, mask = ctx.tmp / "image.png", ctx.tmp / "mask.png"
     if image_bytes is None:
-        Image.new("RGB", (16, 16), (40, 80, 120)).save(image)
+        Image.new("RGB", image_size, (40, 80, 120)).save(image)
     else:
         image.write_bytes(image_bytes)
     if fifo_mask:
         os.mkfifo(mask)
+    elif hole_in_edges:
+        width, height = image_size
+        levels = Image.new("L", image_size, 255)
+        levels.paste(0, (0, 0, width // 4, height))
+        levels.paste(0, (width - width // 4, 0, width, height))
+        levels.save(mask)
     elif not missing_mask:
         levels = Image.new("L", (mask_size, mask_size), 255)
         if fill:

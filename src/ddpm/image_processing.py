@@ -301,17 +301,27 @@ def load_image(
             raise error(f"cannot read {what} {path}: {exc}") from None
 
 
-def resize_center_crop(img: Image.Image, size: int) -> Image.Image:
-    """``img`` resized (bicubic) so its short side is ``size``, then the centre ``size`` × ``size`` square."""
+def resize_center_crop(img: Image.Image, size: int | tuple[int, int], *, nearest: bool = False) -> Image.Image:
+    """``img`` scaled so that it covers ``size``, then its centre cut out at ``size``.
+
+    ``size`` is a side (a square) or ``(height, width)``. The scale is the smallest that covers the target (a square
+    target: the short side becomes ``size``), the resampling bicubic, or nearest-neighbour with ``nearest=True``, which
+    adds no new level (a black-and-white mask stays black and white). Two images of one size get the same geometry
+    (the same scale and the same crop box) whatever the resampling, so a mask stays on its image.
+    """
     from PIL import Image
 
+    height, width = (size, size) if isinstance(size, int) else size
     w, h = img.size
-    scale = size / min(w, h)
-    new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
+    scale = max(width / w, height / h)
+    new_w, new_h = max(width, round(w * scale)), max(height, round(h * scale))
     if (new_w, new_h) != (w, h):
-        img = img.resize((new_w, new_h), Image.Resampling.BICUBIC, reducing_gap=None if scale > 0.5 else 3.0)
-    left, top = (new_w - size) // 2, (new_h - size) // 2
-    return img.crop((left, top, left + size, top + size))
+        if nearest:
+            img = img.resize((new_w, new_h), Image.Resampling.NEAREST)
+        else:
+            img = img.resize((new_w, new_h), Image.Resampling.BICUBIC, reducing_gap=None if scale > 0.5 else 3.0)
+    left, top = (new_w - width) // 2, (new_h - height) // 2
+    return img.crop((left, top, left + width, top + height))
 
 
 def preprocess(

@@ -38,3 +38,24 @@ def test_inpaint_writes_result_and_grid_keeps_the_known_half_and_never_clobbers(
     assert main([*argv, "--out", str(out), "--overwrite", "--seed", "1"]) == 0
     assert main([*argv, "--out", str(out), "--scheduler", "ddim"]) == 1
     assert "--scheduler ddim does not apply to ddpm inpaint" in capsys.readouterr().err
+
+
+def test_a_mask_resized_with_its_image_is_checked_as_an_unresized_one_is(files, capsys):
+    """32x16 image and mask for the 16x16 model: the resize keeps the centre 16 columns. A hole only in the cut-off
+    edges leaves nothing to fill (refused, as an all-keep mask is); a kept part only there leaves nothing kept (runs,
+    as an all-fill mask does)."""
+    folder, repo, _ = files
+    Image.fromarray(np.zeros((16, 32, 3), np.uint8)).save(folder / "wide.png")
+    edges = np.zeros((16, 32), np.uint8)
+    edges[:, :8] = edges[:, 24:] = 255  # white only in the edges the crop cuts off
+    Image.fromarray(edges).save(folder / "edges.png")
+    argv = ["inpaint", str(folder / "wide.png"), "--mask", str(folder / "edges.png"), "--model", str(repo)]
+    argv += ["--steps", "2", "--jump-length", "1", "--jump-n-sample", "1", "--no-progress"]
+    out = folder / "wide-out.png"
+    assert main([*argv, "--mask-means", "fill", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "is 32x16; resized to the model's 16x16, centre-cropped to its shape" in err
+    assert f"mask {folder / 'edges.png'}: the mask marks nothing to fill once resized with its image" in err
+    assert not out.exists()
+    assert main([*argv, "--out", str(out)]) == 0  # white = keep: nothing kept at 16x16, all of it filled
+    assert Image.open(out).size == (16, 16)

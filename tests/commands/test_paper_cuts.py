@@ -102,3 +102,12 @@ def test_files_written_last_are_refused_before_the_work(argv, says, tmp_path: Pa
     err = capsys.readouterr().err
     assert err.startswith(f"ddpm {argv[0]}: error: {says.format(folder=tmp_path)}"), err
     assert err.count("\n") == 1 and not out.exists()
+
+
+@pytest.mark.parametrize("command", ["sample", "interpolate"])
+def test_a_warning_does_not_come_before_a_refusal_of_the_model(command: str, tmp_path: Path, capsys):
+    """Too few ``--steps`` and a mistyped model: the one line is the error (the warning comes when the run starts)."""
+    points = ["seed:1", "seed:2", "--model"] if command == "interpolate" else []
+    assert main([command, *points, "ddpm-mnst", "--steps", "1", "--out", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"ddpm {command}: error: 'ddpm-mnst' is neither") and err.count("\n") == 1, err

@@ -3,7 +3,8 @@
 ``ddpm sample`` and the image-editing commands take the same ``--scheduler``, ``--steps``, ``--seed``, ``--eta``,
 ``--device``, ``--dtype``, ``--fast``, ``--compile``, ``--compile-budget``, ``--threads`` and ``--no-progress``
 options (:func:`add_sampler_options`), resolve the step count the same way (:func:`default_steps`) and load the
-model the same way (:func:`load_pipeline`), so a change to one sampler option reaches every command.
+model the same way (:func:`load_pipeline`), so a change to one sampler option reaches every command. The editing
+commands fit an input image (and inpainting's mask) to the model by one rule (:func:`fit_to_model`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..fast import COMPILE_MODES
@@ -21,6 +23,7 @@ from ._common import finite_float, positive, positive_seconds, seed, threads
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
+    from PIL import Image
 
     from ..pipelines import DiffusionPipeline
 
@@ -35,6 +38,7 @@ __all__ = [
     "default_steps",
     "dtype_name",
     "fast_dtype_name",
+    "fit_to_model",
     "load_pipeline",
     "resolve_precision",
     "warn_few_steps",
@@ -188,6 +192,69 @@ def load_pipeline(args: argparse.Namespace, model: str, device: torch.device, dt
         pipe.enable_fast_sampling(dtype, compile=compile_mode, compile_budget_s=args.compile_budget)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+# ------------------------------------------------------------------------------ input images: one rule for all
+
+
+def fit_to_model(
+    command: str,
+    image: Image.Image,
+    path: Path,
+    *,
+    channels: int,
+    sample_size: int | Sequence[int] | None,
+    mask: Image.Image | None = None,
+    mask_path: Path | None = None,
+) -> tuple[Image.Image, Image.Image | None]:
+    """``image`` (and inpainting's ``mask``) made to fit the model, the rule of ``ddpm edit``, ``interpolate`` and
+    ``inpaint``, with one note on stderr for each change, naming the file.
+
+    * An image of other channels is converted: to grayscale (``L``) for a 1-channel model, else to ``RGB``.
+    * An image of another size than the model's ``sample_size`` is scaled (bicubic) to cover it and centre-cropped
+      to it (:func:`~ddpm.image_processing.resize_center_crop`); ``sample_size`` None keeps the image's size.
+    * The mask, which must already have the image's size (the caller refuses one that has not), gets the image's
+      geometry (the same scale and crop box) with nearest-neighbour resampling, so it stays black and white.
+
+    Args:
+        command: The command's name, for the notes (``"edit"``).
+        image: The decoded image.
+        path: Its file, for the notes.
+        channels: The model's ``in_channels``.
+        sample_size: The model's ``sample_size``: a side, ``(height, width)``, or None.
+        mask: The mask (any mode), of the image's size, or None.
+        mask_path: Its file, for the notes.
+
+    Returns:
+        The image and the mask (None when none was given), both of the model's size.
+    """
+    from ..image_processing import resize_center_crop
+
+    def note(text: str) -> None:
+        print(f"ddpm {command}: note: {text}", file=sys.stderr)
+
+    if mask is not None and mask.size != image.size:
+        raise ValueError(
+            f"the mask ({mask.size[0]}x{mask.size[1]}) must have the image's size ({image.size[0]}x{image.size[1]})"
+        )
+    mode = "L" if channels == 1 else "RGB"
+    if image.mode != mode:
+        note(f"{path} is {image.mode}; converted to {'grayscale' if channels == 1 else 'RGB'} for the model")
+        image = image.convert(mode)
+    if sample_size is None:
+        return image, mask
+    height, width = (sample_size, sample_size) if isinstance(sample_size, int) else tuple(sample_size)
+    if image.size == (width, height):
+        return image, mask
+    old_w, old_h = image.size
+    cropped = old_w * height != old_h * width  # another shape: the centre is kept, the edges cut off
+    image = resize_center_crop(image, (height, width))
+    how = ", centre-cropped to its shape (the edges cut off)" if cropped else ""
+    note(f"{path} is {old_w}x{old_h}; resized to the model's {width}x{height}{how}")
+    if mask is not None:
+        mask = resize_center_crop(mask, (height, width), nearest=True)
+        note(f"mask {mask_path} resized with its image to {width}x{height} (nearest neighbour: no new gray levels)")
+    return image, mask
 
 
 # ---------------------------------------------------------------------------------- precision: --dtype and --fast

@@ -10,13 +10,19 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 from pathlib import Path
 from typing import Any
 
 from ..runtime import DTYPES, resolve_device
 from ._common import at_most, plural, positive, resolve_model, set_threads
-from ._sampling import add_sampler_options, default_steps, fast_dtype_name, load_pipeline, warn_few_steps
+from ._sampling import (
+    add_sampler_options,
+    default_steps,
+    fast_dtype_name,
+    fit_to_model,
+    load_pipeline,
+    warn_few_steps,
+)
 
 NAME = "edit"
 HELP = "image-to-image (SDEdit): noise an image to --strength and denoise it with the model"
@@ -34,8 +40,9 @@ examples:
   ddpm edit face.png --model google/ddpm-ema-celebahq-256 --strength 0.6 --scheduler pndm --device cuda
 
 The call runs the last int(STEPS * S) of STEPS steps: --strength 0.3 keeps the image's shapes and redraws its
-details, 0.8 keeps only its rough layout, 1 starts from (almost) pure noise. An image of another size is resized
-and centre-cropped to the model's, one of other channels converted (grayscale <-> RGB), each with a note.
+details, 0.8 keeps only its rough layout, 1 starts from (almost) pure noise. An image of another size than the
+model's is resized to cover it and centre-cropped to it, one of other channels converted (grayscale <-> RGB), each
+with a note on stderr (the rule of ddpm edit, interpolate and inpaint).
 Variation i uses seed S+i. Writes edit-000.png, ... and grid.png (the input, then the variations) into --out.
 """
 
@@ -118,25 +125,6 @@ def _check(args: argparse.Namespace, steps: int, out: Path) -> None:
         raise ValueError(f"{out} already holds {names}; add --overwrite to replace them, or use another --out")
 
 
-def _fit(image: Any, channels: int, size: int | tuple[int, ...] | None, path: Path) -> Any:
-    """The PIL image converted to the model's channels and size, with a note for each change."""
-    from ..image_processing import resize_center_crop
-
-    mode = "L" if channels == 1 else "RGB"
-    if image.mode != mode:
-        kind = "grayscale" if channels == 1 else "RGB"
-        print(f"ddpm edit: note: {path} is {image.mode}; converted to {kind} for the model", file=sys.stderr)
-        image = image.convert(mode)
-    height, width = (size, size) if isinstance(size, int) else tuple(size or (image.height, image.width))
-    if image.size != (width, height):
-        if height == width:
-            image = resize_center_crop(image, height)
-        else:
-            image = image.resize((width, height))
-        print(f"ddpm edit: note: {path} resized to the model's {width}x{height}", file=sys.stderr)
-    return image
-
-
 def run(args: argparse.Namespace) -> int:
     """Edit the image as ``ddpm edit`` was asked; returns the exit status."""
     import torch
@@ -148,16 +136,17 @@ def run(args: argparse.Namespace) -> int:
     steps = args.steps or default_steps(args.scheduler)
     out: Path = (args.out or DEFAULT_OUT_ROOT / (args.image.stem or "image")).expanduser()
     _check(args, steps, out)
-    warn_few_steps(NAME, steps, args.scheduler, default_steps(args.scheduler))
     image = load_image(args.image)  # a missing file, a FIFO or a non-image is refused here, before the model loads
     device = resolve_device(args.device)
     dtype_name = args.dtype or (fast_dtype_name(device) if args.fast else "fp32")
     set_threads(args.threads)
 
     pipe = ImageToImagePipeline.from_pipe(load_pipeline(args, model, device, DTYPES[dtype_name]))
-    image = _fit(image, pipe.unet.config.in_channels, pipe.unet.config.sample_size, args.image)
+    config = pipe.unet.config
+    image, _ = fit_to_model(NAME, image, args.image, channels=config.in_channels, sample_size=config.sample_size)
     pipe.scheduler.set_timesteps(steps)  # refuses a step count the sampler cannot take
     pipe.check_batch_fits(min(args.batch_size, args.num_images), lower="use a smaller --batch-size")
+    warn_few_steps(NAME, steps, args.scheduler, default_steps(args.scheduler))  # the run starts: nothing was refused
     pipe.set_progress_bar_config(disable=args.no_progress, desc="ddpm edit", leave=False)
 
     results = []

@@ -2,7 +2,9 @@
 
 Writes the result to ``--out`` (default ``<IMAGE stem>-inpainted.png`` in the current folder) and a grid
 ``input | mask | result`` next to it (``<out stem>-grid.png``). Neither file is replaced without ``--overwrite``.
-Every input (the files, their sizes, the mask, the options) is checked before the model is loaded.
+Every input (the files, their sizes, the mask, the options) is checked before the model is loaded. The image is
+then fitted to the model as ``ddpm edit`` and ``ddpm interpolate`` fit theirs (:func:`._sampling.fit_to_model`), the
+mask with the image's geometry; a mask whose hole the resizing loses is refused before the model runs.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 
 from ..runtime import DTYPES, resolve_device
 from ._common import positive, resolve_model, set_threads
-from ._sampling import add_sampler_options, fast_dtype_name, warn_few_steps
+from ._sampling import add_sampler_options, fast_dtype_name, fit_to_model, warn_few_steps
 
 NAME = "inpaint"
 HELP = "fill the masked part of an image (RePaint)"
@@ -29,10 +31,12 @@ examples:
   ddpm inpaint face.png --mask mask.png --model google/ddpm-ema-celebahq-256 --device cuda
   ddpm inpaint digit.png --mask hole.png --steps 50 --jump-length 5 --jump-n-sample 5 --out done.png
 
-The mask must have the image's size. By default (diffusers' convention) WHITE marks the part KEPT and BLACK the
-part to fill; --mask-means fill says the opposite. The sampler is RePaint's own loop (DDIM-style steps, --eta 1 for
-DDPM steps), so --scheduler does not apply; --steps is the grid of timesteps n, and the UNet runs about
-n + n * (jump-n-sample - 1) times.
+The mask must have the image's size. An image of another size than the model's is resized to cover it and
+centre-cropped to it, and the mask with it (nearest neighbour, so it stays black and white); one of other channels
+is converted (grayscale <-> RGB); each change with a note on stderr (the rule of ddpm edit, interpolate and
+inpaint). By default (diffusers' convention) WHITE marks the part KEPT and BLACK the part to fill; --mask-means fill
+says the opposite. The sampler is RePaint's own loop (DDIM-style steps, --eta 1 for DDPM steps), so --scheduler
+does not apply; --steps is the grid of timesteps n, and the UNet runs about n + n * (jump-n-sample - 1) times.
 """
 
 
@@ -42,7 +46,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         NAME, help=HELP, description=HELP, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("image", type=Path, metavar="IMAGE", help="the image to inpaint (PNG, JPEG, ...)")
-    parser.add_argument("--mask", type=Path, required=True, metavar="MASK", help="the mask, of the image's size")
+    parser.add_argument(
+        "--mask", type=Path, required=True, metavar="MASK", help="the mask, of the image's size (resized with it)"
+    )
     parser.add_argument(
         "--model",
         default=None,
@@ -133,18 +139,30 @@ def run(args: argparse.Namespace) -> int:
     except Exception as exc:  # the same check the pipeline makes, named after the file
         raise ValueError(f"mask {args.mask}: {exc}".replace("mask_means=", "--mask-means ")) from None
     out, grid = _outputs(args)
-    warn_few_steps(NAME, args.steps or DEFAULT_STEPS, "RePaint", DEFAULT_STEPS)
     model = resolve_model(args.model)
     set_threads(args.threads)
-    result = _inpaint(args, model, image, mask)
-    _save(out, grid, image, mask, result)
+    pipe = _load(args, model)
+    config = pipe.unet.config
+    fitted, fitted_mask = fit_to_model(
+        NAME,
+        image,
+        args.image,
+        channels=config.in_channels,
+        sample_size=config.sample_size,
+        mask=mask,
+        mask_path=args.mask,
+    )
+    assert fitted_mask is not None
+    if fitted_mask is not mask:
+        _check_resized_mask(args, fitted_mask)
+    warn_few_steps(NAME, args.steps or DEFAULT_STEPS, "RePaint", DEFAULT_STEPS)  # the run starts: nothing was refused
+    result = _inpaint(args, pipe, fitted, fitted_mask)
+    _save(out, grid, fitted, fitted_mask, result)
     print(f"ddpm inpaint: the result in {out.resolve()}, input | mask | result in {grid.resolve()}")
     return 0
 
 
-def _inpaint(args: argparse.Namespace, model: str, image: Any, mask: Any) -> Any:
-    import torch
-
+def _load(args: argparse.Namespace, model: str) -> Any:
     from ..pipelines import RePaintPipeline
 
     device = resolve_device(args.device)
@@ -154,6 +172,27 @@ def _inpaint(args: argparse.Namespace, model: str, image: Any, mask: Any) -> Any
         compile_mode = None if args.compile == "off" else args.compile
         pipe.enable_fast_sampling(dtype, compile=compile_mode, compile_budget_s=args.compile_budget)
     pipe.set_progress_bar_config(disable=args.no_progress, desc="ddpm inpaint", file=sys.stderr)
+    return pipe
+
+
+def _check_resized_mask(args: argparse.Namespace, mask: Any) -> None:
+    """Refuse a mask whose hole the resizing lost, as an empty mask is refused (a mask that keeps nothing runs)."""
+    from ..errors import ImageError
+    from ..pipelines.repaint import prepare_mask
+
+    try:
+        prepare_mask(mask, size=(mask.size[1], mask.size[0]), batch_size=1, mask_means=args.mask_means)
+    except ImageError:  # the mask passed these checks at its own size: only its hole can be gone
+        raise ValueError(
+            f"mask {args.mask}: the mask marks nothing to fill once resized with its image to the model's "
+            f"{mask.size[0]}x{mask.size[1]}: its hole lies outside the centre that is kept, or is too thin to "
+            "survive; crop the image and the mask around the hole first, or widen the hole"
+        ) from None
+
+
+def _inpaint(args: argparse.Namespace, pipe: Any, image: Any, mask: Any) -> Any:
+    import torch
+
     return pipe(
         image,
         mask,

@@ -21,7 +21,14 @@ from typing import TYPE_CHECKING, Any
 
 from ..runtime import DTYPES, resolve_device
 from ._common import MAX_SEED, plural, resolve_model, set_threads
-from ._sampling import MIN_USEFUL_STEPS, add_sampler_options, default_steps, fast_dtype_name, load_pipeline
+from ._sampling import (
+    MIN_USEFUL_STEPS,
+    add_sampler_options,
+    default_steps,
+    fast_dtype_name,
+    fit_to_model,
+    load_pipeline,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
@@ -47,15 +54,17 @@ examples:
   ddpm interpolate a.png b.png --model google/ddpm-ema-celebahq-256 --device cuda --frames 16
 
 A and B: an image file (inverted to its noise with DDIM), or a seed: seed:3, or a whole number that is not a file.
-The frames go from A to B, both included; with images, the end frames are the images up to the round-trip error
-(more --steps, less error). Inversion needs deterministic DDIM: --scheduler ddim (the default) and --eta 0 only;
---seed is not used (the seeds are A and B).
+An image of another size than the model's is resized to cover it and centre-cropped to it, one of other channels
+converted (grayscale <-> RGB), each with a note on stderr (the rule of ddpm edit, interpolate and inpaint).
+The frames go from A to B, both included; with images, the end frames are the images (as fitted) up to the
+round-trip error (more --steps, less error). Inversion needs deterministic DDIM: --scheduler ddim (the default)
+and --eta 0 only; --seed is not used (the seeds are A and B).
 """
 
 
 @dataclass(frozen=True)
 class EndPoint:
-    """A or B: a seed, or an image file (opened and checked, not yet sized against the model)."""
+    """A or B: a seed, or an image file (opened and checked, not yet fitted to the model)."""
 
     text: str
     seed: int | None = None
@@ -129,30 +138,6 @@ def _seed(name: str, digits: str) -> int:
     return int(digits)
 
 
-def _check_image(name: str, point: EndPoint, channels: int, height: int, width: int) -> None:
-    """Refuse an image the model cannot take as it is: another size, or colour for a grayscale model."""
-    image = point.image
-    assert image is not None
-    if image.size != (width, height):
-        raise ValueError(
-            f"{name} image {point.path} is {image.size[0]}x{image.size[1]}; the model takes {width}x{height} "
-            "images: resize it first"
-        )
-    colour = image.mode not in ("1", "L", "LA", "I", "I;16", "F") and not _is_gray(image)
-    if channels == 1 and colour:
-        raise ValueError(
-            f"{name} image {point.path} is in colour ({image.mode}); the model takes grayscale images "
-            "(1 channel): convert it first"
-        )
-
-
-def _is_gray(image: Image.Image) -> bool:
-    """Whether a colour-mode image holds only grays (R = G = B everywhere)."""
-    rgb = image.convert("RGB")
-    r, g, b = rgb.split()
-    return r.tobytes() == g.tobytes() == b.tobytes()
-
-
 def _check_arguments(args: argparse.Namespace) -> None:
     if args.scheduler != "ddim":
         raise ValueError(
@@ -221,12 +206,6 @@ def run(args: argparse.Namespace) -> int:
     model = resolve_model(args.model)
     out: Path = (args.out if args.out is not None else DEFAULT_OUT).expanduser()
     _check_out(out, args.overwrite)
-    if steps < MIN_USEFUL_STEPS:  # once nothing is refused
-        print(
-            f"ddpm interpolate: warning: --steps {steps} is too few: the frames come out blurred, and images are "
-            "not given back; use --steps 20 or more (the default is 50)",
-            file=sys.stderr,
-        )
     set_threads(args.threads)
 
     from ..pipelines import DDIMInversionPipeline
@@ -236,15 +215,26 @@ def run(args: argparse.Namespace) -> int:
     loaded = load_pipeline(args, model, device, DTYPES[dtype_name])
     pipe = DDIMInversionPipeline(**loaded.components)
     pipe._fast = loaded.fast_sampler  # the UNet runner --fast made (None without it)
-    _, channels, height, width = pipe._sample_shape(1)
-    for name, point in zip("AB", points):
-        if point.image is not None:
-            _check_image(name, point, channels, height, width)
+    config = pipe.unet.config
+    sources: list[Any] = []
+    for point in points:
+        if point.image is not None and point.path is not None:
+            image, _ = fit_to_model(
+                NAME, point.image, point.path, channels=config.in_channels, sample_size=config.sample_size
+            )
+            sources.append(image)
+        else:
+            sources.append(point.seed)
     pipe.scheduler.set_timesteps(steps)  # refuses a step count the schedule cannot take
     pipe.check_batch_fits(args.frames, lower="ask for fewer --frames")
+    if steps < MIN_USEFUL_STEPS:  # the run starts: nothing was refused
+        print(
+            f"ddpm interpolate: warning: --steps {steps} is too few: the frames come out blurred, and images are "
+            "not given back; use --steps 20 or more (the default is 50)",
+            file=sys.stderr,
+        )
     pipe.set_progress_bar_config(disable=args.no_progress, desc="ddpm interpolate", leave=False)
 
-    sources: list[Any] = [point.seed if point.seed is not None else point.image for point in points]
     images = pipe.interpolate(sources[0], sources[1], args.frames, num_inference_steps=steps).images
     _write(out, images, args.overwrite)
     print(

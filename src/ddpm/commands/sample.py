@@ -286,7 +286,6 @@ def run(args: argparse.Namespace) -> int:
     _check_out(out, settings, args.overwrite)
     if args.grid is not None:
         _check_grid(args.grid.expanduser())
-    warn_few_steps(NAME, settings["steps"], args.scheduler, default_steps(args.scheduler))  # once nothing is refused
     set_threads(args.threads)
 
     with dist.joined(device):
@@ -299,6 +298,7 @@ def run(args: argparse.Namespace) -> int:
         if main_process:
             deleted = _start(out, settings, args.overwrite)
             print(f"ddpm sample: {precision.describe()}", file=sys.stderr)
+            warn_few_steps(NAME, settings["steps"], args.scheduler, default_steps(args.scheduler))
             if deleted:
                 print(f"ddpm sample: --overwrite: deleted {plural(deleted, 'image')} from {out}", file=sys.stderr)
             if args.out is None:
