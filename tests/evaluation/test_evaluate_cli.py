@@ -44,3 +44,9 @@ def test_k_must_be_below_the_number_of_images(tmp_path: Path, capsys) -> None:
     assert capsys.readouterr().err == (
         f"ddpm evaluate: error: --k 3 needs more than 3 images; {tmp_path} gives 3: lower --k or add images\n"
     )
+
+
+def test_k_of_one_is_counted_in_the_singular(tmp_path: Path, capsys) -> None:
+    Image.fromarray(torch.zeros(32, 32, dtype=torch.uint8).numpy()).save(tmp_path / "0.png")
+    assert main(["evaluate", str(tmp_path), "--k", "1"]) == 1
+    assert "--k 1 needs more than 1 image; " in capsys.readouterr().err

@@ -65,3 +65,27 @@ def test_quickstart_first_image_runs_as_written(tmp_path, monkeypatch):
 
     with Image.open(tmp_path / "digit.png") as img:
         assert img.size == (32, 32)
+
+
+#: The pages a newcomer reads first, where the bare ``ddpm sample`` and its folder are described.
+NEWCOMER_PAGES = ("README.md", "docs/index.md", "docs/quickstart.md", "docs/cli.md", "docs/errors.md")
+
+
+@pytest.mark.parametrize("page", NEWCOMER_PAGES)
+def test_the_pages_name_the_default_sampler_and_its_folder_as_they_are(page: str):
+    """Each paragraph that says "the default sampler" names the current one, and each default folder it names
+    (``samples/ddpm-mnist-NAME-STEPS``) is what ``ddpm sample`` makes: NAME's default steps, and the default sampler
+    on a line whose ``ddpm sample`` names none."""
+    import re
+
+    from ddpm.commands._sampling import DEFAULT_SCHEDULER, default_steps
+
+    text = (ROOT / page).read_text()
+    for paragraph in text.split("\n\n"):
+        if "the default sampler" in paragraph.lower():
+            assert DEFAULT_SCHEDULER in paragraph or "DPM-Solver++ 3M" in paragraph, paragraph
+    for line in text.splitlines():
+        for name, steps in re.findall(r"samples/ddpm-mnist-([a-z+-]+?)-(\d+)\b", line):
+            assert int(steps) == default_steps(name), line
+            if "ddpm sample" in line and "--scheduler" not in line:
+                assert name == DEFAULT_SCHEDULER, line

@@ -15,12 +15,20 @@ The other sections' blocks (training for minutes, ``mkdocs serve``, the test sui
 
 from __future__ import annotations
 
+import fnmatch
 import importlib.util
 import re
 import subprocess
 from pathlib import Path
 
 import pytest
+import torch
+
+import ddpm.fast
+from ddpm.cli import build_parser
+from ddpm.commands._common import resolve_model
+from ddpm.commands._sampling import resolve_precision
+from ddpm.commands.sample import _settings, default_out
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
@@ -32,7 +40,7 @@ INSTALL_LINES = {
     "pip install -e .": "ddpm",
     'pip install -e ".[train]"': "mlxtend",
 }
-#: One command's bound: the first sample (16 digits, 50 steps) takes about half a minute on a busy 2-core CPU.
+#: One command's bound: the first sample (16 digits, 10 steps) takes about ten seconds on a busy 2-core CPU.
 COMMAND_TIMEOUT_S = 300
 
 
@@ -63,6 +71,8 @@ def test_the_readme_flow_is_what_the_test_runs() -> None:
     assert [c for c in installs if c is not None] and all(c in INSTALL_LINES for c in installs if c is not None)
     first_run = next(i for i, c in enumerate(commands) if _split_install(c)[1])
     assert installs[first_run] == "pip install -e ." and "ddpm sample" in commands[first_run]
+    cpu_torch = next(c for c in INSTALL_LINES if "download.pytorch.org/whl/cpu" in c)
+    assert installs.index(cpu_torch) < first_run, "the CPU build of torch is installed first, in one line"
     assert commands[first_run + 1].split("#")[0].strip() == "ddpm sample"
     for command in commands:
         uses_hub = "google/" in command.split("#")[0]
@@ -90,7 +100,27 @@ def test_the_readme_commands_run_in_order_in_a_fresh_folder(tmp_path: Path, bloc
             timeout=COMMAND_TIMEOUT_S,
         )
         assert result.returncode == 0, f"$ {rest}\n{result.stdout}{result.stderr}"
-    # What the README says the commands made.
+    # What the README says the commands made, in the folders it names for this machine's CPU.
+    suffix = "" if torch.cuda.is_available() or not ddpm.fast.cpu_supports_bf16() else "-bf16-fast"
     assert (tmp_path / "grid.png").is_file()
-    assert len(list((tmp_path / "samples" / "ddpm-mnist-dpm++3m-10").glob("*.png"))) == 16
-    assert len(list((tmp_path / "samples" / "ddpm-mnist-pndm-50").glob("*.png"))) == 4
+    assert len(list((tmp_path / "samples" / f"ddpm-mnist-dpm++3m-10{suffix}").glob("*.png"))) == 16
+    assert len(list((tmp_path / "samples" / f"ddpm-mnist-pndm-50{suffix}").glob("*.png"))) == 4
+
+
+@pytest.mark.parametrize("native_bf16", [False, True])
+def test_the_folders_the_readme_names_are_those_ddpm_sample_writes_on_either_cpu(monkeypatch, native_bf16: bool):
+    """The default folder depends on the CPU (``-bf16-fast`` where bf16 is native, and the default): the README says
+    so, and its ``ddpm evaluate`` line finds the first command's folder on either kind of CPU (CI's has no bf16)."""
+    monkeypatch.setattr(ddpm.fast, "cpu_supports_bf16", lambda: native_bf16)
+    text = README.read_text()
+    commands = readme_commands(text)
+    first = next(c for c in commands if _split_install(c)[1]).split(" && ", 1)[1]
+    args = build_parser().parse_args(first.split("#")[0].split()[1:])  # without "ddpm"
+    precision = resolve_precision(args, torch.device("cpu"), None)
+    args.fast = precision.fast
+    folder = default_out(_settings(args, resolve_model(args.model), precision.dtype))
+    assert (precision.dtype == "bf16") == native_bf16
+    evaluate = next(c for c in commands if "ddpm evaluate" in c)
+    pattern = evaluate.split("ddpm evaluate", 1)[1].split("#")[0].split()[0]
+    assert fnmatch.fnmatchcase(str(folder), pattern), (folder, pattern)
+    assert f"`{folder}/`" in text  # the prose names it

@@ -328,6 +328,24 @@ def test_the_final_line_labels_the_mean_loss_the_bar_shows(tmp_path: Path, capsy
     assert result["loss_steps"] == 2 and result["step"] == 3
 
 
+def test_the_first_line_counts_in_the_singular_for_one(tmp_path: Path, capsys) -> None:
+    """One image, one process, a warm-up of one step: no "1 images" (issue 14.9); ``--threads`` is applied; the
+    progress bar (on, stderr not a terminal) is one bar, without the cursor movements of nested ones."""
+    data = _images(tmp_path / "images", n=1)
+    assert QUIET[0] == "--no-progress"
+    argv = ["--steps", "1", "--warmup-steps", "1", *TINY, "--batch-size", "1", *QUIET[1:], "--threads", "1"]
+    threads = torch.get_num_threads()
+    try:
+        assert _train("--data", str(data), "--out", str(tmp_path / "run"), *argv) == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
+    err = capsys.readouterr().err
+    assert "\x1b[" not in err and "train: 100%" in err, err
+    first = err.splitlines()[0]
+    assert " on 1 image (" in first and ", 1 process, " in first and "learning-rate warm-up 1 step; " in first, first
+
+
 @pytest.mark.parametrize(
     ("argv", "says"),
     [

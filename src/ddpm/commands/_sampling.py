@@ -41,6 +41,7 @@ __all__ = [
     "fit_to_model",
     "load_pipeline",
     "resolve_precision",
+    "warn_few_steps",
 ]
 
 #: The sampler of a bare ``ddpm sample``, with its preset's 10 steps: on the bundled model (docs/schedulers.md, 100
@@ -129,6 +130,20 @@ def add_sampler_options(parser: argparse.ArgumentParser, *, default_scheduler: s
         help="CPU threads for torch (default: torch's choice; on a busy or shared machine 1 or 2 is often faster)",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def warn_few_steps(command: str, steps: int, sampler: str, default: int) -> None:
+    """Warn on stderr that ``--steps`` below :data:`MIN_USEFUL_STEPS` gives noise or blurs (the run goes on).
+
+    ``command`` is the subcommand's name, ``sampler`` what runs the steps (a ``--scheduler`` name, or ``RePaint``) and
+    ``default`` its default step count, which the warning suggests.
+    """
+    if steps < MIN_USEFUL_STEPS:
+        print(
+            f"ddpm {command}: warning: --steps {steps} is too few for {sampler}: the images come out as noise or "
+            f"blurs; use --steps {default} (its default) or more",
+            file=sys.stderr,
+        )
 
 
 def default_steps(scheduler: str) -> int:

@@ -15,7 +15,14 @@ from typing import Any
 
 from ..runtime import DTYPES, resolve_device
 from ._common import at_most, plural, positive, resolve_model, set_threads
-from ._sampling import add_sampler_options, default_steps, fast_dtype_name, fit_to_model, load_pipeline
+from ._sampling import (
+    add_sampler_options,
+    default_steps,
+    fast_dtype_name,
+    fit_to_model,
+    load_pipeline,
+    warn_few_steps,
+)
 
 NAME = "edit"
 HELP = "image-to-image (SDEdit): noise an image to --strength and denoise it with the model"
@@ -139,6 +146,7 @@ def run(args: argparse.Namespace) -> int:
     image, _ = fit_to_model(NAME, image, args.image, channels=config.in_channels, sample_size=config.sample_size)
     pipe.scheduler.set_timesteps(steps)  # refuses a step count the sampler cannot take
     pipe.check_batch_fits(min(args.batch_size, args.num_images), lower="use a smaller --batch-size")
+    warn_few_steps(NAME, steps, args.scheduler, default_steps(args.scheduler))  # the run starts: nothing was refused
     pipe.set_progress_bar_config(disable=args.no_progress, desc="ddpm edit", leave=False)
 
     results = []
@@ -156,6 +164,7 @@ def run(args: argparse.Namespace) -> int:
     save_image(make_image_grid([image, *results], 1, len(results) + 1), paths[-1])
     print(
         f"ddpm edit: {plural(len(results), 'image')} in {out.resolve()} (strength {args.strength:g}: "
-        f"{pipe.num_timesteps} of {steps} {args.scheduler} steps); grid (input, then results) in {paths[-1].name}"
+        f"{pipe.num_timesteps} of {plural(steps, args.scheduler + ' step')}); grid (input, then results) in "
+        f"{paths[-1].name}"
     )
     return 0

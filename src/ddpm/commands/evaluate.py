@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ._common import positive, seed
+from ._common import plural, positive, seed
 
 __all__ = ["add_parser", "run"]
 
@@ -53,10 +53,13 @@ def run(args: argparse.Namespace) -> int:
     from ..evaluation import evaluate_digits, format_table, load_digit_folder
     from ..io import atomic_write_text
 
+    if args.json is not None and args.json.is_dir():  # refused before the minutes of scoring, not after
+        raise ValueError(f"--json {args.json} is a folder; give a file name such as {args.json / 'scores.json'}")
     images = load_digit_folder(args.images, limit=args.limit)
     if len(images) <= args.k:
         raise ValueError(
-            f"--k {args.k} needs more than {args.k} images; {args.images} gives {len(images)}: lower --k or add images"
+            f"--k {args.k} needs more than {plural(args.k, 'image')}; {args.images} gives {len(images)}: lower --k or "
+            "add images"
         )
     generated, reference = evaluate_digits(
         images, real_split=args.real_split, k=args.k, reference_draws=args.draws, seed=args.seed

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..runtime import DTYPES, resolve_device
 from ._common import non_negative_float, positive, resolve_model, set_threads
-from ._sampling import add_sampler_options, fast_dtype_name, fit_to_model
+from ._sampling import add_sampler_options, fast_dtype_name, fit_to_model, warn_few_steps
 
 NAME = "inpaint"
 HELP = "fill the masked part of an image (RePaint)"
@@ -164,6 +164,7 @@ def run(args: argparse.Namespace) -> int:
     assert fitted_mask is not None
     if fitted_mask is not mask:
         _check_resized_mask(args, fitted_mask)
+    warn_few_steps(NAME, args.steps or DEFAULT_STEPS, "RePaint", DEFAULT_STEPS)  # the run starts: nothing was refused
     result = _inpaint(args, pipe, fitted, fitted_mask)
     _save(out, grid, fitted, fitted_mask, result)
     print(f"ddpm inpaint: the result in {out.resolve()}, input | mask | result in {grid.resolve()}")

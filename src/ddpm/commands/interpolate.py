@@ -138,7 +138,7 @@ def _seed(name: str, digits: str) -> int:
     return int(digits)
 
 
-def _check_arguments(args: argparse.Namespace, steps: int) -> None:
+def _check_arguments(args: argparse.Namespace) -> None:
     if args.scheduler != "ddim":
         raise ValueError(
             f"--scheduler {args.scheduler}: interpolation inverts images with deterministic DDIM, so only "
@@ -148,12 +148,6 @@ def _check_arguments(args: argparse.Namespace, steps: int) -> None:
         raise ValueError(f"--eta {args.eta}: inversion needs deterministic DDIM; leave --eta out (or give 0)")
     if args.compile != "off" and not args.fast:
         raise ValueError(f"--compile {args.compile} needs --fast")
-    if steps < MIN_USEFUL_STEPS:
-        print(
-            f"ddpm interpolate: warning: --steps {steps} is too few: the frames come out blurred, and images are "
-            "not given back; use --steps 20 or more (the default is 50)",
-            file=sys.stderr,
-        )
 
 
 def _outputs(out: Path, count: int) -> list[Path]:
@@ -207,7 +201,7 @@ def _write(out: Path, images: list[Image.Image], overwrite: bool) -> None:
 def run(args: argparse.Namespace) -> int:
     """Make the interpolation ``ddpm interpolate`` was asked for; returns the exit status."""
     steps = args.steps or default_steps("ddim")
-    _check_arguments(args, steps)
+    _check_arguments(args)
     points = [end_point("A", args.a), end_point("B", args.b)]
     model = resolve_model(args.model)
     out: Path = (args.out if args.out is not None else DEFAULT_OUT).expanduser()
@@ -233,6 +227,12 @@ def run(args: argparse.Namespace) -> int:
             sources.append(point.seed)
     pipe.scheduler.set_timesteps(steps)  # refuses a step count the schedule cannot take
     pipe.check_batch_fits(args.frames, lower="ask for fewer --frames")
+    if steps < MIN_USEFUL_STEPS:  # the run starts: nothing was refused
+        print(
+            f"ddpm interpolate: warning: --steps {steps} is too few: the frames come out blurred, and images are "
+            "not given back; use --steps 20 or more (the default is 50)",
+            file=sys.stderr,
+        )
     pipe.set_progress_bar_config(disable=args.no_progress, desc="ddpm interpolate", leave=False)
 
     images = pipe.interpolate(sources[0], sources[1], args.frames, num_inference_steps=steps).images

@@ -26,12 +26,12 @@ from ..runtime import DTYPES, Distributed, resolve_device
 from ..schedulers.presets import sampler_preset
 from ._common import add_model_argument, at_most, plural, positive, resolve_model, set_threads
 from ._sampling import (
-    MIN_USEFUL_STEPS,
     add_sampler_options,
     check_eta,
     default_steps,
     load_pipeline,
     resolve_precision,
+    warn_few_steps,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -197,6 +197,15 @@ def _check_out(out: Path, settings: dict[str, Any], overwrite: bool) -> None:
         )
 
 
+def _check_grid(grid: Path) -> None:
+    """Refuse a ``--grid`` that could not be written, before any image is made (the grid is written last)."""
+    from ..image_processing import _pil_format
+
+    if grid.is_dir():
+        raise ValueError(f"--grid {grid} is a folder; give a file name such as {grid / 'grid.png'}")
+    _pil_format(grid)  # "cannot tell the image format of FILE: use a file name ending in .png, ..."
+
+
 def _start(out: Path, settings: dict[str, Any], overwrite: bool) -> int:
     """Create ``out``, clear it with ``overwrite``, record the settings; returns the number of images deleted."""
     from ..io import atomic_write_text
@@ -234,8 +243,8 @@ def _write_grid(out: Path, grid: Path, count: int) -> Path:
     return save_image(make_image_grid(images, rows, cols), grid)
 
 
-def _check_arguments(args: argparse.Namespace, steps: int) -> None:
-    """Refuse combinations of options before anything is loaded; warn about settings that give noise."""
+def _check_arguments(args: argparse.Namespace) -> None:
+    """Refuse combinations of options before anything is loaded."""
     from ..pipelines.batch import MAX_SEED
 
     check_eta(args.scheduler, args.eta)
@@ -246,12 +255,6 @@ def _check_arguments(args: argparse.Namespace, steps: int) -> None:
         raise ValueError(
             f"--seed {args.seed} with --num-images {args.num_images} needs seeds up to {last}, above 2**63-1; "
             f"use --seed {MAX_SEED - args.num_images + 1} or less"
-        )
-    if steps < MIN_USEFUL_STEPS:
-        print(
-            f"ddpm sample: warning: --steps {steps} is too few for {args.scheduler}: the images come out as noise or "
-            f"blurs; use --steps {default_steps(args.scheduler)} (its default) or more",
-            file=sys.stderr,
         )
 
 
@@ -278,9 +281,11 @@ def run(args: argparse.Namespace) -> int:
     precision = resolve_precision(args, device, resumed)
     args.fast = precision.fast
     settings = _settings(args, model, precision.dtype)
-    _check_arguments(args, settings["steps"])
+    _check_arguments(args)
     out: Path = args.out.expanduser() if args.out is not None else default_out(settings)
     _check_out(out, settings, args.overwrite)
+    if args.grid is not None:
+        _check_grid(args.grid.expanduser())
     set_threads(args.threads)
 
     with dist.joined(device):
@@ -293,6 +298,7 @@ def run(args: argparse.Namespace) -> int:
         if main_process:
             deleted = _start(out, settings, args.overwrite)
             print(f"ddpm sample: {precision.describe()}", file=sys.stderr)
+            warn_few_steps(NAME, settings["steps"], args.scheduler, default_steps(args.scheduler))
             if deleted:
                 print(f"ddpm sample: --overwrite: deleted {plural(deleted, 'image')} from {out}", file=sys.stderr)
             if args.out is None:

@@ -309,9 +309,9 @@ def run(args: argparse.Namespace) -> int:
             atomic_write_text(out / "data.json", json.dumps(data_info) + "\n")
         n_params = sum(p.numel() for p in unet.parameters())
         print(
-            f"training {n_params / 1e6:.2f} M parameters on {len(dataset)} images ({data_info['data']}), "
-            f"{trainer.dist.world_size} process(es), {trainer.device}, {trainer.precision}, learning-rate warm-up "
-            f"{config.warmup} steps; output: {out}",
+            f"training {n_params / 1e6:.2f} M parameters on {plural(len(dataset), 'image')} ({data_info['data']}), "
+            f"{plural(trainer.dist.world_size, 'process')}, {trainer.device}, {trainer.precision}, learning-rate "
+            f"warm-up {plural(config.warmup, 'step')}; output: {out}",
             file=sys.stderr,
         )
     try:
