@@ -15,6 +15,10 @@ weights that are functions of h and of the previous steps' h. This module owns:
 A subclass writes its config (adding its keys), its ``set_timesteps`` (``super().set_timesteps(...)`` first, then its
 weights from ``self._alpha``, ``self._sigma``, ``self._lambda``), :meth:`MultistepScheduler._order_limit` and ``_step``
 (push the prediction with ``self._history.append``, use ``min(len(self._history), self._highest_order[i])``).
+Where a solver keeps its books differently (UniPC, as diffusers' UniPC does), it overrides the hook that holds that
+piece: ``_training_sigmas``, ``_karras_range``, ``_final_level``, ``_half_log_snr``, ``_check_spacing``, and
+``_reset_history`` to clear more state; its config may reword the shared refusals (``_solver_order_rule``,
+``_unsupported_switch_error``).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from typing import ClassVar, Literal
 import numpy as np
 import torch
 
-from ..errors import UnsupportedConfigError
+from ..errors import ConfigError, UnsupportedConfigError
 from .base import Scheduler
 from .config import SchedulerConfig, TimestepSpacing
 from .config import check as check_key
@@ -78,19 +82,25 @@ class MultistepSchedulerConfig(SchedulerConfig):
 
     #: The keys that are refused when True (a subclass may add its own).
     _unsupported_switches: ClassVar[tuple[str, ...]] = _UNSUPPORTED_SWITCHES
+    #: What the error for a bad ``solver_order`` says is allowed (a subclass may word it its own way).
+    _solver_order_rule: ClassVar[str] = "it must be 1, 2 or 3"
 
     def validate(self) -> None:
         super().validate()
-        check_key(self.solver_order in (1, 2, 3), self, "solver_order", "it must be 1, 2 or 3")
+        check_key(self.solver_order in (1, 2, 3), self, "solver_order", self._solver_order_rule)
         ratio = self.dynamic_thresholding_ratio
         check_key(0.0 < ratio <= 1.0, self, "dynamic_thresholding_ratio", "it must be in (0, 1]")
         check_key(self.sample_max_value > 0, self, "sample_max_value", "it must be > 0")
         for key in self._unsupported_switches:
             if getattr(self, key):
-                raise UnsupportedConfigError(
-                    f"{self._where()}config key {key!r} has value True, which {self._class_name} does not implement; "
-                    "set it to False (use_karras_sigmas=True is the supported alternative noise-level schedule)"
-                )
+                raise self._unsupported_switch_error(key)
+
+    def _unsupported_switch_error(self, key: str) -> ConfigError:
+        """The error for ``key``, one of ``_unsupported_switches``, set to True (a subclass may word it its own way)."""
+        return UnsupportedConfigError(
+            f"{self._where()}config key {key!r} has value True, which {self._class_name} does not implement; "
+            "set it to False (use_karras_sigmas=True is the supported alternative noise-level schedule)"
+        )
 
     def _where(self) -> str:
         """The prefix of an error message: the file the config came from, if any."""
@@ -129,12 +139,16 @@ class MultistepScheduler(Scheduler):
         """(the n model-call timesteps, their n noise levels σ_t / α_t in float64) of ``set_timesteps(n)``."""
         training_sigmas = self._training_sigmas()
         if self.config.use_karras_sigmas:
-            levels = karras_sigmas(float(training_sigmas[0]), float(training_sigmas[-1]), n)
+            levels = karras_sigmas(*self._karras_range(training_sigmas), n)
             # the model is called at the training timestep nearest to each level (rounded for every beta schedule)
             fractional = timesteps_from_sigmas(levels, np.log(training_sigmas))
             return np.round(fractional).astype(np.int64).tolist(), levels
         timesteps = self._multistep_spacing(n)
         return timesteps, np.interp(timesteps, np.arange(len(training_sigmas)), training_sigmas)
+
+    def _karras_range(self, training_sigmas: np.ndarray) -> tuple[float, float]:
+        """(σ_min, σ_max) of the Karras levels: the training schedule's smallest and largest level."""
+        return float(training_sigmas[0]), float(training_sigmas[-1])
 
     def _multistep_spacing(self, n: int) -> list[int]:
         """The multistep spacings: n of n + 1 points spread over [0, last) by ``timestep_spacing``, dropping t = 0.
@@ -151,6 +165,18 @@ class MultistepScheduler(Scheduler):
         else:  # trailing; like spaced_timesteps, never the spurious extra entry of a floating-point arange
             steps = np.round(np.arange(last, 0, -t / n))[:n].astype(np.int64) - 1
         values = steps.tolist()
+        self._check_spacing(n, values, last)
+        return values
+
+    def _check_spacing(self, n: int, values: list[int], last: int) -> None:
+        """Refuse the n timesteps ``values`` of :meth:`_multistep_spacing` (spread over [0, ``last``)) where two
+        coincide or one leaves [0, T).
+
+        Raises:
+            ValueError: n is too large for the usable timesteps.
+        """
+        cfg = self.config
+        t, spacing = cfg.num_train_timesteps, cfg.timestep_spacing
         if not values or len(set(values)) < len(values) or min(values) < 0 or max(values) >= t:
             offset = cfg.steps_offset if spacing == "leading" else 0
             most = last if spacing == "trailing" else max(last - 1 - offset, 0)
@@ -161,7 +187,6 @@ class MultistepScheduler(Scheduler):
                 f"timesteps (the last point, t = 0, is where the final step lands), so {clash}; "
                 f"use at most {most} steps"
             )
-        return values
 
     def set_timesteps(
         self,
@@ -181,8 +206,7 @@ class MultistepScheduler(Scheduler):
             levels = self._levels(int(num_inference_steps))[1]
         else:
             levels = np.interp(self._schedule, np.arange(cfg.num_train_timesteps), self._training_sigmas())
-        alpha_bar_0 = self.alphas_cumprod[0]
-        final = float(((1 - alpha_bar_0) / alpha_bar_0) ** 0.5) if cfg.final_sigmas_type == "sigma_min" else 0.0
+        final = self._final_level(levels) if cfg.final_sigmas_type == "sigma_min" else 0.0
         # One entry per level i = 0..N (N model calls, then the final level), float32 as diffusers computes them:
         # - sigmas -> σ_t / α_t, the VE noise level
         # - _alpha -> α_t = 1 / sqrt(1 + (σ_t / α_t)²)
@@ -191,12 +215,21 @@ class MultistepScheduler(Scheduler):
         self.sigmas = torch.from_numpy(np.concatenate([levels, [final]]).astype(np.float32))
         self._alpha = 1 / ((self.sigmas**2 + 1) ** 0.5)
         self._sigma = self.sigmas * self._alpha
-        self._lambda = torch.log(self._alpha) - torch.log(self._sigma)
+        self._lambda = self._half_log_snr(self._alpha, self._sigma)
         # x_0 / ε conversions at the step's own level (StepInput.predicted_x0 / predicted_eps)
         self._sqrt_alpha_bar = self._alpha[:-1].tolist()
         self._sqrt_one_minus_alpha_bar = self._sigma[:-1].tolist()
         self._highest_order = [self._order_limit(i) for i in range(len(self._schedule))]
         self._reset_history()
+
+    def _final_level(self, levels: np.ndarray) -> float:
+        """The level of ``final_sigmas_type="sigma_min"`` after the model calls at ``levels``: that of timestep 0."""
+        alpha_bar_0 = self.alphas_cumprod[0]
+        return float(((1 - alpha_bar_0) / alpha_bar_0) ** 0.5)
+
+    def _half_log_snr(self, alpha: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """λ = log α - log σ of every level (float32, +inf where σ = 0), computed on the whole tensor at once."""
+        return torch.log(alpha) - torch.log(sigma)
 
     def _step_sizes(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(h, h_0, h_1) of every step i: h = λ_{i+1} - λ_i, and the two steps before it (NaN where there are none)."""

@@ -30,7 +30,6 @@ tensor and runs a few fused multiply-adds.
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import functools
 from collections.abc import Sequence
@@ -41,69 +40,53 @@ import torch
 
 from ..config import check
 from ..errors import ConfigError
-from .base import Scheduler, StepInput
-from .config import SchedulerConfig, TimestepSpacing
-from .math import dynamic_threshold, predict_eps, predict_x0, spaced_timesteps
-from .sigmas import karras_sigmas, sigmas_from_alphas_cumprod, timesteps_from_sigmas
+from .base import StepInput
+from .math import dynamic_threshold
+from .multistep import MultistepScheduler, MultistepSchedulerConfig
+from .sigmas import sigmas_from_alphas_cumprod
 
 __all__ = ["UniPCMultistepScheduler", "UniPCMultistepSchedulerConfig"]
 
-SolverType = Literal["bh1", "bh2"]
-FinalSigmasType = Literal["zero", "sigma_min"]
 #: solver_type values of other multistep solvers (DPM-Solver's) that UniPC reads as ``bh2``, as diffusers does.
 _SOLVER_TYPE_ALIASES = ("midpoint", "heun", "logrho")
-_MAX_ORDER = 3
-#: diffusers' keys for noise schedules this scheduler does not implement, refused when turned on.
-_UNSUPPORTED_SWITCHES = ("use_exponential_sigmas", "use_beta_sigmas", "use_flow_sigmas", "use_dynamic_shifting")
 
 
 @dataclasses.dataclass(frozen=True)
-class UniPCMultistepSchedulerConfig(SchedulerConfig):
+class UniPCMultistepSchedulerConfig(MultistepSchedulerConfig):
     """Config of :class:`UniPCMultistepScheduler` (``scheduler_config.json``, diffusers key names and defaults).
 
+    The keys shared with DPM-Solver++ (``solver_order``, thresholding, ``lower_order_final``, ``use_karras_sigmas``,
+    ``final_sigmas_type``, ``timestep_spacing`` defaulting to ``"linspace"``, the refused level schedules) are
+    described in :class:`~ddpm.schedulers.multistep.MultistepSchedulerConfig`; for UniPC they mean:
+
+    * ``solver_order``: p, the order of the predictor UniP (1, 2 or 3); the corrector raises it by one. 2 for guided
+      sampling, 3 for unconditional models.
+    * ``thresholding``: only with ``predict_x0``.
+    * ``lower_order_final``: the order is at most the number of steps left (p ≤ n - i), steadier for few steps.
+    * ``use_karras_sigmas``: between ``sigma_min`` and ``sigma_max`` (below) when they are set.
+    * ``final_sigmas_type="sigma_min"``: the last level is the smallest Karras level with ``use_karras_sigmas``, the
+      level of timestep 0 otherwise (diffusers' UniPC).
+    * ``time_shift_type``: ``"linear"`` is accepted too (unused, as the shifted schedules are refused).
+
     Attributes:
-        timestep_spacing: As for every scheduler, but ``linspace`` by default (diffusers' UniPC default).
-        solver_order: p, the order of the predictor UniP (1, 2 or 3); the corrector raises it by one. 2 for
-            guided sampling, 3 for unconditional models.
-        thresholding: Dynamic thresholding of x̂_0 (Saharia et al. 2022); only with ``predict_x0``.
-        dynamic_thresholding_ratio: The percentile of |x̂_0| used as the threshold.
-        sample_max_value: The largest threshold.
         predict_x0: Solve with the data prediction x̂_0 (True, the paper's recommendation) or the noise ε̂.
         solver_type: B(h) of the update: ``bh1`` (B(h) = h, for fewer than about 10 steps) or ``bh2``
             (B(h) = e^h - 1). DPM-Solver's ``midpoint``, ``heun`` and ``logrho`` are read as ``bh2``.
-        lower_order_final: Lower the order over the last steps (p ≤ steps left), steadier for few steps.
         disable_corrector: Positions in ``timesteps`` whose predicted sample is not corrected by the next call.
         solver_p: diffusers' "another scheduler as the predictor"; only None (not supported).
-        use_karras_sigmas: Step between the noise levels of Karras et al. 2022, Eq. (5), instead of ``timesteps``'.
         sigma_min: The smallest Karras level (None: the training schedule's σ_0).
         sigma_max: The largest Karras level (None: σ_{T-1}).
-        final_sigmas_type: Where the last step goes: σ = 0 (``zero``, a clean sample) or the smallest level
-            (``sigma_min``).
-        use_exponential_sigmas, use_beta_sigmas, use_flow_sigmas, flow_shift, use_dynamic_shifting,
-        time_shift_type, shift_terminal: diffusers' other noise schedules; accepted at their defaults, refused when
-            turned on.
+        shift_terminal: diffusers' flow-matching shift; accepted at its default (null), refused when set.
     """
 
     _class_name: ClassVar[str] = "UniPCMultistepScheduler"
+    _solver_order_rule: ClassVar[str] = "use 1 to 3"
 
-    timestep_spacing: TimestepSpacing = "linspace"
-    solver_order: int = 2
-    thresholding: bool = False
-    dynamic_thresholding_ratio: float = 0.995
-    sample_max_value: float = 1.0
     predict_x0: bool = True
     solver_type: str = "bh2"
-    lower_order_final: bool = True
     disable_corrector: tuple[int, ...] = ()
     solver_p: None = None
-    use_karras_sigmas: bool = False
-    use_exponential_sigmas: bool = False
-    use_beta_sigmas: bool = False
-    use_flow_sigmas: bool = False
-    flow_shift: float = 1.0
-    final_sigmas_type: FinalSigmasType = "zero"
-    use_dynamic_shifting: bool = False
-    time_shift_type: Literal["exponential", "linear"] = "exponential"
+    time_shift_type: Literal["exponential", "linear"] = "exponential"  # type: ignore[assignment]  # UniPC's wider set
     sigma_min: float | None = None
     sigma_max: float | None = None
     shift_terminal: float | None = None
@@ -121,27 +104,24 @@ class UniPCMultistepSchedulerConfig(SchedulerConfig):
             "solver_type",
             "use 'bh1' (B(h) = h, for very few steps) or 'bh2' (B(h) = e^h - 1)",
         )
-        check(1 <= self.solver_order <= _MAX_ORDER, "solver_order", f"use 1 to {_MAX_ORDER}")
         check(all(i >= 0 for i in self.disable_corrector), "disable_corrector", "positions must be 0 or more")
-        check(0.0 < self.dynamic_thresholding_ratio <= 1.0, "dynamic_thresholding_ratio", "it must be in (0, 1]")
-        check(self.sample_max_value > 0, "sample_max_value", "it must be > 0")
         check(self.flow_shift > 0, "flow_shift", "it must be > 0")
         for key in ("sigma_min", "sigma_max"):
             value = getattr(self, key)
             check(value is None or value > 0, key, "it must be > 0 (or null: the training schedule's)")
         if self.sigma_min is not None and self.sigma_max is not None:
             check(self.sigma_min < self.sigma_max, "sigma_min", f"it must be below sigma_max={self.sigma_max}")
-        for key in _UNSUPPORTED_SWITCHES:
-            check(
-                not getattr(self, key),
-                key,
-                "UniPCMultistepScheduler here implements the Karras levels (use_karras_sigmas) and the training "
-                "schedule's levels only; set it to false",
-            )
         check(
             self.shift_terminal is None,
             "shift_terminal",
             "it only applies to flow-matching sigmas (use_flow_sigmas), which are not supported; set it to null",
+        )
+
+    def _unsupported_switch_error(self, key: str) -> ConfigError:
+        # UniPC's own wording of the refusal (a plain ConfigError), kept as its tests and the bad-input catalogue pin it
+        return ConfigError(
+            f"{self._where()}config key {key!r} has value True; UniPCMultistepScheduler here implements the Karras "
+            "levels (use_karras_sigmas) and the training schedule's levels only; set it to false"
         )
 
 
@@ -152,7 +132,7 @@ def _check(condition: bool, key: str, allowed: str, *, config: UniPCMultistepSch
 _DEFAULTS = UniPCMultistepSchedulerConfig  # the constructor's defaults are the config's
 
 
-class UniPCMultistepScheduler(Scheduler):
+class UniPCMultistepScheduler(MultistepScheduler):
     """The UniPC sampler: deterministic, multistep, one model call per timestep; good samples in 5-10 calls.
 
     ``len(timesteps)`` is the number of model calls n: the first n points of n + 1 evenly spaced ones (``linspace``,
@@ -241,11 +221,12 @@ class UniPCMultistepScheduler(Scheduler):
         device: str | torch.device | None = None,
         timesteps: Sequence[int] | None = None,
     ) -> None:
-        """As :meth:`Scheduler.set_timesteps`; also picks each call's noise level σ_i and computes the UniP / UniC
-        coefficients, and resets the multistep history.
+        """As :meth:`MultistepScheduler.set_timesteps` (n model calls for ``set_timesteps(n)``, each at its noise level
+        σ_i, then the final level); also computes the UniP / UniC coefficients and resets the multistep history and
+        the corrector's pending sample.
 
-        With ``num_inference_steps`` the timesteps follow diffusers' UniPC grids (or the Karras levels); a custom
-        list of ``timesteps`` is used as given, each at its training noise level (not with ``use_karras_sigmas``).
+        A custom list of ``timesteps`` is used as given, each at its training noise level (not with
+        ``use_karras_sigmas``).
 
         Raises:
             ValueError: As :meth:`Scheduler.set_timesteps`; also for custom ``timesteps`` with
@@ -257,44 +238,58 @@ class UniPCMultistepScheduler(Scheduler):
                 "custom timesteps cannot be combined with use_karras_sigmas=True (the Karras levels choose the "
                 "timesteps); pass num_inference_steps, or use a config with use_karras_sigmas=False"
             )
-        self._custom = timesteps is not None
-        self._planned_sigmas: list[float] | None = None
         super().set_timesteps(num_inference_steps, device, timesteps)
-        assert self._schedule is not None
-        self._spaced = list(self._schedule)  # a part-way start (_join_schedule_at) continues on this schedule
-        if self._planned_sigmas is None:  # custom timesteps: their own training levels
-            self._planned_sigmas = self._training_sigmas()[self._schedule].tolist() + [self._final_sigma()]
-        self._sigmas: list[float] = self._planned_sigmas
+        self._sigmas: list[float] = self.sigmas.tolist()
         self._check_decreasing()
         self._rows = self._coefficient_table()
-        self._reset_multistep_state()
 
-    def _model_call_timesteps(self, spaced: list[int]) -> list[int]:
-        """UniPC's timesteps for ``set_timesteps(n)`` (n = len(spaced)); custom timesteps pass unchanged."""
-        if self._custom:
-            return spaced
-        n, t = len(spaced), self.config.num_train_timesteps
-        training = self._training_sigmas()
-        if self.config.use_karras_sigmas:
-            sigma_min = self.config.sigma_min if self.config.sigma_min is not None else float(training[0])
-            sigma_max = self.config.sigma_max if self.config.sigma_max is not None else float(training[-1])
-            levels = karras_sigmas(sigma_min, sigma_max, n)
-            schedule = timesteps_from_sigmas(levels, np.log(training)).round().astype(np.int64).tolist()
-            final = float(levels[-1]) if self.config.final_sigmas_type == "sigma_min" else 0.0
-            self._planned_sigmas = np.append(levels, final).astype(np.float32).tolist()
-            return schedule
-        schedule = _grid(t, n, self.config.timestep_spacing, self.config.steps_offset)
-        self._planned_sigmas = training[schedule].tolist() + [self._final_sigma()]
-        return schedule
+    # Where UniPC's bookkeeping differs from DPM-Solver++'s (the MultistepScheduler hooks below), as diffusers' UniPC
+    # does it: the training levels (torch's rounding; a zero-SNR ᾱ of 0 read as 2^-24), the Karras range (sigma_min,
+    # sigma_max), the final level with Karras levels (the smallest Karras level), λ (one level at a time), the
+    # refusal of a grid (UniPC's messages; equal timesteps are refused with the levels by _check_decreasing) and the
+    # order limit (the steps into σ = 0 and the no-op last Karras step are first order).
 
     def _training_sigmas(self) -> np.ndarray:
-        """σ_t for t = 0..T-1 from the float32 ᾱ (an ᾱ of 0, the zero-SNR end, is read as 2^-24 as diffusers does)."""
+        """σ_t for t = 0..T-1 from the float32 ᾱ (an ᾱ of 0, the zero-SNR end, is read as 2^-24 as diffusers does),
+        computed with torch: its float32 rounding, which is diffusers', differs from numpy's (DPM-Solver++'s here)
+        in the last bit at some timesteps."""
         alpha_bar = torch.where(self.alphas_cumprod == 0, 2.0**-24, self.alphas_cumprod)
-        return sigmas_from_alphas_cumprod(alpha_bar).numpy()  # torch's float32 rounding, as diffusers
+        return sigmas_from_alphas_cumprod(alpha_bar).numpy()
 
-    def _final_sigma(self) -> float:
-        """σ after the last step: 0, or σ_0 with ``final_sigmas_type="sigma_min"``."""
-        return float(self._training_sigmas()[0]) if self.config.final_sigmas_type == "sigma_min" else 0.0
+    def _karras_range(self, training_sigmas: np.ndarray) -> tuple[float, float]:
+        """(σ_min, σ_max) of the Karras levels: the config's ``sigma_min`` / ``sigma_max``, else the training ends."""
+        low, high = super()._karras_range(training_sigmas)
+        sigma_min, sigma_max = self.config.sigma_min, self.config.sigma_max
+        return (low if sigma_min is None else sigma_min), (high if sigma_max is None else sigma_max)
+
+    def _final_level(self, levels: np.ndarray) -> float:
+        """The ``sigma_min`` final level: the smallest Karras level with ``use_karras_sigmas`` (then the last step is a
+        no-op, h = 0), else the level of timestep 0."""
+        return float(levels[-1]) if self.config.use_karras_sigmas else super()._final_level(levels)
+
+    def _half_log_snr(self, alpha: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """λ = log α - log σ, one level at a time: the log of a 0-d tensor rounds as diffusers' per-step log does,
+        the vectorised log of a longer one may differ in the last bit (and the noise-prediction coefficients
+        amplify such differences by e^h)."""
+        return torch.stack([torch.log(a) - torch.log(s) for a, s in zip(alpha, sigma)])
+
+    def _check_spacing(self, n: int, values: list[int], last: int) -> None:
+        """Refuse a ``leading`` grid that does not fit, in UniPC's words; two equal timesteps (n too large for
+        ``linspace``) are refused with their noise levels, by :meth:`_check_decreasing`."""
+        cfg = self.config
+        t = cfg.num_train_timesteps
+        if cfg.timestep_spacing != "leading":
+            return
+        if t // (n + 1) == 0:
+            raise ValueError(
+                f"num_inference_steps={n} is too large for timestep_spacing='leading' with num_train_timesteps={t} "
+                f"(the grid's stride T // (n + 1) is 0); use at most {t - 1} steps or 'linspace' / 'trailing'"
+            )
+        if values[0] >= t:
+            raise ValueError(
+                f"steps_offset={cfg.steps_offset} makes the first of {n} leading timesteps {values[0]}, but timesteps "
+                f"must be below num_train_timesteps={t}; lower steps_offset or num_inference_steps"
+            )
 
     def _check_decreasing(self) -> None:
         sigmas = self._sigmas
@@ -306,30 +301,38 @@ class UniPCMultistepScheduler(Scheduler):
                     f"are both at σ = {sigmas[i]:.6g} (h = 0); use fewer steps or another timestep_spacing"
                 )
 
+    def _order_limit(self, i: int) -> int:
+        """The highest predictor order of step i (the history may allow less): the config's, at most the steps left
+        with ``lower_order_final``, and 1 into σ = 0 or for the no-op last Karras step (a polynomial in λ cannot be
+        extrapolated to λ = ∞)."""
+        cfg = self.config
+        assert self._schedule is not None
+        order = min(cfg.solver_order, len(self._schedule) - i) if cfg.lower_order_final else cfg.solver_order
+        if not 0 < float(self.sigmas[i + 1]) < float(self.sigmas[i]):
+            order = 1
+        return order
+
     def _coefficient_table(self) -> list[list[_Row | None]]:
         """``rows[i][p]``: the scalars of the order-p update from step i to i + 1 (None where p is impossible).
 
         A row serves the predictor UniP at step i and the corrector UniC at step i + 1 (same h and r_k). The scalars
-        are computed in float32 with the operations diffusers applies to its float32 σ, one value at a time, so that
-        they round identically (the noise-prediction form cancels two terms of size e^h, so rounding differences
-        there would grow by that factor).
+        are computed in float32 with the operations diffusers applies to its float32 σ, one value at a time (0-d
+        tensors of the levels' α, s and λ), so that they round identically (the noise-prediction form cancels two
+        terms of size e^h, so rounding differences there would grow by that factor).
         """
-        sigmas = [torch.tensor(sigma, dtype=torch.float32) for sigma in self._sigmas]
-        vp = [_vp(sigma) for sigma in sigmas]
-        self._alpha = [float(alpha) for alpha, _, _ in vp]  # α_i, the conversions' sqrt(ᾱ)
-        self._s = [float(s) for _, s, _ in vp]  # s_i, the conversions' sqrt(1 - ᾱ)
         rows: list[list[_Row | None]] = []
-        for i in range(len(sigmas) - 1):
+        for i in range(len(self._sigmas) - 1):
             per_order: list[_Row | None] = [None]
             for p in range(1, self.config.solver_order + 1):
                 possible = p - 1 <= i and ((0 < self._sigmas[i + 1] < self._sigmas[i]) or p == 1)
-                per_order.append(self._row(vp, i, p) if possible else None)
+                per_order.append(self._row(i, p) if possible else None)
             rows.append(per_order)
         return rows
 
-    def _row(self, vp: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], i: int, p: int) -> _Row:
+    def _row(self, i: int, p: int) -> _Row:
         """The order-p update from step i to i + 1 (see the module docstring for the formula)."""
-        (alpha_s, s_s, lam_s), (alpha_t, s_t, lam_t) = vp[i], vp[i + 1]
+        alpha_s, s_s, lam_s = self._alpha[i], self._sigma[i], self._lambda[i]
+        alpha_t, s_t, lam_t = self._alpha[i + 1], self._sigma[i + 1], self._lambda[i + 1]
         data = self.config.predict_x0
         if self._sigmas[i + 1] == 0:
             # λ_t = ∞: the update's limit is x̂_0 itself (data: m; noise: x / α_s - σ_s ε̂)
@@ -339,7 +342,7 @@ class UniPCMultistepScheduler(Scheduler):
         if self._sigmas[i + 1] == self._sigmas[i]:  # the last step of Karras levels with sigma_min: h = 0, x stays
             return _Row(1.0, 0.0, 0.0, (), (), ())
         h = lam_t - lam_s
-        r = [(vp[i - k][2] - lam_s) / h for k in range(1, p)]  # r_k of the earlier outputs m_{i-k}
+        r = [(self._lambda[i - k] - lam_s) / h for k in range(1, p)]  # r_k of the earlier outputs m_{i-k}
         hh = -h if data else h  # ĥ
         b_of_h = hh if self.config.solver_type == "bh1" else torch.expm1(hh)  # B(ĥ)
         if data:  # x_t = (s_t / s_s) x - α_t (e^ĥ - 1) m - α_t B(ĥ) Σ a_k D_k
@@ -373,25 +376,12 @@ class UniPCMultistepScheduler(Scheduler):
         )
 
     # ------------------------------------------------------------------------------------------------- the state
-    def _reset_multistep_state(self) -> None:
-        # m_i of the last calls (newest last), and the predictor's start x_i and order, for the next corrector
-        self._outputs: collections.deque[torch.Tensor] = collections.deque(maxlen=self.config.solver_order)
+    def _reset_history(self) -> None:
+        # m_i of the last calls (newest last, MultistepScheduler's history), and the predictor's start x_i and order,
+        # for the next corrector
+        super()._reset_history()
         self._last_sample: torch.Tensor | None = None
         self._last_order = 0
-
-    def _start_at(self, i: int) -> None:
-        """A loop that starts at call ``i`` starts a fresh history (the first steps warm up at lower order)."""
-        self._reset_multistep_state()
-
-    def _order_at(self, i: int) -> int:
-        """The predictor order of step i: the config's, lowered near the end, during warm-up and into σ = 0."""
-        order = self.config.solver_order
-        if self.config.lower_order_final:
-            order = min(order, len(self._sigmas) - 1 - i)
-        order = min(order, len(self._outputs))
-        if not 0 < self._sigmas[i + 1] < self._sigmas[i]:  # into σ = 0, or the no-op last Karras step
-            order = 1
-        return order
 
     # ------------------------------------------------------------------------------------------------------ step
     def _step(self, step: StepInput) -> tuple[torch.Tensor, torch.Tensor]:
@@ -400,14 +390,13 @@ class UniPCMultistepScheduler(Scheduler):
         i, x = step.i, step.sample
 
         # 1. m_i: x̂_0 (thresholded if asked) or ε̂, at the sample where the model was evaluated
-        alpha, s = self._alpha[i], self._s[i]
-        x0 = predict_x0(step.model_output, x, alpha, s, self.config.prediction_type)
+        x0 = step.predicted_x0()
         if self.config.predict_x0:
             if self.config.thresholding:
                 x0 = dynamic_threshold(x0, self.config.dynamic_thresholding_ratio, self.config.sample_max_value)
             m_new = x0
         else:
-            m_new = predict_eps(step.model_output, x, alpha, s, self.config.prediction_type)
+            m_new = step.predicted_eps()
 
         # 2. UniC: correct x̃_{t_i}, predicted from x_{t_{i-1}} with order p, using m_i (no extra model call):
         #    x_{t_i} = base - (α or s) B(ĥ) (Σ_{k<p} a_k D_k + a_p (m_i - m_{i-1}))
@@ -415,12 +404,12 @@ class UniPCMultistepScheduler(Scheduler):
             row = self._rows[i - 1][self._last_order]
             assert row is not None
             residual = self._residual(row.a_corr[:-1], row.r)
-            new = row.a_corr[-1] * (m_new - self._outputs[-1])
+            new = row.a_corr[-1] * (m_new - self._history[-1])
             x = self._update(row, self._last_sample, new if residual is None else residual + new)
 
         # 3. UniP: x̃_{t_{i+1}} from the corrected x_{t_i} and the last p outputs
-        self._outputs.append(m_new)
-        order = self._order_at(i)
+        self._history.append(m_new)
+        order = min(len(self._history), self._highest_order[i])
         row = self._rows[i][order]
         assert row is not None
         prev_sample = self._update(row, x, self._residual(row.a_pred, row.r))
@@ -429,7 +418,7 @@ class UniPCMultistepScheduler(Scheduler):
 
     def _residual(self, a: tuple[float, ...], r: tuple[float, ...]) -> torch.Tensor | None:
         """Σ_k a_k D_k with D_k = (m_{-k} - m) / r_k over the history (m the newest output); None for no terms."""
-        outputs = self._outputs
+        outputs = self._history
         m, total = outputs[-1], None
         for k, (a_k, r_k) in enumerate(zip(a, r), start=1):
             term = a_k * ((outputs[-1 - k] - m) / r_k)
@@ -438,43 +427,9 @@ class UniPCMultistepScheduler(Scheduler):
 
     def _update(self, row: _Row, x: torch.Tensor, residual: torch.Tensor | None) -> torch.Tensor:
         """x_coeff · x + m_coeff · m + scale · residual, m the newest output in the history (the step's formula)."""
-        m = self._outputs[-1]
+        m = self._history[-1]
         out = row.m_coeff * m if row.x_coeff == 0 else row.x_coeff * x + row.m_coeff * m
         return out if residual is None else out + row.scale * residual
-
-
-def _vp(sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(α, s, λ) of a VE noise level σ (float32, 0-d): α = 1 / sqrt(1 + σ²), s = σ α, λ = log α - log s."""
-    alpha = 1 / (sigma**2 + 1) ** 0.5
-    s = sigma * alpha
-    return alpha, s, torch.log(alpha) - torch.log(s)
-
-
-def _grid(num_train_timesteps: int, n: int, spacing: str, steps_offset: int) -> list[int]:
-    """The n model-call timesteps: the first n of n + 1 grid points whose last is the end of the chain.
-
-    ``linspace``: round(k (T-1) / n) for k = n..1; ``leading``: k ⌊T / (n+1)⌋ + steps_offset for k = n..1;
-    ``trailing``: round(T - k T / n) - 1 for k = 0..n-1 (the shared trailing spacing). These are diffusers' UniPC
-    and DPM-Solver grids.
-    """
-    t = num_train_timesteps
-    if spacing == "linspace":
-        return np.linspace(0, t - 1, n + 1).round()[::-1][:-1].astype(np.int64).tolist()
-    if spacing == "leading":
-        ratio = t // (n + 1)
-        if ratio == 0:
-            raise ValueError(
-                f"num_inference_steps={n} is too large for timestep_spacing='leading' with num_train_timesteps={t} "
-                f"(the grid's stride T // (n + 1) is 0); use at most {t - 1} steps or 'linspace' / 'trailing'"
-            )
-        steps = [k * ratio + steps_offset for k in range(n, 0, -1)]
-        if steps[0] >= t:
-            raise ValueError(
-                f"steps_offset={steps_offset} makes the first of {n} leading timesteps {steps[0]}, but timesteps "
-                f"must be below num_train_timesteps={t}; lower steps_offset or num_inference_steps"
-            )
-        return steps
-    return spaced_timesteps(t, n, spacing, steps_offset)
 
 
 class _Row(NamedTuple):
