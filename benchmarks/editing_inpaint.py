@@ -3,7 +3,8 @@
 On the bundled ddpm-mnist model, each of ``--count`` held-out MNIST digits (the same number of each class) keeps its
 top half and has its bottom half filled by:
 
-* ``ddpm``: :class:`ddpm.RePaintPipeline`;
+* ``ddpm``: :class:`ddpm.RePaintPipeline`, once per ``--guidance`` weight (0: plain RePaint; w > 0 adds
+  reconstruction guidance, Ho et al. 2022, ``reconstruction_guidance=w``);
 * ``diffusers``: diffusers 0.42.1's ``RePaintPipeline`` on the same weights, with the same generator and settings;
 * ``nearest``: the bottom half of the training digit whose top half is nearest (L2) to the digit's top half.
 
@@ -11,7 +12,7 @@ It reports, for each, the largest change of the kept half (8-bit levels) and how
 classifier gives the completed digit its true label, as a Markdown table, and writes a picture (digits | input with
 the hole | ddpm | diffusers | nearest) with ``--image``::
 
-    python benchmarks/editing_inpaint.py --steps 50 --jump-length 5 --jump-n-sample 5 \
+    python benchmarks/editing_inpaint.py --steps 25 --jump-length 5 --jump-n-sample 3 --eta 1 --guidance 0,10 \
         --image docs/images/inpaint-mnist.png
 """
 
@@ -33,6 +34,9 @@ def _args() -> argparse.Namespace:
     parser.add_argument("--jump-length", type=int, default=5, help="j (default 5; the paper: 10)")
     parser.add_argument("--jump-n-sample", type=int, default=5, help="r (default 5; the paper: 10)")
     parser.add_argument("--eta", type=float, default=0.0, help="eta of both pipelines (default 0, diffusers')")
+    parser.add_argument(
+        "--guidance", default="0", help="comma-separated reconstruction guidance weights of ddpm's rows (default: 0)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--threads", type=int, default=2)
@@ -85,6 +89,7 @@ def main() -> int:
     from ddpm.evaluation.classifier import digit_features
     from ddpm.hub import locate
 
+    weights = [float(w) for w in args.guidance.split(",")]
     digits, labels = _digits(args.count)
     mask = torch.zeros(1, 1, 32, 32)
     mask[:, :, :16] = 1  # 1 = keep (diffusers' convention): the top half is kept, the bottom half filled
@@ -103,10 +108,13 @@ def main() -> int:
 
     results: dict[str, torch.Tensor] = {}
     seconds: dict[str, float] = {}
-    for name, pipe in (("ddpm", ours), ("diffusers", theirs)):
+    runs = [(f"ddpm, guidance {w:g}" if w else "ddpm", ours, {"reconstruction_guidance": w}) for w in weights]
+    for name, pipe, extra in (*runs, ("diffusers", theirs, {})):
         start = time.perf_counter()
         results[name] = _run(
-            lambda x, m, g, pipe=pipe: pipe(x, m, generator=g, output_type="np", **settings).images,
+            lambda x, m, g, pipe=pipe, extra=extra: (
+                pipe(x, m, generator=g, output_type="np", **settings, **extra).images
+            ),
             digits,
             mask,
             args,
@@ -127,8 +135,8 @@ def main() -> int:
     _, original_labels = digit_features(classifier, digits)
     print(
         f"{len(digits)} held-out digits, bottom half filled; RePaint n={args.steps}, j={args.jump_length}, "
-        f"r={args.jump_n_sample}, eta={args.eta}, seed {args.seed}; the classifier labels the original digits "
-        f"correctly {float((original_labels == labels).float().mean()):.0%} of the time\n"
+        f"r={args.jump_n_sample}, eta={args.eta}, seed {args.seed}, {args.threads} threads; the classifier labels "
+        f"the original digits correctly {float((original_labels == labels).float().mean()):.0%} of the time\n"
     )
     print("| method | kept half: largest change (8-bit levels) | label of the completion = true label | seconds |")
     print("|---|---|---|---|")
@@ -140,16 +148,17 @@ def main() -> int:
 
 
 def _picture(path: str, digits: torch.Tensor, mask: torch.Tensor, results: dict[str, torch.Tensor]) -> None:
-    """Rows: the digit, the input (hole in grey), ddpm, diffusers, nearest; one column per class (first digit)."""
+    """Rows: the digit, the input (hole in grey), then one per method (ddpm's, diffusers, nearest); one column per
+    class (its first digit)."""
     from PIL import Image
 
     per_class = len(digits) // 10
     columns = [c * per_class for c in range(10)]
     holed = torch.where(mask.bool().expand_as(digits), digits, torch.full_like(digits, 96))
-    rows = [digits, holed, results["ddpm"], results["diffusers"], results["nearest"]]
-    grid = torch.cat([torch.cat([row[i, 0] for i in columns], dim=1) for row in rows], dim=0)  # (5*32, 10*32)
+    rows = [digits, holed, *results.values()]
+    grid = torch.cat([torch.cat([row[i, 0] for i in columns], dim=1) for row in rows], dim=0)  # (rows*32, 10*32)
     Image.fromarray(grid.numpy()).resize((grid.shape[1] * 2, grid.shape[0] * 2), Image.Resampling.NEAREST).save(path)
-    print(f"\npicture: {path} (rows: digit, input, ddpm, diffusers, nearest training digit)")
+    print(f"\npicture: {path} (rows: digit, input, {', '.join(results)})")
 
 
 if __name__ == "__main__":
