@@ -1347,8 +1347,9 @@ CASES: list[Case] = [
         "a small `.bin` whose zip members inflate beyond the memory (`DDPM_MEMORY_LIMIT=3MiB` here)",
         lambda c: _files_with_limit("3MiB", _files_zip_bomb, c),
         ResourceLimitError,
-        "reading the weights {repo}/" + BIN + " needs about 5 MiB, more than the 3 MiB DDPM_MEMORY_LIMIT=3MiB; load "
-        "them on a machine with more memory",
+        "reading the weights {repo}/" + BIN + " needs about 7.68 MiB, more than the 3 MiB DDPM_MEMORY_LIMIT=3MiB; the "
+        "file's 5 MiB of tensors and the 2.68 MiB of parameters they are copied into are in memory at once: load them "
+        "on a machine with more memory",
     ),
     _runtime(
         "files-weights-permission",

@@ -119,6 +119,20 @@ def test_weights_that_fit_the_config_but_not_the_memory_are_refused(
         UNet2DModel.from_pretrained(saved)
 
 
+def test_the_memory_check_counts_the_file_and_the_parameters_it_is_copied_into(
+    monkeypatch: pytest.MonkeyPatch, saved: Path
+) -> None:
+    """Loading holds the file's tensors and the parameters they are copied into at once: a model that fits, with a
+    file that fits, is refused when both together do not (a 15 GiB model on 21 GiB used to be read, then swapped)."""
+    model_bytes = sum(v.numel() * 4 for v in _tiny().state_dict().values())
+    monkeypatch.setenv("DDPM_MEMORY_LIMIT", str(model_bytes * 3 // 2))
+    says = r"reading the weights .*safetensors needs about .*; the file's .* of tensors and the .* of parameters they"
+    with pytest.raises(ResourceLimitError, match=says + " are copied into are in memory at once"):
+        UNet2DModel.from_pretrained(saved)
+    monkeypatch.setenv("DDPM_MEMORY_LIMIT", str(model_bytes * 5 // 2))
+    UNet2DModel.from_pretrained(saved)
+
+
 def test_a_bin_whose_zip_members_inflate_beyond_the_limit_is_refused_unread(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
