@@ -1496,6 +1496,33 @@ CASES: list[Case] = [
         None,
         ("non-finite values (NaN or infinity) for images 000000.png to 000001.png", "no PNG was written", "weights"),
     ),
+    Case(
+        "edit-non-finite-output",
+        "image-to-image",
+        "`ddpm edit`: the UNet outputs NaN (a NaN weight, an fp16 overflow); black images used to be written",
+        lambda c: _cli_nan_unet(c, lambda c: _img2img_edit(c, "--strength", "0.5", "--steps", "4")),
+        None,
+        (
+            "ddpm edit: error: the model produced non-finite values (NaN or infinity) for the edited images, so no "
+            "image was written; the UNet runs in float32, so its weights are most likely not finite",
+        ),
+    ),
+    Case(
+        "inpaint-non-finite-output",
+        "ddpm inpaint",
+        "`ddpm inpaint`: the UNet outputs NaN (a NaN weight, an fp16 overflow); a black result used to be written",
+        lambda c: _cli_nan_unet(c, _repaint_cli),
+        None,
+        ("ddpm inpaint: error: the model produced non-finite values (NaN or infinity) for the inpainted image",),
+    ),
+    Case(
+        "interpolate-non-finite-output",
+        "editing",
+        "`ddpm interpolate`: the UNet outputs NaN (a NaN weight, an fp16 overflow); black frames used to be written",
+        lambda c: _cli_nan_unet(c, _cli_interpolate),
+        None,
+        ("ddpm interpolate: error: the model produced non-finite values (NaN or infinity) for the interpolation's",),
+    ),
     # ====== issues 13/14 [train]: training and evaluation: run folders, data, interrupts, faults
     # (the [train] cases go right below this block, in the order a user would meet them)
     # ------
@@ -2195,8 +2222,9 @@ def _cli_with_env(name: str, value: str, *argv: str) -> Callable[[Ctx], tuple[in
     return run
 
 
-def _cli_nan_unet(ctx: Ctx) -> tuple[int, str]:
-    """Every UNet output gets one NaN (as a NaN weight, or an fp16 overflow, would give)."""
+def _cli_nan_unet(ctx: Ctx, run: Callable[[Ctx], tuple[int, str]] | None = None) -> tuple[int, str]:
+    """``run`` (default: ``ddpm sample`` of two images) while every UNet output gets one NaN (as a NaN weight, or an
+    fp16 overflow, would give)."""
     forward = UNet2DModel.forward
 
     def nan_forward(self: Any, *args: Any, **kwargs: Any) -> Any:
@@ -2206,9 +2234,17 @@ def _cli_nan_unet(ctx: Ctx) -> tuple[int, str]:
 
     UNet2DModel.forward = nan_forward  # type: ignore[method-assign]
     try:
-        return _cli_sample(ctx, "--num-images", "2")
+        return run(ctx) if run is not None else _cli_sample(ctx, "--num-images", "2")
     finally:
         UNet2DModel.forward = forward  # type: ignore[method-assign]
+
+
+def _cli_interpolate(ctx: Ctx) -> tuple[int, str]:
+    """``ddpm interpolate 1 2`` of two frames with 2 steps into ``{tmp}/out``, which must not be made."""
+    argv = ["interpolate", "1", "2", "--model", "{repo}", "--out", "{tmp}/out", "--frames", "2", "--steps", "2"]
+    result = run_cli(ctx, *argv, "--no-progress")
+    assert not (ctx.tmp / "out").exists(), "ddpm interpolate wrote its folder before refusing"
+    return result
 
 
 def _cli_unwritable_out(ctx: Ctx) -> tuple[int, str]:

@@ -20,6 +20,7 @@ from ._common import finite_float, positive, positive_seconds, seed, threads
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
+    from PIL import Image
 
     from ..pipelines import DiffusionPipeline
 
@@ -34,6 +35,7 @@ __all__ = [
     "default_steps",
     "dtype_name",
     "fast_dtype_name",
+    "finite_images",
     "load_pipeline",
     "resolve_precision",
 ]
@@ -172,6 +174,33 @@ def load_pipeline(args: argparse.Namespace, model: str, device: torch.device, dt
         pipe.enable_fast_sampling(dtype, compile=compile_mode, compile_budget_s=args.compile_budget)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def finite_images(sample: Any, dtype: torch.dtype, *, command: str, what: str) -> list[Image.Image]:
+    """PIL images from a pipeline's final sample (``output_type="latent"``), after one check that every value is
+    finite: NaN or infinity (a NaN weight, a float16 overflow) would be written as black images with exit status 0.
+
+    Args:
+        sample: The final sample, NCHW in [-1, 1].
+        dtype: The precision the UNet ran in (the likely cause differs).
+        command: The command, for the advice (``"ddpm edit"``).
+        what: What was being made, for the message (``"the edited images"``).
+
+    Raises:
+        FloatingPointError: The sample holds NaN or infinity; names the likely cause and what to do. Nothing is
+            written.
+    """
+    import torch
+
+    from ..image_processing import postprocess
+    from ..pipelines.batch import non_finite_cause
+
+    if not bool(torch.isfinite(sample).all()):  # once per batch: one device sync
+        raise FloatingPointError(
+            f"the model produced non-finite values (NaN or infinity) for {what}, so no image was written; "
+            f"{non_finite_cause(dtype, command)}"
+        )
+    return postprocess(sample, "pil")
 
 
 # ---------------------------------------------------------------------------------- precision: --dtype and --fast

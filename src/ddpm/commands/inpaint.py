@@ -14,7 +14,7 @@ from typing import Any
 
 from ..runtime import DTYPES, resolve_device
 from ._common import positive, resolve_model, set_threads
-from ._sampling import add_sampler_options, fast_dtype_name
+from ._sampling import add_sampler_options, fast_dtype_name, finite_images
 
 NAME = "inpaint"
 HELP = "fill the masked part of an image (RePaint)"
@@ -153,7 +153,7 @@ def _inpaint(args: argparse.Namespace, model: str, image: Any, mask: Any) -> Any
         compile_mode = None if args.compile == "off" else args.compile
         pipe.enable_fast_sampling(dtype, compile=compile_mode, compile_budget_s=args.compile_budget)
     pipe.set_progress_bar_config(disable=args.no_progress, desc="ddpm inpaint", file=sys.stderr)
-    return pipe(
+    sample = pipe(
         image,
         mask,
         num_inference_steps=args.steps or DEFAULT_STEPS,
@@ -162,7 +162,9 @@ def _inpaint(args: argparse.Namespace, model: str, image: Any, mask: Any) -> Any
         jump_n_sample=args.jump_n_sample,
         generator=torch.Generator().manual_seed(args.seed),
         mask_means=args.mask_means,
-    ).images[0]
+        output_type="latent",
+    ).images
+    return finite_images(sample, pipe.dtype, command="ddpm inpaint", what="the inpainted image")[0]
 
 
 def _save(out: Path, grid: Path, image: Any, mask: Any, result: Any) -> None:

@@ -21,7 +21,14 @@ from typing import TYPE_CHECKING, Any
 
 from ..runtime import DTYPES, resolve_device
 from ._common import MAX_SEED, plural, resolve_model, set_threads
-from ._sampling import MIN_USEFUL_STEPS, add_sampler_options, default_steps, fast_dtype_name, load_pipeline
+from ._sampling import (
+    MIN_USEFUL_STEPS,
+    add_sampler_options,
+    default_steps,
+    fast_dtype_name,
+    finite_images,
+    load_pipeline,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
@@ -245,7 +252,8 @@ def run(args: argparse.Namespace) -> int:
     pipe.set_progress_bar_config(disable=args.no_progress, desc="ddpm interpolate", leave=False)
 
     sources: list[Any] = [point.seed if point.seed is not None else point.image for point in points]
-    images = pipe.interpolate(sources[0], sources[1], args.frames, num_inference_steps=steps).images
+    sample = pipe.interpolate(sources[0], sources[1], args.frames, num_inference_steps=steps, output_type="latent")
+    images = finite_images(sample.images, pipe.dtype, command="ddpm interpolate", what="the interpolation's frames")
     _write(out, images, args.overwrite)
     print(
         f"ddpm interpolate: {plural(len(images), 'frame')} from {args.a} to {args.b} in {out.resolve()} "
