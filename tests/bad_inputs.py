@@ -1489,6 +1489,23 @@ CASES: list[Case] = [
         ("{tmp}/out/000001.png is a FIFO, not an image file; remove it", "or use another folder"),
     ),
     Case(
+        "sample-fifo-manifest",
+        "ddpm sample",
+        "a FIFO named `ddpm_sample.json` in an `--out` that holds images (never waited on)",
+        _steps(
+            lambda c: _cli_sample(c),
+            lambda c: (c.tmp / "out/ddpm_sample.json").unlink(),
+            lambda c: os.mkfifo(c.tmp / "out/ddpm_sample.json"),
+            lambda c: _cli_sample(c),
+        ),
+        None,
+        (
+            "ddpm sample: error: config file {tmp}/out/ddpm_sample.json is a FIFO (named pipe), not a regular file. It "
+            "is the record of the settings the images in {tmp}/out were made with, so they cannot be kept: add "
+            "--overwrite to delete them and start over, or use another --out",
+        ),
+    ),
+    Case(
         "sample-non-finite-output",
         "ddpm sample",
         "the UNet outputs NaN (a NaN weight, an fp16 overflow)",
@@ -1570,6 +1587,32 @@ CASES: list[Case] = [
         ),
         None,
         ("{tmp}/run/data.json lacks the key 'data' (the run's --data); restore the file",),
+    ),
+    Case(
+        "train-data-json-fifo",
+        "training run folder",
+        "a FIFO named `data.json` in the run folder, then `ddpm train --resume` (never waited on)",
+        _steps(
+            lambda c: _trained(c),
+            lambda c: (c.tmp / "run" / "data.json").unlink(missing_ok=True),
+            lambda c: os.mkfifo(c.tmp / "run" / "data.json"),
+            lambda c: run_cli(c, "train", "--out", "{tmp}/run", "--resume"),
+        ),
+        None,
+        ("ddpm train: error: config file {tmp}/run/data.json is a FIFO (named pipe), not a regular file",),
+    ),
+    Case(
+        "train-config-fifo",
+        "training run folder",
+        "a FIFO named `training_config.json` in the run folder, then `ddpm train --resume` (never waited on)",
+        _steps(
+            lambda c: _trained(c),
+            lambda c: (c.tmp / "run" / "training_config.json").unlink(),
+            lambda c: os.mkfifo(c.tmp / "run" / "training_config.json"),
+            lambda c: run_cli(c, "train", "--out", "{tmp}/run", "--resume"),
+        ),
+        None,
+        ("ddpm train: error: config file {tmp}/run/training_config.json is a FIFO (named pipe), not a regular file",),
     ),
     Case(
         "train-log-damaged-line",
