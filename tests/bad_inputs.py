@@ -1687,6 +1687,22 @@ CASES: list[Case] = [
         ("ddpm evaluate: error: {tmp}/missing_dir: no such folder (expected a folder of images)",),
     ),
     Case(
+        "evaluate-image-fifo",
+        "training data",
+        "`ddpm evaluate DIR` where DIR holds a FIFO named `x.png` (never waited on)",
+        _steps(lambda c: _train_images(c, "x.png"), lambda c: run_cli(c, "evaluate", "{tmp}/images")),
+        None,
+        ("ddpm evaluate: error: image {tmp}/images/x.png is a FIFO (named pipe), not a regular file",),
+    ),
+    Case(
+        "evaluate-image-bomb",
+        "training data",
+        "`ddpm evaluate DIR` where DIR holds a 20000×20000 PNG (a decompression bomb)",
+        _steps(lambda c: _train_images(c, "bomb.png"), lambda c: run_cli(c, "evaluate", "{tmp}/images")),
+        None,
+        ("ddpm evaluate: error: image {tmp}/images/bomb.png has more than the 134,217,728 pixels an image may have",),
+    ),
+    Case(
         "evaluate-k-too-large",
         "training data",
         "`ddpm evaluate DIR --k 3` with 3 images",
