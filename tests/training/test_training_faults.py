@@ -238,6 +238,7 @@ def test_bomb_and_fifo_images_are_refused_by_name(tmp_path: Path, capsys) -> Non
     assert _train("--data", str(data), "--out", str(tmp_path / "run"), *TINY, *QUIET) == 1
     err = capsys.readouterr().err
     assert f"image {bomb} has more than the 134,217,728 pixels a training image may have" in err
+    assert not (tmp_path / "run").exists(), "a refused run must not leave an empty run folder"
     train_png_header(bomb, 12000, 12000)  # below Pillow's own limit, above ours
     assert _train("--data", str(data), "--out", str(tmp_path / "run"), *TINY, *QUIET) == 1
     assert f"image {bomb} is 12000×12000 (144,000,000 pixels), more than the 134,217,728" in capsys.readouterr().err

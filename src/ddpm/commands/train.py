@@ -8,6 +8,7 @@ parser suppresses defaults), so ``--resume`` can tell what was given.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
@@ -299,9 +300,16 @@ def run(args: argparse.Namespace) -> int:
     out: Path = args.out
     set_threads(getattr(args, "threads", None))
     # What --out holds decides what may happen (resume, refuse, replace) before any model or data is loaded.
+    created = not out.exists()
     prepare_run_folder(out, resume=args.resume, overwrite=args.overwrite)
-    unet, noise_scheduler, config, data_info = (_resumed_run if args.resume else _new_run)(args)
-    dataset = load_training_data(data_info["data"], data_info["resolution"], data_info["color"])
+    try:
+        unet, noise_scheduler, config, data_info = (_resumed_run if args.resume else _new_run)(args)
+        dataset = load_training_data(data_info["data"], data_info["resolution"], data_info["color"])
+    except BaseException:
+        if created:  # a refused model or data set leaves no empty run folder behind (rmdir removes only an empty one)
+            with contextlib.suppress(OSError):
+                out.rmdir()
+        raise
     trainer = Trainer(unet, noise_scheduler, dataset, config, out, device=args.device)
     if trainer.dist.is_main:
         from ..io import atomic_write_text
