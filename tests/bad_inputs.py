@@ -1347,8 +1347,9 @@ CASES: list[Case] = [
         "a small `.bin` whose zip members inflate beyond the memory (`DDPM_MEMORY_LIMIT=3MiB` here)",
         lambda c: _files_with_limit("3MiB", _files_zip_bomb, c),
         ResourceLimitError,
-        "reading the weights {repo}/" + BIN + " needs about 5 MiB, more than the 3 MiB DDPM_MEMORY_LIMIT=3MiB; load "
-        "them on a machine with more memory",
+        "reading the weights {repo}/" + BIN + " needs about 7.68 MiB, more than the 3 MiB DDPM_MEMORY_LIMIT=3MiB; the "
+        "file's 5 MiB of tensors and the 2.68 MiB of parameters they are copied into are in memory at once: load them "
+        "on a machine with more memory",
     ),
     _runtime(
         "files-weights-permission",
@@ -1488,12 +1489,56 @@ CASES: list[Case] = [
         ("{tmp}/out/000001.png is a FIFO, not an image file; remove it", "or use another folder"),
     ),
     Case(
+        "sample-fifo-manifest",
+        "ddpm sample",
+        "a FIFO named `ddpm_sample.json` in an `--out` that holds images (never waited on)",
+        _steps(
+            lambda c: _cli_sample(c),
+            lambda c: (c.tmp / "out/ddpm_sample.json").unlink(),
+            lambda c: os.mkfifo(c.tmp / "out/ddpm_sample.json"),
+            lambda c: _cli_sample(c),
+        ),
+        None,
+        (
+            "ddpm sample: error: config file {tmp}/out/ddpm_sample.json is a FIFO (named pipe), not a regular file. It "
+            "is the record of the settings the images in {tmp}/out were made with, so they cannot be kept: add "
+            "--overwrite to delete them and start over, or use another --out",
+        ),
+    ),
+    Case(
         "sample-non-finite-output",
         "ddpm sample",
         "the UNet outputs NaN (a NaN weight, an fp16 overflow)",
         lambda c: _cli_nan_unet(c),
         None,
         ("non-finite values (NaN or infinity) for images 000000.png to 000001.png", "no PNG was written", "weights"),
+    ),
+    Case(
+        "edit-non-finite-output",
+        "image-to-image",
+        "`ddpm edit`: the UNet outputs NaN (a NaN weight, an fp16 overflow); black images used to be written",
+        lambda c: _cli_nan_unet(c, lambda c: _img2img_edit(c, "--strength", "0.5", "--steps", "4")),
+        None,
+        (
+            "ddpm edit: error: the model produced non-finite values (NaN or infinity) for the edited images, so no "
+            "image was written; the UNet runs in float32, so its weights are most likely not finite",
+        ),
+    ),
+    Case(
+        "inpaint-non-finite-output",
+        "ddpm inpaint",
+        "`ddpm inpaint`: the UNet outputs NaN (a NaN weight, an fp16 overflow); a black result used to be written",
+        lambda c: _cli_nan_unet(c, _repaint_cli),
+        None,
+        ("ddpm inpaint: error: the model produced non-finite values (NaN or infinity) for the inpainted image",),
+    ),
+    Case(
+        "interpolate-non-finite-output",
+        "editing",
+        "`ddpm interpolate`: the UNet outputs NaN (a NaN weight, an fp16 overflow); black frames used to be written",
+        lambda c: _cli_nan_unet(c, _cli_interpolate),
+        None,
+        ("ddpm interpolate: error: the model produced non-finite values (NaN or infinity) for the interpolation's",),
     ),
     # ====== issues 13/14 [train]: training and evaluation: run folders, data, interrupts, faults
     # (the [train] cases go right below this block, in the order a user would meet them)
@@ -1542,6 +1587,32 @@ CASES: list[Case] = [
         ),
         None,
         ("{tmp}/run/data.json lacks the key 'data' (the run's --data); restore the file",),
+    ),
+    Case(
+        "train-data-json-fifo",
+        "training run folder",
+        "a FIFO named `data.json` in the run folder, then `ddpm train --resume` (never waited on)",
+        _steps(
+            lambda c: _trained(c),
+            lambda c: (c.tmp / "run" / "data.json").unlink(missing_ok=True),
+            lambda c: os.mkfifo(c.tmp / "run" / "data.json"),
+            lambda c: run_cli(c, "train", "--out", "{tmp}/run", "--resume"),
+        ),
+        None,
+        ("ddpm train: error: config file {tmp}/run/data.json is a FIFO (named pipe), not a regular file",),
+    ),
+    Case(
+        "train-config-fifo",
+        "training run folder",
+        "a FIFO named `training_config.json` in the run folder, then `ddpm train --resume` (never waited on)",
+        _steps(
+            lambda c: _trained(c),
+            lambda c: (c.tmp / "run" / "training_config.json").unlink(),
+            lambda c: os.mkfifo(c.tmp / "run" / "training_config.json"),
+            lambda c: run_cli(c, "train", "--out", "{tmp}/run", "--resume"),
+        ),
+        None,
+        ("ddpm train: error: config file {tmp}/run/training_config.json is a FIFO (named pipe), not a regular file",),
     ),
     Case(
         "train-log-damaged-line",
@@ -1614,6 +1685,22 @@ CASES: list[Case] = [
         lambda c: run_cli(c, "evaluate", "{tmp}/missing_dir"),
         None,
         ("ddpm evaluate: error: {tmp}/missing_dir: no such folder (expected a folder of images)",),
+    ),
+    Case(
+        "evaluate-image-fifo",
+        "training data",
+        "`ddpm evaluate DIR` where DIR holds a FIFO named `x.png` (never waited on)",
+        _steps(lambda c: _train_images(c, "x.png"), lambda c: run_cli(c, "evaluate", "{tmp}/images")),
+        None,
+        ("ddpm evaluate: error: image {tmp}/images/x.png is a FIFO (named pipe), not a regular file",),
+    ),
+    Case(
+        "evaluate-image-bomb",
+        "training data",
+        "`ddpm evaluate DIR` where DIR holds a 20000×20000 PNG (a decompression bomb)",
+        _steps(lambda c: _train_images(c, "bomb.png"), lambda c: run_cli(c, "evaluate", "{tmp}/images")),
+        None,
+        ("ddpm evaluate: error: image {tmp}/images/bomb.png has more than the 134,217,728 pixels an image may have",),
     ),
     Case(
         "evaluate-k-too-large",
@@ -2206,8 +2293,9 @@ def _cli_with_env(name: str, value: str, *argv: str) -> Callable[[Ctx], tuple[in
     return run
 
 
-def _cli_nan_unet(ctx: Ctx) -> tuple[int, str]:
-    """Every UNet output gets one NaN (as a NaN weight, or an fp16 overflow, would give)."""
+def _cli_nan_unet(ctx: Ctx, run: Callable[[Ctx], tuple[int, str]] | None = None) -> tuple[int, str]:
+    """``run`` (default: ``ddpm sample`` of two images) while every UNet output gets one NaN (as a NaN weight, or an
+    fp16 overflow, would give)."""
     forward = UNet2DModel.forward
 
     def nan_forward(self: Any, *args: Any, **kwargs: Any) -> Any:
@@ -2217,9 +2305,17 @@ def _cli_nan_unet(ctx: Ctx) -> tuple[int, str]:
 
     UNet2DModel.forward = nan_forward  # type: ignore[method-assign]
     try:
-        return _cli_sample(ctx, "--num-images", "2")
+        return run(ctx) if run is not None else _cli_sample(ctx, "--num-images", "2")
     finally:
         UNet2DModel.forward = forward  # type: ignore[method-assign]
+
+
+def _cli_interpolate(ctx: Ctx) -> tuple[int, str]:
+    """``ddpm interpolate 1 2`` of two frames with 2 steps into ``{tmp}/out``, which must not be made."""
+    argv = ["interpolate", "1", "2", "--model", "{repo}", "--out", "{tmp}/out", "--frames", "2", "--steps", "2"]
+    result = run_cli(ctx, *argv, "--no-progress")
+    assert not (ctx.tmp / "out").exists(), "ddpm interpolate wrote its folder before refusing"
+    return result
 
 
 def _cli_unwritable_out(ctx: Ctx) -> tuple[int, str]:

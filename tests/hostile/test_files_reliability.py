@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -117,6 +118,20 @@ def test_weights_that_fit_the_config_but_not_the_memory_are_refused(
     _safetensors_declaring(_weights(saved), {"conv_in.weight": ("F32", [2 * model_bytes // 4])}, sparse_size=0)
     with pytest.raises(ResourceLimitError, match=r"reading the weights .*diffusion_pytorch_model.safetensors needs"):
         UNet2DModel.from_pretrained(saved)
+
+
+def test_the_memory_check_counts_the_file_and_the_parameters_it_is_copied_into(
+    monkeypatch: pytest.MonkeyPatch, saved: Path
+) -> None:
+    """Loading holds the file's tensors and the parameters they are copied into at once: a model that fits, with a
+    file that fits, is refused when both together do not (a 15 GiB model on 21 GiB used to be read, then swapped)."""
+    model_bytes = sum(v.numel() * 4 for v in _tiny().state_dict().values())
+    monkeypatch.setenv("DDPM_MEMORY_LIMIT", str(model_bytes * 3 // 2))
+    says = r"reading the weights .*safetensors needs about .*; the file's .* of tensors and the .* of parameters they"
+    with pytest.raises(ResourceLimitError, match=says + " are copied into are in memory at once"):
+        UNet2DModel.from_pretrained(saved)
+    monkeypatch.setenv("DDPM_MEMORY_LIMIT", str(model_bytes * 5 // 2))
+    UNet2DModel.from_pretrained(saved)
 
 
 def test_a_bin_whose_zip_members_inflate_beyond_the_limit_is_refused_unread(
@@ -239,6 +254,47 @@ def test_a_file_another_user_cannot_read_for_real(saved: Path) -> None:
     _weights(saved).chmod(0)
     with pytest.raises(WeightsError, match=r"Permission denied; ask its owner to make it readable"):
         UNet2DModel.from_pretrained(saved)
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "seteuid") or not hasattr(os, "geteuid") or os.geteuid() != 0,
+    reason="switching to another user needs root (as another user, test_a_file_another_user_cannot_read_for_real runs)",
+)
+def test_another_user_loads_what_we_saved_and_is_told_permission_not_damage() -> None:
+    """For real, as root: save with the usual umask, then load as the user 'nobody' (effective uid switched in this
+    process). The saved pipeline loads (the weights file was 0600 under safetensors 0.8); made 0600 by hand, the
+    weights file is a permission error, never 'damaged'."""
+    import tempfile
+
+    import safetensors.torch  # noqa: F401 - imported as root: 'nobody' may not read the interpreter's site-packages
+
+    nobody = 65534
+    old = os.umask(0o022)
+    root = Path(tempfile.mkdtemp())
+    try:
+        root.chmod(0o755)  # pytest's tmp_path is 0700: 'nobody' could not even reach the folder
+        DDPMPipeline(unet=_tiny(), scheduler=DDPMScheduler()).save_pretrained(root / "pipe")
+
+        def as_nobody(call: Callable[[], object]) -> object:
+            os.setegid(nobody)
+            os.seteuid(nobody)
+            try:
+                return call()
+            finally:
+                os.seteuid(0)
+                os.setegid(0)
+
+        assert isinstance(as_nobody(lambda: DDPMPipeline.from_pretrained(root / "pipe")), DDPMPipeline)
+        weights = root / "pipe" / "unet" / "diffusion_pytorch_model.safetensors"
+        weights.chmod(0o600)
+        with pytest.raises(WeightsError) as caught:
+            as_nobody(lambda: DDPMPipeline.from_pretrained(root / "pipe"))
+        message = str(caught.value)
+        assert f"cannot read weights file {weights}: Permission denied; ask its owner to make it readable" in message
+        assert "damaged" not in message and "download it again" not in message
+    finally:
+        os.umask(old)
+        shutil.rmtree(root)
 
 
 # ---------------------------------------------------------------------------------------------- 13.4 non-finite

@@ -7,12 +7,14 @@ winning over a malicious ``.bin``, saves interrupted by an exception or by SIGKI
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +68,30 @@ def _listing(folder: Path) -> dict[str, bytes]:
 # ---------------------------------------------------------------------------------------------- the catalogue
 
 
+class _Hung(BaseException):
+    """Raised in a case that still runs after its time (a BaseException: no ``except Exception`` swallows it)."""
+
+
+@contextlib.contextmanager
+def _fails_if_it_hangs(name: str, *, seconds: int) -> Iterator[None]:
+    """Fail, instead of blocking CI forever, when the body is still running after ``seconds`` (a FIFO opened for
+    reading waits for a writer): SIGALRM interrupts the blocked system call. A no-op where there is no SIGALRM."""
+    if not hasattr(signal, "SIGALRM"):
+        yield
+        return
+
+    def hung(signum: int, frame: object) -> None:
+        raise _Hung(f"{name} still running after {seconds} s: it hangs")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def test_catalogue_ids_are_unique() -> None:
     ids = [c.id for c in CASES]
     assert len(ids) == len(set(ids))
@@ -76,7 +102,8 @@ def test_bad_input_fails_loudly_with_a_message_that_says_what_and_where(
     case: Case, template: Path, tmp_path: Path
 ) -> None:
     ctx = new_ctx(template, tmp_path)
-    error, message = outcome(case, ctx)
+    with _fails_if_it_hangs(case.id, seconds=300):
+        error, message = outcome(case, ctx)
     if case.error is None:  # the CLI: exit status 1, the message on stderr, no traceback
         assert message.startswith("exit status 1;"), message
         assert "Traceback" not in message

@@ -238,6 +238,7 @@ def test_bomb_and_fifo_images_are_refused_by_name(tmp_path: Path, capsys) -> Non
     assert _train("--data", str(data), "--out", str(tmp_path / "run"), *TINY, *QUIET) == 1
     err = capsys.readouterr().err
     assert f"image {bomb} has more than the 134,217,728 pixels a training image may have" in err
+    assert not (tmp_path / "run").exists(), "a refused run must not leave an empty run folder"
     train_png_header(bomb, 12000, 12000)  # below Pillow's own limit, above ours
     assert _train("--data", str(data), "--out", str(tmp_path / "run"), *TINY, *QUIET) == 1
     assert f"image {bomb} is 12000×12000 (144,000,000 pixels), more than the 134,217,728" in capsys.readouterr().err
@@ -352,7 +353,8 @@ def test_the_first_line_counts_in_the_singular_for_one(tmp_path: Path, capsys) -
         (["--threads", "0"], "--threads: must be from 1 to 1024"),
         (["--steps", "0"], "--steps: must be at least 1"),
         (["--lr", "nan"], "--lr: must be a finite number"),
-        (["--seed", str(2**64)], "--seed: must be from 0 to 2**63-1"),
+        (["--seed", str(2**64)], "--seed: must be from 0 to 2**32-1, got 18446744073709551616"),
+        (["--seed", str(2**32)], "--seed: must be from 0 to 2**32-1, got 4294967296"),
         (["--warmup-steps", "-1"], "--warmup-steps: must be >= 0"),
         (["--resolution", "0"], "--resolution: must be at least 1"),
     ],
@@ -363,10 +365,19 @@ def test_train_numbers_out_of_range_are_usage_errors(tmp_path: Path, capsys, arg
     assert info.value.code == 2 and says in capsys.readouterr().err
 
 
+def test_a_training_seed_past_2_32_is_refused_by_the_config_as_well() -> None:
+    """From Python or a hand-edited training_config.json (the CLI refuses it as a usage error)."""
+    from ddpm import DDPMError
+
+    with pytest.raises(
+        DDPMError, match=r"config key 'seed' has value 4294967296; expected an integer from 0 to 2\*\*32-1"
+    ):
+        TrainingConfig.from_dict({"seed": 2**32})
+
+
 @pytest.mark.parametrize(
     ("argv", "says"),
     [
-        (["--seed", str(2**32)], "config key 'seed' has value 4294967296; expected an integer from 0 to 2**32-1"),
         (["--ema-max-decay", "1.5"], "config key 'ema_max_decay' has value 1.5; expected a number below 1"),
         (["--channels", "8,0"], "--channels [8, 0]: each channel count must be from 1 to 8192"),
         (["--resolution", "8192"], "--resolution 8192 must be from 1 to 4096 pixels"),

@@ -24,6 +24,7 @@ __all__ = [
     "positive_seconds",
     "resolve_model",
     "seed",
+    "seed_up_to",
     "set_threads",
     "threads",
 ]
@@ -133,10 +134,20 @@ def non_negative_float(text: str) -> float:
 
 def seed(text: str) -> int:
     """A seed: an integer from 0 to :data:`MAX_SEED`."""
-    value = int(text)
-    if not 0 <= value <= MAX_SEED:
-        raise argparse.ArgumentTypeError(f"must be from 0 to 2**63-1, got {text}")
-    return value
+    return seed_up_to(MAX_SEED, "2**63-1")(text)
+
+
+def seed_up_to(limit: int, written: str) -> Callable[[str], int]:
+    """The option type of a seed from 0 to ``limit`` (``written`` as the message shows it, e.g. ``"2**32-1"``)."""
+
+    def bounded(text: str) -> int:
+        value = int(text)
+        if not 0 <= value <= limit:
+            raise argparse.ArgumentTypeError(f"must be from 0 to {written}, got {text}")
+        return value
+
+    bounded.__name__ = "seed"  # argparse's "invalid seed value: 'x'" for a non-integer
+    return bounded
 
 
 def threads(text: str) -> int:

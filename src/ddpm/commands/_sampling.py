@@ -38,6 +38,7 @@ __all__ = [
     "default_steps",
     "dtype_name",
     "fast_dtype_name",
+    "finite_images",
     "fit_to_model",
     "load_pipeline",
     "resolve_precision",
@@ -255,6 +256,33 @@ def fit_to_model(
         mask = resize_center_crop(mask, (height, width), nearest=True)
         note(f"mask {mask_path} resized with its image to {width}x{height} (nearest neighbour: no new gray levels)")
     return image, mask
+
+
+def finite_images(sample: Any, dtype: torch.dtype, *, command: str, what: str) -> list[Image.Image]:
+    """PIL images from a pipeline's final sample (``output_type="latent"``), after one check that every value is
+    finite: NaN or infinity (a NaN weight, a float16 overflow) would be written as black images with exit status 0.
+
+    Args:
+        sample: The final sample, NCHW in [-1, 1].
+        dtype: The precision the UNet ran in (the likely cause differs).
+        command: The command, for the advice (``"ddpm edit"``).
+        what: What was being made, for the message (``"the edited images"``).
+
+    Raises:
+        FloatingPointError: The sample holds NaN or infinity; names the likely cause and what to do. Nothing is
+            written.
+    """
+    import torch
+
+    from ..image_processing import postprocess
+    from ..pipelines.batch import non_finite_cause
+
+    if not bool(torch.isfinite(sample).all()):  # once per batch: one device sync
+        raise FloatingPointError(
+            f"the model produced non-finite values (NaN or infinity) for {what}, so no image was written; "
+            f"{non_finite_cause(dtype, command)}"
+        )
+    return postprocess(sample, "pil")
 
 
 # ---------------------------------------------------------------------------------- precision: --dtype and --fast

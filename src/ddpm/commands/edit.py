@@ -19,6 +19,7 @@ from ._sampling import (
     add_sampler_options,
     default_steps,
     fast_dtype_name,
+    finite_images,
     fit_to_model,
     load_pipeline,
     warn_few_steps,
@@ -154,9 +155,14 @@ def run(args: argparse.Namespace) -> int:
         count = min(args.batch_size, args.num_images - first)
         generators = [torch.Generator().manual_seed(args.seed + i) for i in range(first, first + count)]
         edited = pipe(
-            [image] * count, strength=args.strength, num_inference_steps=steps, generator=generators, eta=args.eta
+            [image] * count,
+            strength=args.strength,
+            num_inference_steps=steps,
+            generator=generators,
+            eta=args.eta,
+            output_type="latent",
         )
-        results += edited.images
+        results += finite_images(edited.images, pipe.dtype, command="ddpm edit", what="the edited images")
     out.mkdir(parents=True, exist_ok=True)
     paths = _outputs(out, args.num_images)
     for img, path in zip(results, paths):

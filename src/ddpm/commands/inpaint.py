@@ -16,7 +16,7 @@ from typing import Any
 
 from ..runtime import DTYPES, resolve_device
 from ._common import non_negative_float, positive, resolve_model, set_threads
-from ._sampling import add_sampler_options, fast_dtype_name, fit_to_model, warn_few_steps
+from ._sampling import add_sampler_options, fast_dtype_name, finite_images, fit_to_model, warn_few_steps
 
 NAME = "inpaint"
 HELP = "fill the masked part of an image (RePaint)"
@@ -202,7 +202,7 @@ def _check_resized_mask(args: argparse.Namespace, mask: Any) -> None:
 def _inpaint(args: argparse.Namespace, pipe: Any, image: Any, mask: Any) -> Any:
     import torch
 
-    return pipe(
+    sample = pipe(
         image,
         mask,
         num_inference_steps=args.steps or DEFAULT_STEPS,
@@ -212,7 +212,9 @@ def _inpaint(args: argparse.Namespace, pipe: Any, image: Any, mask: Any) -> Any:
         generator=torch.Generator().manual_seed(args.seed),
         mask_means=args.mask_means,
         reconstruction_guidance=args.guidance,
-    ).images[0]
+        output_type="latent",
+    ).images
+    return finite_images(sample, pipe.dtype, command="ddpm inpaint", what="the inpainted image")[0]
 
 
 def _save(out: Path, grid: Path, image: Any, mask: Any, result: Any) -> None:

@@ -26,6 +26,7 @@ from ._sampling import (
     add_sampler_options,
     default_steps,
     fast_dtype_name,
+    finite_images,
     fit_to_model,
     load_pipeline,
 )
@@ -235,7 +236,8 @@ def run(args: argparse.Namespace) -> int:
         )
     pipe.set_progress_bar_config(disable=args.no_progress, desc="ddpm interpolate", leave=False)
 
-    images = pipe.interpolate(sources[0], sources[1], args.frames, num_inference_steps=steps).images
+    sample = pipe.interpolate(sources[0], sources[1], args.frames, num_inference_steps=steps, output_type="latent")
+    images = finite_images(sample.images, pipe.dtype, command="ddpm interpolate", what="the interpolation's frames")
     _write(out, images, args.overwrite)
     print(
         f"ddpm interpolate: {plural(len(images), 'frame')} from {args.a} to {args.b} in {out.resolve()} "

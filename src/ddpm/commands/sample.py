@@ -167,11 +167,21 @@ def _recorded(out: Path) -> dict[str, Any] | None:
     """The settings recorded in ``out``'s manifest, or None when there is none or no image to keep (a manifest
     without images mixes nothing: it is rewritten)."""
     from ..config import read_json
+    from ..errors import ConfigError
 
     path = out / MANIFEST_NAME
-    if not out.is_dir() or not os.access(out, os.R_OK | os.X_OK) or not path.exists() or not _has_images(out):
+    if not out.is_dir() or not os.access(out, os.R_OK | os.X_OK) or not os.path.lexists(path) or not _has_images(out):
         return None
-    return {**MANIFEST_DEFAULTS, **read_json(path)}
+    try:
+        return {**MANIFEST_DEFAULTS, **read_json(path)}
+    except ConfigError as exc:  # a FIFO, a folder, a damaged or hand-edited file: read_json names it and why
+        why = (
+            str(exc).removesuffix("; replace it with the file").removesuffix("; re-download the file or fix it by hand")
+        )
+        raise ValueError(
+            f"{why}. It is the record of the settings the images in {out} were made with, so they cannot be kept: "
+            "add --overwrite to delete them and start over, or use another --out"
+        ) from None
 
 
 def _recorded_diffs(out: Path, settings: dict[str, Any]) -> list[str]:

@@ -8,6 +8,7 @@ parser suppresses defaults), so ``--resume`` can tell what was given.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
@@ -17,8 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DDPMError
-from ..training.config import PRECISIONS, ModelSpec, TrainingConfig
-from ._common import finite_float, int_list, non_negative, plural, positive, seed, set_threads, threads
+from ..training.config import MAX_TRAINING_SEED, PRECISIONS, ModelSpec, TrainingConfig
+from ._common import finite_float, int_list, non_negative, plural, positive, seed_up_to, set_threads, threads
+
+#: ``--seed``: step ``s`` draws from a generator seeded ``(seed << 32) + s + 1`` (see ``MAX_TRAINING_SEED``).
+training_seed = seed_up_to(MAX_TRAINING_SEED, "2**32-1")
 
 __all__ = ["add_parser", "run"]
 
@@ -64,7 +68,7 @@ _TRAINING_FLAGS: list[tuple[str, str, Any, str]] = [
         "auto: bf16 where the hardware computes it (GPUs, CPUs with AVX512-BF16/AMX), else fp32 (fp16 on older "
         "GPUs); fp16 needs CUDA (with grad scaling)",
     ),
-    ("--seed", "seed", seed, "seed of the initial weights, data order, noise and timesteps (0 to 2**32-1)"),
+    ("--seed", "seed", training_seed, "seed of the initial weights, data order, noise and timesteps (0 to 2**32-1)"),
     ("--log-every", "log_every", positive, "steps between lines of OUT/log.jsonl (and the loss average shown)"),
     ("--sample-every", "sample_every", non_negative, "steps between sample grids in OUT/samples (0: at the end only)"),
     ("--sample-steps", "sample_steps", positive, "DDIM steps of the sample grids"),
@@ -92,7 +96,7 @@ _SPEC_KEYS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(ModelSpec
 _MODEL_KEYS: tuple[str, ...] = (*_SPEC_KEYS, "init_from")
 
 
-_METAVARS = {positive: "N", non_negative: "N", seed: "N", finite_float: "X", str: "NAME"}
+_METAVARS = {positive: "N", non_negative: "N", training_seed: "N", finite_float: "X", str: "NAME"}
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -296,9 +300,16 @@ def run(args: argparse.Namespace) -> int:
     out: Path = args.out
     set_threads(getattr(args, "threads", None))
     # What --out holds decides what may happen (resume, refuse, replace) before any model or data is loaded.
+    created = not out.exists()
     prepare_run_folder(out, resume=args.resume, overwrite=args.overwrite)
-    unet, noise_scheduler, config, data_info = (_resumed_run if args.resume else _new_run)(args)
-    dataset = load_training_data(data_info["data"], data_info["resolution"], data_info["color"])
+    try:
+        unet, noise_scheduler, config, data_info = (_resumed_run if args.resume else _new_run)(args)
+        dataset = load_training_data(data_info["data"], data_info["resolution"], data_info["color"])
+    except BaseException:
+        if created:  # a refused model or data set leaves no empty run folder behind (rmdir removes only an empty one)
+            with contextlib.suppress(OSError):
+                out.rmdir()
+        raise
     trainer = Trainer(unet, noise_scheduler, dataset, config, out, device=args.device)
     if trainer.dist.is_main:
         from ..io import atomic_write_text

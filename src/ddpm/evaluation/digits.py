@@ -57,7 +57,7 @@ def load_digit_folder(folder: str | os.PathLike[str], limit: int | None = None) 
     """Every image under ``folder`` as grayscale 32×32 uint8, shape (N, 1, 32, 32); other sizes are resized."""
     from ..training.data import ImageFolderDataset
 
-    dataset = ImageFolderDataset(folder, 32, "L")
+    dataset = ImageFolderDataset(folder, 32, "L", what="image")
     n = len(dataset) if limit is None else min(limit, len(dataset))
     return torch.stack([dataset[i] for i in range(n)])
 

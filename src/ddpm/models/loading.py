@@ -288,7 +288,9 @@ def find_weights_file(
     return find_weights(repo_id_or_path, folder, options, use_safetensors=use_safetensors).source
 
 
-def load_weights(weights: WeightsFiles, *, expected: nn.Module | None = None) -> dict[str, torch.Tensor]:
+def load_weights(
+    weights: WeightsFiles, *, expected: nn.Module | None = None, copied_into: int = 0
+) -> dict[str, torch.Tensor]:
     """Read a model's weights, every shard of a sharded checkpoint checked against its index.
 
     Before any tensor is read, the bytes the files declare (:func:`declared_bytes`: safetensors headers, a zip's
@@ -298,13 +300,15 @@ def load_weights(weights: WeightsFiles, *, expected: nn.Module | None = None) ->
         weights: The files, from :func:`find_weights`.
         expected: The model the weights are for (built on the ``meta`` device): a file declaring far more data than
             its parameters can hold is refused unread.
+        copied_into: The bytes of the parameters the tensors read are then copied into on the CPU (both are in
+            memory at once), counted with the file's; 0 when they go to another device.
 
     Raises:
         WeightsError: A file is damaged or unsafe (see :func:`load_state_dict_file`), declares far more data than
             ``expected`` needs, a shard lacks a tensor the index puts in it, or the same tensor is in two shards.
         ResourceLimitError: The declared data exceed the memory available.
     """
-    check_declared_sizes(weights.files, expected)
+    check_declared_sizes(weights.files, expected, copied_into=copied_into)
     if weights.weight_map is None:
         return load_state_dict_file(weights.files[0])
     state: dict[str, torch.Tensor] = {}
@@ -516,12 +520,19 @@ _MAX_BYTES_PER_PARAMETER = 8
 _SLACK_BYTES = 2**20
 
 
-def check_declared_sizes(files: Collection[Path], expected: nn.Module | None) -> None:
+def check_declared_sizes(files: Collection[Path], expected: nn.Module | None, *, copied_into: int = 0) -> None:
     """Refuse weights files whose declared data cannot fit in memory, or far exceed what ``expected`` holds.
+
+    Args:
+        files: The weights files (one, or the shards).
+        expected: The model they are for (on ``meta``), or None.
+        copied_into: The bytes of the parameters the tensors are copied into on the CPU while the file's are still
+            held: the peak is the sum.
 
     Raises:
         WeightsError: The files declare more than 8 bytes per parameter of ``expected`` (float64), plus 1 MiB.
-        ResourceLimitError: The declared data exceed the memory available (:func:`ddpm.memory.check_fits`).
+        ResourceLimitError: The declared data (plus ``copied_into``) exceed the memory available
+            (:func:`ddpm.memory.check_fits`).
     """
     sizes = {path: declared_bytes(path) for path in files}
     total = sum(sizes.values())
@@ -535,7 +546,13 @@ def check_declared_sizes(files: Collection[Path], expected: nn.Module | None) ->
                 f"{type(expected).__name__} its config describes can hold ({format_bytes(most)} even in float64); "
                 "the weights do not belong to this config.json, or the file is damaged: refused unread"
             )
-    check_fits(total, what=f"reading the weights {where}", lower="load them on a machine with more memory")
+    lower = "load them on a machine with more memory"
+    if copied_into:
+        lower = (
+            f"the file's {format_bytes(total)} of tensors and the {format_bytes(copied_into)} of parameters they are "
+            f"copied into are in memory at once: {lower}"
+        )
+    check_fits(total + copied_into, what=f"reading the weights {where}", lower=lower)
 
 
 def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:

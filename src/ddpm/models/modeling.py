@@ -98,6 +98,11 @@ def push_folder(folder: Path, class_name: str, **kwargs: Any) -> Any:
     return upload_folder(folder, repo_id, **kwargs)
 
 
+def parameter_bytes(model: nn.Module, dtype: torch.dtype) -> int:
+    """The bytes ``model``'s parameters and buffers (built on the ``meta`` device) take in ``dtype``."""
+    return sum(t.numel() for t in (*model.parameters(), *model.buffers())) * dtype.itemsize
+
+
 def check_parameters_fit(model: nn.Module, dtype: torch.dtype, device: torch.device | None) -> None:
     """Refuse to allocate ``model``'s parameters and buffers (built on the ``meta`` device) in ``dtype`` on ``device``
     when they exceed the memory there (:func:`ddpm.memory.check_fits`).
@@ -107,7 +112,7 @@ def check_parameters_fit(model: nn.Module, dtype: torch.dtype, device: torch.dev
     """
     count = sum(t.numel() for t in (*model.parameters(), *model.buffers()))
     check_fits(
-        count * dtype.itemsize,
+        parameter_bytes(model, dtype),
         what=f"building a {type(model).__name__} with {count:,} parameters in {str(dtype).replace('torch.', '')}",
         lower="use a smaller config (fewer or narrower block_out_channels, fewer layers_per_block)",
         device=device,
@@ -259,7 +264,8 @@ class ModelMixin(nn.Module, ConfigMixin, PushToHubMixin):
         config = cls.config_class.from_json_file(config_file.path)
         with torch.device("meta"):
             model = cls(config)
-        check_parameters_fit(model, load.dtype or torch.float32, load.device)
+        dtype = load.dtype or torch.float32
+        check_parameters_fit(model, dtype, load.device)
         # The weights sit beside the config: in the subfolder when it has the config, else at the root.
         weights = find_weights(
             repo_id_or_path,
@@ -268,8 +274,11 @@ class ModelMixin(nn.Module, ConfigMixin, PushToHubMixin):
             use_safetensors=load.use_safetensors,
             variant=load.variant,
         )
-        state = rename_legacy_keys(load_weights(weights, expected=model))
-        load_into(model, state, source=weights.source, dtype=load.dtype or torch.float32, device=load.device)
+        # load_into copies each tensor of the file into a new parameter: on the CPU both are in memory at once.
+        on_cpu = load.device is None or load.device.type == "cpu"
+        copies = parameter_bytes(model, dtype) if on_cpu else 0
+        state = rename_legacy_keys(load_weights(weights, expected=model, copied_into=copies))
+        load_into(model, state, source=weights.source, dtype=dtype, device=load.device)
         if load.device is not None:
             model.to(load.device)  # buffers made by the constructor; the parameters are there already
         return model.eval()

@@ -35,6 +35,7 @@ __all__ = [
     "SampleReport",
     "image_path",
     "is_whole_image",
+    "non_finite_cause",
     "sample_to_folder",
     "shard_indices",
 ]
@@ -113,21 +114,25 @@ class SampleReport:
     remade: int = 0
 
 
+def non_finite_cause(dtype: torch.dtype, command: str = "ddpm sample") -> str:
+    """The likely cause of a non-finite final sample, and what to do, for a UNet that ran in ``dtype``; ``command``
+    is the command whose ``--dtype`` the advice names."""
+    if dtype == torch.float16:
+        return (
+            "the UNet runs in float16, whose range (65504) large activations overflow: use bfloat16 or float32 "
+            f"({command} --dtype bf16 or --dtype fp32)"
+        )
+    return (
+        f"the UNet runs in {str(dtype).removeprefix('torch.')}, so its weights are most likely not finite "
+        "(NaN or infinity) or the model diverged in training: load a good copy of the weights"
+    )
+
+
 def _non_finite_error(pipe: DiffusionPipeline, batch: list[int]) -> FloatingPointError:
     first, last = image_path("", batch[0]).name, image_path("", batch[-1]).name
-    if pipe.dtype == torch.float16:
-        cause = (
-            "the UNet runs in float16, whose range (65504) large activations overflow: use bfloat16 or float32 "
-            "(ddpm sample --dtype bf16 or --dtype fp32)"
-        )
-    else:
-        cause = (
-            f"the UNet runs in {str(pipe.dtype).removeprefix('torch.')}, so its weights are most likely not finite "
-            "(NaN or infinity) or the model diverged in training: load a good copy of the weights"
-        )
     return FloatingPointError(
         f"the model produced non-finite values (NaN or infinity) for images {first} to {last}, so no PNG was written "
-        f"for them; {cause}"
+        f"for them; {non_finite_cause(pipe.dtype)}"
     )
 
 

@@ -90,6 +90,7 @@ class ImageFolderDataset(torch.utils.data.Dataset[torch.Tensor]):
         root: The folder. Files with the extensions in :data:`IMAGE_EXTENSIONS` are used, sorted by path.
         resolution: The side of the square output images, in pixels.
         color: ``"RGB"`` (3 channels) or ``"L"`` (grayscale, 1 channel); images are converted as they load.
+        what: What the images are, for the messages (``"training image"``; ``ddpm evaluate`` says ``"image"``).
 
     Every file's header is read when the dataset is made, so that a file that is not an image, a special file (a
     FIFO named like an image) or an image above :data:`MAX_IMAGE_PIXELS` is refused before training starts.
@@ -99,8 +100,12 @@ class ImageFolderDataset(torch.utils.data.Dataset[torch.Tensor]):
             invalid.
     """
 
-    def __init__(self, root: str | os.PathLike[str], resolution: int, color: ColorMode = "RGB") -> None:
+    def __init__(
+        self, root: str | os.PathLike[str], resolution: int, color: ColorMode = "RGB", *, what: str = "training image"
+    ) -> None:
         _check_color(color)
+        self.what = what
+        self._role = f"{'an' if what[:1] in 'aeiou' else 'a'} {what}"
         if not isinstance(resolution, int) or resolution < 1:
             raise DataError(f"resolution must be a positive integer, got {resolution!r}")
         self.root = Path(root)
@@ -115,7 +120,7 @@ class ImageFolderDataset(torch.utils.data.Dataset[torch.Tensor]):
         self.resolution = resolution
         self.color = color
         for path in self.files:  # headers only: cheap, and no pixel is decoded
-            with open_image(path, what="training image", role="a training image", error=DataError):
+            with open_image(path, what=self.what, role=self._role, error=DataError):
                 pass
 
     def __len__(self) -> int:
@@ -126,7 +131,7 @@ class ImageFolderDataset(torch.utils.data.Dataset[torch.Tensor]):
         from PIL import Image
 
         path = self.files[index]
-        with open_image(path, what="training image", role="a training image", error=DataError) as file:
+        with open_image(path, what=self.what, role=self._role, error=DataError) as file:
             try:
                 img = resize_center_crop(file.convert(self.color), self.resolution)
             except (OSError, ValueError, Image.DecompressionBombError) as exc:  # truncated or corrupt pixel data
