@@ -294,7 +294,7 @@ def test_guided_output_moves_the_fill_down_the_reconstruction_gradient(pipes):
     from ddpm.schedulers.math import predict_x0
 
     ours, _ = pipes
-    pipe = RePaintPipeline(unet=copy.deepcopy(ours.unet).double(), scheduler=ours.scheduler)  # type: ignore[arg-type]
+    pipe = RePaintPipeline(unet=copy.deepcopy(ours.unet).double(), scheduler=ours.scheduler)
     g = torch.Generator().manual_seed(3)
     x = torch.randn(1, 3, 16, 16, generator=g, dtype=torch.float64)
     y = torch.rand(1, 3, 16, 16, generator=g, dtype=torch.float64) * 2 - 1
