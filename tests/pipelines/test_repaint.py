@@ -294,7 +294,8 @@ def test_guided_output_moves_the_fill_down_the_reconstruction_gradient(pipes):
     from ddpm.schedulers.math import predict_x0
 
     ours, _ = pipes
-    pipe = RePaintPipeline(unet=copy.deepcopy(ours.unet).double(), scheduler=ours.scheduler)
+    scheduler = RePaintScheduler.from_config(ours.scheduler.config, clip_sample=False)  # the bare gradient step
+    pipe = RePaintPipeline(unet=copy.deepcopy(ours.unet).double(), scheduler=scheduler)
     g = torch.Generator().manual_seed(3)
     x = torch.randn(1, 3, 16, 16, generator=g, dtype=torch.float64)
     y = torch.rand(1, 3, 16, 16, generator=g, dtype=torch.float64) * 2 - 1
@@ -321,6 +322,10 @@ def test_guided_output_moves_the_fill_down_the_reconstruction_gradient(pipes):
         h = 1e-5
         numeric = (loss(x + h * v) - loss(x - h * v)) / (2 * h)
         assert abs(float((gradient * v).sum()) - numeric) <= 1e-6 * max(1.0, abs(numeric))
+    pipe.scheduler = RePaintScheduler.from_config(scheduler.config, clip_sample=True)
+    clipped = predict_x0(pipe._guided_output(x, torch.tensor(t), t, y, keep, 1e4), x, a, b, "epsilon")
+    assert float(clipped.abs().max()) <= 1 + 1e-9  # clipped as the step clips x̂_0, so ε and x̂_0 agree
+    assert float((clipped - x0_of(x)).abs().max()) > 0.1
 
 
 def test_reconstruction_guidance_keeps_the_known_region_and_zero_is_plain_repaint(pipes):

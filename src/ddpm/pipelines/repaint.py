@@ -23,7 +23,7 @@ from ..errors import ImageError
 from ..image_processing import ImageInput, check_output_type, postprocess, preprocess
 from ..memory import check_sampling_fits
 from ..outputs import ImagePipelineOutput
-from ..schedulers.math import output_from_x0, predict_x0
+from ..schedulers.math import clip_or_threshold, output_from_x0, predict_x0
 from ..schedulers.repaint import RePaintScheduler
 from ..utils import Generators, check_generators, randn_tensor
 from .callbacks import StepCallback, StepEnd, StepEndCallback
@@ -351,6 +351,7 @@ class RePaintPipeline(DiffusionPipeline):
         x̂_0   = x̂_0(x_t)                                              the model's estimate (any prediction type)
         g     = ∇_{x_t} ||m ⊙ (x_known - x̂_0)||²                      one backward pass through the UNet
         x̃_0   = x̂_0 - (w_r sqrt(ᾱ_t) / 2) (1 - m) ⊙ g                  only the part to fill moves
+        x̃_0   = clip(x̃_0)                                             the scheduler's clip_sample/thresholding
         ```
         returned in the model's own parameterisation, so the scheduler's step is unchanged.
         """
@@ -363,4 +364,6 @@ class RePaintPipeline(DiffusionPipeline):
             x0 = predict_x0(self.unet(x, t).sample, x, a, b, prediction_type)
             (gradient,) = torch.autograd.grad((keep * (original - x0)).square().sum(), x)
         x0 = x0.detach() - (weight * a / 2) * (1 - keep) * gradient
+        # clipped here, so the output the step reads as ε (its direction term) agrees with the x̂_0 it clips
+        x0 = clip_or_threshold(x0, scheduler.config)
         return output_from_x0(x0, sample, a, b, prediction_type)
