@@ -95,3 +95,5 @@ def test_the_zero_snr_level_is_that_of_2_to_the_minus_24_and_alphas_cumprod_keep
         assert levels[-2] > levels[-1] and float(ours.alphas_cumprod[-1]) == 0.0
         x0, noise = torch.ones(SHAPE), torch.randn(SHAPE, generator=torch.Generator().manual_seed(0))
         assert torch.equal(ours.add_noise(x0, noise, torch.tensor([999])), noise)
+    with pytest.raises(ValueError, match=r"steps 0 and 1 of 999 go up from σ = 4096 to σ = 15406 \(h < 0\)"):
+        UniPCMultistepScheduler(rescale_betas_zero_snr=True).set_timesteps(999)  # 999, 998, ...: the rise above

@@ -288,9 +288,15 @@ class UniPCMultistepScheduler(MultistepScheduler):
         for i in range(len(sigmas) - 1):
             last_to_sigma_min = i == len(sigmas) - 2 and sigmas[i + 1] == sigmas[i]  # Karras with sigma_min: a no-op
             if not sigmas[i + 1] < sigmas[i] and not last_to_sigma_min:
+                # a rise: the zero-SNR level of t = T-1 (ᾱ read as 2^-24) can be below that of T-2
+                levels = (
+                    f"are both at σ = {sigmas[i]:.6g} (h = 0)"
+                    if sigmas[i + 1] == sigmas[i]
+                    else f"go up from σ = {sigmas[i]:.6g} to σ = {sigmas[i + 1]:.6g} (h < 0)"
+                )
                 raise ValueError(
                     f"UniPC needs a strictly decreasing noise level, but steps {i} and {i + 1} of {len(sigmas) - 1} "
-                    f"are both at σ = {sigmas[i]:.6g} (h = 0); use fewer steps or another timestep_spacing"
+                    f"{levels}; use fewer steps or another timestep_spacing"
                 )
 
     def _order_limit(self, i: int) -> int:
