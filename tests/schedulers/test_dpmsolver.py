@@ -17,7 +17,7 @@ import torch
 import ddpm
 from ddpm import DPMSolverMultistepScheduler
 from ddpm.errors import UnsupportedConfigError
-from ddpm.schedulers.sigmas import sigmas_from_alphas_cumprod, timesteps_from_sigmas
+from ddpm.schedulers.sigmas import timesteps_from_sigmas, training_sigmas
 
 from helpers import CELEBAHQ_SCHEDULER_CONFIG, CIFAR10_SCHEDULER_CONFIG, TINY_UNET_CONFIG, diffusers_unet
 from scheduler_helpers import SHAPE
@@ -175,7 +175,7 @@ def test_karras_levels_on_a_cosine_schedule_keep_every_level_where_diffusers_fai
     # diffusers#12771: its unrounded timesteps collapse to repeated ints, the step index drifts, IndexError
     ours = DPMSolverMultistepScheduler(beta_schedule="squaredcos_cap_v2", use_karras_sigmas=True)
     ours.set_timesteps(20)
-    training = sigmas_from_alphas_cumprod(ours.alphas_cumprod.numpy())
+    training = training_sigmas(ours.alphas_cumprod)
     fractional = timesteps_from_sigmas(ours.sigmas[:-1].double().numpy(), np.log(training))
     assert ours.timesteps.tolist() == np.round(fractional).astype(int).tolist()  # the nearest training timestep
     assert len(ours.timesteps) == 20 and len(set(ours.timesteps.tolist())) < 20  # repeats are fine: one call each

@@ -36,7 +36,7 @@ from ..outputs import SchedulerOutput
 from ..utils import Generators
 from .base import Scheduler, StepInput
 from .config import SchedulerConfig, TimestepSpacing
-from .sigmas import exponential_sigmas, karras_sigmas, sigmas_from_alphas_cumprod, timesteps_from_sigmas
+from .sigmas import exponential_sigmas, karras_sigmas, nonzero_alphas_cumprod, timesteps_from_sigmas, training_sigmas
 
 __all__ = [
     "EulerAncestralDiscreteScheduler",
@@ -45,10 +45,6 @@ __all__ = [
     "EulerDiscreteSchedulerConfig",
     "SigmaScheduler",
 ]
-
-#: ᾱ of the last training timestep under ``rescale_betas_zero_snr`` (exactly 0 there): 2^-24, so that σ stays
-#: finite (as diffusers sets it for its σ-space schedulers).
-_ZERO_SNR_ALPHA_BAR = 2.0**-24
 
 
 def check_sigma_options(config: SchedulerConfig) -> None:
@@ -159,9 +155,9 @@ class SigmaScheduler(Scheduler):
 
     def _apply_config(self, cfg: SchedulerConfig) -> None:
         super()._apply_config(cfg)
-        if cfg.rescale_betas_zero_snr:
-            self.alphas_cumprod[-1] = _ZERO_SNR_ALPHA_BAR
-        self._train_sigmas: np.ndarray = sigmas_from_alphas_cumprod(self.alphas_cumprod).numpy()  # (T,), float32
+        if cfg.rescale_betas_zero_snr:  # ᾱ_{T-1} = 0 becomes 2^-24 in ᾱ itself (get_velocity reads it), as diffusers'
+            self.alphas_cumprod = nonzero_alphas_cumprod(self.alphas_cumprod)
+        self._train_sigmas: np.ndarray = training_sigmas(self.alphas_cumprod)  # (T,), float32, finite
         # before set_timesteps: every training level, largest first, then 0 (diffusers' initial state)
         self.sigmas = torch.cat([torch.from_numpy(self._train_sigmas[::-1].copy()), torch.zeros(1)])
         self.timesteps = torch.arange(cfg.num_train_timesteps - 1, -1, -1, dtype=torch.float32)

@@ -16,7 +16,7 @@ A subclass writes its config (adding its keys), its ``set_timesteps`` (``super()
 weights from ``self._alpha``, ``self._sigma``, ``self._lambda``), :meth:`MultistepScheduler._order_limit` and ``_step``
 (push the prediction with ``self._history.append``, use ``min(len(self._history), self._highest_order[i])``).
 Where a solver keeps its books differently (UniPC, as diffusers' UniPC does), it overrides the hook that holds that
-piece: ``_training_sigmas``, ``_karras_range``, ``_final_level``, ``_half_log_snr``, ``_check_spacing``, and
+piece: ``_karras_range``, ``_final_level``, ``_half_log_snr``, ``_check_spacing``, and
 ``_reset_history`` to clear more state; its config may reword the shared refusals (``_solver_order_rule``,
 ``_unsupported_switch_error``).
 """
@@ -36,7 +36,7 @@ from ..errors import ConfigError, UnsupportedConfigError
 from .base import Scheduler
 from .config import SchedulerConfig, TimestepSpacing
 from .config import check as check_key
-from .sigmas import karras_sigmas, sigmas_from_alphas_cumprod, timesteps_from_sigmas
+from .sigmas import karras_sigmas, nonzero_alphas_cumprod, timesteps_from_sigmas, training_sigmas
 
 __all__ = ["MultistepScheduler", "MultistepSchedulerConfig"]
 
@@ -118,8 +118,11 @@ class MultistepScheduler(Scheduler):
 
     # ------------------------------------------------------------------------------------------------ the schedule
     def _training_sigmas(self) -> np.ndarray:
-        """σ_t / α_t = sqrt((1 - ᾱ_t) / ᾱ_t) of the T training timesteps, float32 (increasing in t)."""
-        return sigmas_from_alphas_cumprod(self.alphas_cumprod.numpy())
+        """σ_t / α_t = sqrt((1 - ᾱ_t) / ᾱ_t) of the T training timesteps, float32 (increasing in t), as diffusers'
+        DPM-Solver++ and UniPC compute them (:func:`~ddpm.schedulers.sigmas.training_sigmas`: torch's rounding, and a
+        zero-SNR ᾱ of 0 read as 2^-24, so the first level is about 4096, not ∞). ``alphas_cumprod`` keeps its 0:
+        ``add_noise`` at that timestep gives pure noise."""
+        return training_sigmas(self.alphas_cumprod)
 
     def _last_timestep(self) -> int:
         """One past the largest timestep the spacing may pick: T, less the timesteps whose λ_t is below the config's
@@ -128,7 +131,7 @@ class MultistepScheduler(Scheduler):
         clip = getattr(self.config, "lambda_min_clipped", -math.inf)
         if clip == -math.inf:
             return t
-        alpha_bar = self.alphas_cumprod
+        alpha_bar = nonzero_alphas_cumprod(self.alphas_cumprod)  # λ of a zero-SNR ᾱ_{T-1}: that of 2^-24, not -∞
         lam = torch.log(alpha_bar.sqrt()) - torch.log((1 - alpha_bar).sqrt())  # λ_t, decreasing in t
         return t - int(torch.searchsorted(torch.flip(lam, [0]), clip))
 

@@ -10,7 +10,9 @@ with α_t = sqrt(ᾱ_t) and σ'_t = sqrt(1 - ᾱ_t). Schedulers in σ-space pick
 the UNet still needs a timestep, found by interpolating log σ between the two training timesteps around it.
 
 Every function takes and returns numpy arrays and keeps their dtype (float32 where the schedule is the float32
-ᾱ that diffusers' schedulers use, so that the values agree to the last bit; float64 otherwise).
+ᾱ that diffusers' schedulers use, so that the values agree to the last bit; float64 otherwise), except those that
+read the training schedule ᾱ (a torch tensor): :func:`training_sigmas`, the one definition of the training levels of
+every σ-space scheduler, computes them with torch as diffusers does.
 """
 
 from __future__ import annotations
@@ -23,12 +25,20 @@ import torch
 ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
 
 __all__ = [
+    "ZERO_SNR_ALPHA_BAR",
     "alpha_sigma_from_sigma",
     "exponential_sigmas",
     "karras_sigmas",
+    "nonzero_alphas_cumprod",
     "sigmas_from_alphas_cumprod",
     "timesteps_from_sigmas",
+    "training_sigmas",
 ]
+
+#: The ᾱ read in place of an ᾱ of 0 (the last timestep of a zero-terminal-SNR schedule, ``rescale_betas_zero_snr``,
+#: where σ_t would be infinite): 2^-24, the smallest positive float16 subnormal, as diffusers' σ-space schedulers set
+#: it. σ_t there is sqrt((1 - 2^-24) / 2^-24) ≈ 4096.
+ZERO_SNR_ALPHA_BAR = 2.0**-24
 
 
 def sigmas_from_alphas_cumprod(alphas_cumprod: ArrayT) -> ArrayT:
@@ -38,6 +48,19 @@ def sigmas_from_alphas_cumprod(alphas_cumprod: ArrayT) -> ArrayT:
     and diffusers' σ-space schedulers compute this with torch.
     """
     return ((1 - alphas_cumprod) / alphas_cumprod) ** 0.5
+
+
+def nonzero_alphas_cumprod(alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    """``alphas_cumprod`` with every ᾱ of 0 read as :data:`ZERO_SNR_ALPHA_BAR` (a new tensor of the same dtype)."""
+    return torch.where(alphas_cumprod == 0, ZERO_SNR_ALPHA_BAR, alphas_cumprod)
+
+
+def training_sigmas(alphas_cumprod: torch.Tensor) -> np.ndarray:
+    """σ_t of the T training timesteps (float32 ᾱ in, float32 numpy out, increasing in t), as diffusers' σ-space
+    schedulers compute them: an ᾱ of 0 read as 2^-24 (:func:`nonzero_alphas_cumprod`, so every σ_t is finite), then
+    :func:`sigmas_from_alphas_cumprod` with torch, whose float32 power rounds some σ_t differently from numpy's
+    (177 of the 1000 of the linear schedule, in the last bit)."""
+    return sigmas_from_alphas_cumprod(nonzero_alphas_cumprod(alphas_cumprod)).numpy()
 
 
 def karras_sigmas(sigma_min: float, sigma_max: float, num_inference_steps: int, rho: float = 7.0) -> np.ndarray:

@@ -43,7 +43,6 @@ from ..errors import ConfigError
 from .base import StepInput
 from .math import dynamic_threshold
 from .multistep import MultistepScheduler, MultistepSchedulerConfig
-from .sigmas import sigmas_from_alphas_cumprod
 
 __all__ = ["UniPCMultistepScheduler", "UniPCMultistepSchedulerConfig"]
 
@@ -244,17 +243,10 @@ class UniPCMultistepScheduler(MultistepScheduler):
         self._rows = self._coefficient_table()
 
     # Where UniPC's bookkeeping differs from DPM-Solver++'s (the MultistepScheduler hooks below), as diffusers' UniPC
-    # does it: the training levels (torch's rounding; a zero-SNR ᾱ of 0 read as 2^-24), the Karras range (sigma_min,
-    # sigma_max), the final level with Karras levels (the smallest Karras level), λ (one level at a time), the
-    # refusal of a grid (UniPC's messages; equal timesteps are refused with the levels by _check_decreasing) and the
-    # order limit (the steps into σ = 0 and the no-op last Karras step are first order).
-
-    def _training_sigmas(self) -> np.ndarray:
-        """σ_t for t = 0..T-1 from the float32 ᾱ (an ᾱ of 0, the zero-SNR end, is read as 2^-24 as diffusers does),
-        computed with torch: its float32 rounding, which is diffusers', differs from numpy's (DPM-Solver++'s here)
-        in the last bit at some timesteps."""
-        alpha_bar = torch.where(self.alphas_cumprod == 0, 2.0**-24, self.alphas_cumprod)
-        return sigmas_from_alphas_cumprod(alpha_bar).numpy()
+    # does it: the Karras range (sigma_min, sigma_max), the final level with Karras levels (the smallest Karras
+    # level), λ (one level at a time), the refusal of a grid (UniPC's messages; equal timesteps are refused with the
+    # levels by _check_decreasing) and the order limit (the steps into σ = 0 and the no-op last Karras step are first
+    # order). The training levels are the base's, as diffusers computes them for both solvers.
 
     def _karras_range(self, training_sigmas: np.ndarray) -> tuple[float, float]:
         """(σ_min, σ_max) of the Karras levels: the config's ``sigma_min`` / ``sigma_max``, else the training ends."""
@@ -296,9 +288,15 @@ class UniPCMultistepScheduler(MultistepScheduler):
         for i in range(len(sigmas) - 1):
             last_to_sigma_min = i == len(sigmas) - 2 and sigmas[i + 1] == sigmas[i]  # Karras with sigma_min: a no-op
             if not sigmas[i + 1] < sigmas[i] and not last_to_sigma_min:
+                # a rise: the zero-SNR level of t = T-1 (ᾱ read as 2^-24) can be below that of T-2
+                levels = (
+                    f"are both at σ = {sigmas[i]:.6g} (h = 0)"
+                    if sigmas[i + 1] == sigmas[i]
+                    else f"go up from σ = {sigmas[i]:.6g} to σ = {sigmas[i + 1]:.6g} (h < 0)"
+                )
                 raise ValueError(
                     f"UniPC needs a strictly decreasing noise level, but steps {i} and {i + 1} of {len(sigmas) - 1} "
-                    f"are both at σ = {sigmas[i]:.6g} (h = 0); use fewer steps or another timestep_spacing"
+                    f"{levels}; use fewer steps or another timestep_spacing"
                 )
 
     def _order_limit(self, i: int) -> int:
