@@ -68,7 +68,15 @@ from .config import (
     TimestepSpacing,
     scheduler_config_keys,
 )
-from .math import clip_or_threshold, dynamic_threshold, eps_from_x0, predict_eps, predict_x0, spaced_timesteps
+from .math import (
+    clip_or_threshold,
+    dynamic_threshold,
+    eps_from_x0,
+    output_from_x0,
+    predict_eps,
+    predict_x0,
+    spaced_timesteps,
+)
 from .schedules import alphas_cumprod_from_betas, make_betas
 
 __all__ = [
@@ -83,6 +91,7 @@ __all__ = [
     "clip_or_threshold",
     "dynamic_threshold",
     "eps_from_x0",
+    "output_from_x0",
     "per_step",
     "predict_eps",
     "predict_x0",
