@@ -295,7 +295,7 @@ def test_guided_output_moves_the_fill_down_the_reconstruction_gradient(pipes):
 
     ours, _ = pipes
     scheduler = RePaintScheduler.from_config(ours.scheduler.config, clip_sample=False)  # the bare gradient step
-    pipe = RePaintPipeline(unet=copy.deepcopy(ours.unet).double(), scheduler=scheduler)
+    pipe = RePaintPipeline(unet=copy.deepcopy(ours.unet).double(), scheduler=scheduler)  # type: ignore[arg-type]
     g = torch.Generator().manual_seed(3)
     x = torch.randn(1, 3, 16, 16, generator=g, dtype=torch.float64)
     y = torch.rand(1, 3, 16, 16, generator=g, dtype=torch.float64) * 2 - 1
