@@ -344,3 +344,15 @@ def test_reconstruction_guidance_keeps_the_known_region_and_zero_is_plain_repain
     for bad in (-1, float("nan"), float("inf"), True, "10"):
         with pytest.raises(ValueError, match="reconstruction_guidance must be a finite number >= 0"):
             ours(images[0], mask, num_inference_steps=2, reconstruction_guidance=bad)
+
+
+def test_reconstruction_guidance_on_the_fast_path_with_a_half_unet(tiny_repo):
+    """enable_fast_sampling casts the UNet to bf16 while x_t stays float32: the guided call casts at the UNet."""
+    pipe = RePaintPipeline.from_pretrained(tiny_repo)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.enable_fast_sampling(torch.bfloat16)
+    images, mask, levels = _inputs()
+    out = pipe(images[0], mask, 3, 1.0, 1, 1, torch.Generator().manual_seed(0), "np", reconstruction_guidance=10)
+    kept = np.asarray(mask) >= 128
+    assert np.isfinite(out.images).all()
+    assert np.abs(np.round(out.images[0] * 255)[kept] - levels[0][kept]).max() <= 1

@@ -361,7 +361,8 @@ class RePaintPipeline(DiffusionPipeline):
         prediction_type = scheduler.config.prediction_type
         with torch.inference_mode(False), torch.enable_grad():
             x = sample.clone().requires_grad_(True)  # (B, C, H, W)
-            x0 = predict_x0(self.unet(x, t).sample, x, a, b, prediction_type)
+            output = self.unet(x.to(self.unet.dtype), t).sample.to(x.dtype)  # a half UNet on the fast path
+            x0 = predict_x0(output, x, a, b, prediction_type)
             (gradient,) = torch.autograd.grad((keep * (original - x0)).square().sum(), x)
         x0 = x0.detach() - (weight * a / 2) * (1 - keep) * gradient
         # clipped here, so the output the step reads as ε (its direction term) agrees with the x̂_0 it clips
