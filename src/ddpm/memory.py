@@ -152,7 +152,9 @@ _MARGIN = 1.5
 _FIXED = 16 * 2**20
 
 
-def sampling_bytes(config: UNetShape, batch_size: int, height: int, width: int, dtype: torch.dtype) -> int:
+def sampling_bytes(
+    config: UNetShape, batch_size: int, height: int, width: int, dtype: torch.dtype, *, gradient: bool = False
+) -> int:
     """An upper estimate of the peak memory that sampling a batch adds to a loaded UNet (weights not included).
 
     Per image, in elements (``dtype``'s size each; the loop's tensors in float32):
@@ -186,6 +188,12 @@ def sampling_bytes(config: UNetShape, batch_size: int, height: int, width: int, 
         height: Image height in pixels.
         width: Image width in pixels.
         dtype: The UNet's dtype (its activations' element size).
+        gradient: Each call also takes a gradient with respect to its input (RePaint's reconstruction guidance):
+            autograd keeps every layer's activations for the backward pass. Added per image, per level: ``8 x c``
+            per position for each residual block (``8 x (c_below + c)`` in the up path, whose inputs are
+            concatenations), ``4 x c`` for the resamplers, and per attention layer its ``8 x c`` plus the score
+            matrices; the mid block's two residual blocks and attention at the lowest level. An upper estimate:
+            several of these tensors share storage in practice.
     """
     size = torch.empty((), dtype=dtype).element_size()
     channels = list(config.block_out_channels)
@@ -211,7 +219,20 @@ def sampling_bytes(config: UNetShape, batch_size: int, height: int, width: int, 
             heads = max(1, c // config.attention_head_dim) if config.attention_head_dim else 1
             work += 8 * c * n + 2 * heads * n * n
         peak_level = max(peak_level, work)
-    unet = (skips + peak_level) * size
+    saved = 0
+    if gradient:  # every activation is kept for the backward pass
+        lpb = config.layers_per_block
+        for level, c in enumerate(channels):
+            n = positions(level)
+            below = channels[min(level + 1, levels - 1)]
+            saved += (8 * lpb * c + 8 * (lpb + 1) * (below + c) + 4 * c) * n
+            if attention(level):
+                heads = max(1, c // config.attention_head_dim) if config.attention_head_dim else 1
+                saved += (2 * lpb + 1) * (8 * c * n + 2 * heads * n * n)
+        if has_mid:
+            c, n = channels[-1], positions(levels - 1)
+            saved += 2 * 8 * c * n
+    unet = (skips + peak_level + saved) * size
     loop = _LOOP_TENSORS * config.in_channels * height * width * 4
     return _FIXED + math.ceil(_MARGIN * batch_size * (unet + loop))
 
@@ -225,6 +246,7 @@ def check_sampling_fits(
     *,
     lower: str,
     device: torch.device | str | None = None,
+    gradient: bool = False,
 ) -> None:
     """Refuse to sample a batch whose :func:`sampling_bytes` estimate exceeds :func:`memory_limit`.
 
@@ -236,6 +258,7 @@ def check_sampling_fits(
         dtype: The UNet's dtype.
         lower: How to lower the request, in the caller's terms (``"use a smaller --batch-size"``).
         device: Where the sampling runs.
+        gradient: Each model call also takes a gradient (see :func:`sampling_bytes`).
 
     Raises:
         ResourceLimitError: The batch would not fit; the message says ``sampling a batch of N images of HxW``, the
@@ -243,8 +266,8 @@ def check_sampling_fits(
     """
     images = f"{batch_size} image{'' if batch_size == 1 else 's'}"
     check_fits(
-        sampling_bytes(config, batch_size, height, width, dtype),
-        what=f"sampling a batch of {images} of {height}x{width}",
+        sampling_bytes(config, batch_size, height, width, dtype, gradient=gradient),
+        what=f"sampling a batch of {images} of {height}x{width}" + (" with a gradient per step" if gradient else ""),
         lower=lower,
         device=device,
     )

@@ -284,7 +284,14 @@ class RePaintPipeline(DiffusionPipeline):
         check_generators(generator, batch_size, self.device, batch=f"{batch_size} image(s)")
         on_step_end = StepEnd.for_call(callback, callback_on_step_end, callback_on_step_end_tensor_inputs, check_finite)
         check_sampling_fits(
-            config, batch_size, height, width, self.dtype, lower="inpaint fewer images at once", device=self.device
+            config,
+            batch_size,
+            height,
+            width,
+            self.dtype,
+            lower="inpaint fewer images at once" + (" or lower reconstruction_guidance to 0" if guidance else ""),
+            device=self.device,
+            gradient=guidance > 0,
         )
         scheduler = self.scheduler
         scheduler.set_timesteps(num_inference_steps, jump_length, jump_n_sample, self.device)  # checks n, j, r
