@@ -162,7 +162,7 @@ def test_guided_inpainting_is_checked_with_the_gradient_estimate(monkeypatch):
     guided = sampling_bytes(config, 64, 16, 16, torch.float32, gradient=True)
     assert guided > 2 * forward
     torch.manual_seed(0)
-    pipe = RePaintPipeline(unet=UNet2DModel.from_config(TINY_UNET_CONFIG), scheduler=RePaintScheduler())
+    pipe = RePaintPipeline(unet=UNet2DModel.from_config(TINY_UNET_CONFIG), scheduler=RePaintScheduler())  # type: ignore[arg-type]
     pipe.set_progress_bar_config(disable=True)
     monkeypatch.setenv(LIMIT_ENV, str((forward + guided) // 2))
     image, mask = torch.zeros(64, 3, 16, 16), torch.ones(1, 1, 16, 16).tril()
